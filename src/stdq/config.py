@@ -1,0 +1,417 @@
+"""Settings: one TOML file plus the environment (DESIGN.md "Settings").
+
+The file is found through ``--config PATH``, else ``$STDQ_CONFIG``, else
+``platformdirs.user_config_dir("stdq")/config.toml``; no file means defaults.
+Secrets come from the environment first (``STDQ_<SERVICE>_<FIELD>``, then the
+service's conventional variable), then the file; they never leave this module
+unmasked except through :meth:`ServiceConfig.secret`.
+
+Only stdlib, platformdirs and (to write) tomli-w are imported here: this module
+is on the start-up path of every command.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stdq.errors import ConfigError
+
+ENV_CONFIG = "STDQ_CONFIG"
+ENV_DATA_DIR = "STDQ_DATA_DIR"
+MASK = "********"
+
+TASKS_DEFAULTS: dict[str, Any] = {
+    "backend": "database",
+    "autostart_worker": True,
+    "lease_seconds": 30,
+    "max_attempts": 5,
+}
+HTTP_DEFAULTS: dict[str, Any] = {"timeout": 30.0, "max_retries": 4}
+RESOLVER_DEFAULTS: dict[str, Any] = {
+    "order": ["local", "sesame", "mast"],
+    "sesame_url": "https://cds.unistra.fr/cgi-bin/nph-sesame",
+    "mast_url": "https://mastresolver.stsci.edu/Santa-war/query",
+}
+KNOWN_RESOLVERS = ("local", "sesame", "mast")
+TASK_BACKENDS = ("database", "immediate")
+TOP_LEVEL_KEYS = {
+    "data_dir",
+    "tasks",
+    "http",
+    "resolver",
+    "services",
+    "data_product_types",
+    "data_processors",
+}
+# Keys every [services.NAME] table accepts, whatever the service.
+COMMON_SERVICE_KEYS = ("class", "url", "api_key")
+
+
+def default_config_path() -> Path:
+    """Where the settings file lives when neither --config nor $STDQ_CONFIG says."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("stdq")) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("stdq"))
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The settings file path: --config, else $STDQ_CONFIG, else the platform default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env).expanduser()
+    return default_config_path()
+
+
+def env_var_name(service: str, fieldname: str) -> str:
+    """``STDQ_<SERVICE>_<FIELD>``, with '-' as '_' (``ztf-fps`` -> ``STDQ_ZTF_FPS_EMAIL``)."""
+    return f"STDQ_{service}_{fieldname}".upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    backend: str = "database"
+    autostart_worker: bool = True
+    lease_seconds: float = 30
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    timeout: float = 30.0
+    max_retries: int = 4
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    order: tuple[str, ...] = ("local", "sesame", "mast")
+    sesame_url: str = RESOLVER_DEFAULTS["sesame_url"]
+    mast_url: str = RESOLVER_DEFAULTS["mast_url"]
+
+
+@dataclass
+class ServiceConfig:
+    """The merged settings of one service: class path, url, its own keys, its secrets."""
+
+    name: str
+    class_path: str
+    values: dict[str, Any]
+    secret_fields: tuple[str, ...] = ()
+    _secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    secret_sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return str(self.values.get("url") or "")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def secret(self, fieldname: str) -> str | None:
+        """The secret's value (None when unset). Never print it."""
+        return self._secrets.get(fieldname)
+
+    def secret_values(self) -> list[str]:
+        """Every secret set for this service, for redaction."""
+        return [v for v in self._secrets.values() if v]
+
+    def masked(self) -> dict[str, Any]:
+        """Settings for display: secrets replaced by a mask and where they came from."""
+        shown: dict[str, Any] = {"class": self.class_path, **self.values}
+        for name in self.secret_fields:
+            if self._secrets.get(name):
+                shown[name] = f"{MASK} (from {self.secret_sources.get(name, '?')})"
+            else:
+                shown[name] = None
+        return shown
+
+
+@dataclass
+class Settings:
+    """All settings, merged from defaults, the file and the environment."""
+
+    path: Path
+    file_exists: bool
+    data_dir: Path
+    tasks: TaskSettings = field(default_factory=TaskSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    resolver: ResolverSettings = field(default_factory=ResolverSettings)
+    services_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_product_types: dict[str, str] = field(default_factory=dict)
+    data_processors: dict[str, str] = field(default_factory=dict)
+
+    # -- services -------------------------------------------------------------
+    def service_names(self) -> list[str]:
+        """Built-in and plug-in services plus those the file adds."""
+        from stdq import plugins
+
+        names = set(plugins.service_entry_points())
+        names.update(self.services_raw)
+        return sorted(names)
+
+    def service(self, name: str) -> ServiceConfig:
+        """The merged settings of service NAME; ConfigError when unknown."""
+        from stdq import plugins
+
+        table = self.services_raw.get(name, {})
+        class_path = table.get("class") or plugins.service_entry_points().get(name)
+        if not class_path:
+            known = ", ".join(self.service_names()) or "none"
+            raise ConfigError(f"unknown service {name!r}", hint=f"known services: {known}")
+        cls = plugins.load_class(class_path, where=f"{self.path}: [services.{name}] class")
+        defaults = dict(getattr(cls, "settings_defaults", {}) or {})
+        values: dict[str, Any] = {"url": getattr(cls, "default_url", "")}
+        values.update(defaults)
+        secret_fields = tuple(getattr(cls, "secret_fields", ("api_key",)))
+        for key, value in table.items():
+            if key == "class" or key in secret_fields:
+                continue
+            values[key] = value
+        secrets: dict[str, str] = {}
+        sources: dict[str, str] = {}
+        conventional = getattr(cls, "secret_env", {}) or {}
+        for fieldname in secret_fields:
+            candidates = [env_var_name(name, fieldname), *conventional.get(fieldname, ())]
+            for var in candidates:
+                value = os.environ.get(var)
+                if value:
+                    secrets[fieldname], sources[fieldname] = value, f"${var}"
+                    break
+            else:
+                if table.get(fieldname):
+                    secrets[fieldname] = str(table[fieldname])
+                    sources[fieldname] = str(self.path)
+        return ServiceConfig(
+            name=name,
+            class_path=class_path,
+            values=values,
+            secret_fields=secret_fields,
+            _secrets=secrets,
+            secret_sources=sources,
+        )
+
+    def processor_path(self, data_product_type: str) -> str | None:
+        from stdq import plugins
+
+        return self.data_processors.get(data_product_type) or plugins.processor_entry_points().get(
+            data_product_type
+        )
+
+    def as_display_dict(self) -> dict[str, Any]:
+        """The merged settings with secrets masked (``stdq config show``)."""
+        services: dict[str, Any] = {}
+        for name in self.service_names():
+            try:
+                services[name] = self.service(name).masked()
+            except ConfigError as exc:
+                services[name] = {"error": exc.message}
+        return {
+            "config_file": str(self.path) + ("" if self.file_exists else " (absent: defaults)"),
+            "data_dir": str(self.data_dir),
+            "tasks": dict(self.tasks.__dict__),
+            "http": dict(self.http.__dict__),
+            "resolver": {**self.resolver.__dict__, "order": list(self.resolver.order)},
+            "services": services,
+            "data_product_types": dict(self.data_product_types),
+            "data_processors": dict(self.data_processors),
+        }
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any] | set, where: str, path: Path):
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}: unknown key {where}{key!r}",
+                hint=f"allowed keys there: {', '.join(sorted(allowed))}",
+            )
+
+
+def _check_type(value: Any, default: Any, key: str, path: Path) -> Any:
+    """Coerce VALUE to the type of DEFAULT (ints are fine where floats are asked)."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{path}: {key} must be {type(default).__name__}, not {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def _typed_table(
+    raw: Any, defaults: dict[str, Any], name: str, path: Path
+) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    _check_keys(raw, defaults, f"[{name}] ", path)
+    merged = dict(defaults)
+    for key, value in raw.items():
+        merged[key] = _check_type(value, defaults[key], f"[{name}] {key}", path)
+    return merged
+
+
+def load_settings(
+    config: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> Settings:
+    """Read and check the settings file; raises ConfigError (exit 3) naming file and key."""
+    path = config_path(config)
+    raw: dict[str, Any] = {}
+    exists = path.is_file()
+    if config and not exists:
+        raise ConfigError(f"{path}: no such settings file", hint="create one with: stdq config init")
+    if exists:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    _check_keys(raw, TOP_LEVEL_KEYS, "", path)
+
+    tasks = _typed_table(raw.get("tasks"), TASKS_DEFAULTS, "tasks", path)
+    if tasks["backend"] not in TASK_BACKENDS:
+        raise ConfigError(
+            f"{path}: [tasks] backend must be one of {', '.join(TASK_BACKENDS)}, "
+            f"not {tasks['backend']!r}"
+        )
+    if tasks["lease_seconds"] <= 0 or tasks["max_attempts"] < 1:
+        raise ConfigError(f"{path}: [tasks] lease_seconds and max_attempts must be positive")
+    http = _typed_table(raw.get("http"), HTTP_DEFAULTS, "http", path)
+    if http["timeout"] <= 0 or http["max_retries"] < 0:
+        raise ConfigError(f"{path}: [http] timeout must be > 0 and max_retries >= 0")
+    resolver = _typed_table(raw.get("resolver"), RESOLVER_DEFAULTS, "resolver", path)
+    for name in resolver["order"]:
+        if name not in KNOWN_RESOLVERS:
+            raise ConfigError(
+                f"{path}: [resolver] order names an unknown resolver {name!r}",
+                hint=f"known resolvers: {', '.join(KNOWN_RESOLVERS)}",
+            )
+
+    services_raw = raw.get("services") or {}
+    if not isinstance(services_raw, dict) or not all(
+        isinstance(v, dict) for v in services_raw.values()
+    ):
+        raise ConfigError(f"{path}: [services] must hold one table per service")
+    for section in ("data_product_types", "data_processors"):
+        table = raw.get(section) or {}
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise ConfigError(f"{path}: [{section}] must map names to strings")
+
+    data_dir_value = (
+        data_dir or os.environ.get(ENV_DATA_DIR) or raw.get("data_dir") or default_data_dir()
+    )
+    settings = Settings(
+        path=path,
+        file_exists=exists,
+        data_dir=Path(data_dir_value).expanduser(),
+        tasks=TaskSettings(**tasks),
+        http=HttpSettings(**http),
+        resolver=ResolverSettings(
+            order=tuple(resolver["order"]),
+            sesame_url=resolver["sesame_url"],
+            mast_url=resolver["mast_url"],
+        ),
+        services_raw={k: dict(v) for k, v in services_raw.items()},
+        data_product_types=dict(raw.get("data_product_types") or {}),
+        data_processors=dict(raw.get("data_processors") or {}),
+    )
+    if services_raw or settings.data_processors:
+        _check_services(settings)
+    return settings
+
+
+def _check_services(settings: Settings) -> None:
+    """Every [services.NAME] table names a loadable class and only keys that class knows."""
+    from stdq import plugins
+
+    path = settings.path
+    known = plugins.service_entry_points()
+    for name, table in settings.services_raw.items():
+        if "class" not in table and name not in known:
+            raise ConfigError(
+                f"{path}: [services.{name}] is not a built-in or installed service and has no 'class'",
+                hint='add class = "package.module:ServiceClass"',
+            )
+        class_path = table.get("class") or known[name]
+        cls = plugins.load_class(class_path, where=f"{path}: [services.{name}] class")
+        defaults = dict(getattr(cls, "settings_defaults", {}) or {})
+        allowed = {*COMMON_SERVICE_KEYS, *defaults, *getattr(cls, "secret_fields", ())}
+        _check_keys(table, allowed, f"[services.{name}] ", path)
+        for key, value in table.items():
+            if key in defaults:
+                table[key] = _check_type(value, defaults[key], f"[services.{name}] {key}", path)
+            elif key in ("class", "url") and not isinstance(value, str):
+                raise ConfigError(f"{path}: [services.{name}] {key} must be a string")
+    for dptype, class_path in settings.data_processors.items():
+        plugins.load_class(class_path, where=f"{path}: [data_processors] {dptype}")
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write TEXT to PATH with mode 0600, through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def set_service_value(path: Path, service: str, key: str, value: Any) -> None:
+    """Set ``[services.SERVICE] KEY`` in the settings file (created 0600 if absent).
+
+    The file is rewritten as TOML; comments in it are not kept.
+    """
+    import tomli_w
+
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data.setdefault("services", {}).setdefault(service, {})[key] = value
+    write_private_file(path, tomli_w.dumps(data))
+
+
+def template_text() -> str:
+    """The commented settings file written by ``stdq config init`` (and config.example.toml)."""
+    from stdq.config_template import TEMPLATE
+
+    return TEMPLATE

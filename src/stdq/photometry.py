@@ -1,0 +1,360 @@
+"""The normalized photometry table (DESIGN.md) and the helpers every processor shares.
+
+Units: flux in microjansky with AB zero point 23.9 (1 uJy <-> AB 23.9), so
+``m = 23.9 - 2.5 log10(flux_ujy)``; an n-sigma upper limit is
+``23.9 - 2.5 log10(n * flux_err_ujy)``. Magnitudes exist only for detections with
+positive flux; the log of |flux| is never taken. Times are UTC MJD at the middle
+of the exposure.
+
+quality_flag bits (0 = good). A processor sets a bit when its survey's rule says
+so; the thresholds are settings keys of the service (``stdq services show NAME``):
+
+====  =====================  ===========================================================
+bit   name                   set when
+====  =====================  ===========================================================
+1     FLAG_SURVEY_CODE       the survey's own error code says bad: ATLAS ``err != 0``;
+                             PS1 ``infoFlag`` has a bit of PS1_BAD_INFOFLAG (FAIL, POOR,
+                             SATSTAR, BADPSF, DEFECT, SATURATED, CR_LIMIT,
+                             MOMENTS_FAILURE, SKY_FAILURE, SKYVAR_FAILURE = 0x3BC98);
+                             ZTF ``catflags != 0``; ZFPS ``infobitssci != 0``
+2     FLAG_POOR_FIT          ATLAS ``chi/N`` > ``chi2_max``
+4     FLAG_LARGE_ERROR       ATLAS ``duJy`` > ``dujy_max``; ZFPS ``scisigpix`` > 25 DN
+8     FLAG_MASKED_PIXELS     PS1 ``psfQfPerfect`` < ``min_psf_qf_perfect``
+16    FLAG_BLEND             PS1 ``infoFlag`` BLEND (0x100) or EXT_LIMIT (0x4000)
+32    FLAG_BAD_SEEING        ZFPS ``sciinpseeing`` > 5 pixels
+64    FLAG_ZERO_ERROR        the flux error is zero or negative (SNR undefined)
+====  =====================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ZP_AB_UJY = 23.9
+PSF_MAG_ERR = 2.5 / math.log(10)  # 1.0857...
+
+FLAG_SURVEY_CODE = 1
+FLAG_POOR_FIT = 2
+FLAG_LARGE_ERROR = 4
+FLAG_MASKED_PIXELS = 8
+FLAG_BLEND = 16
+FLAG_BAD_SEEING = 32
+FLAG_ZERO_ERROR = 64
+QUALITY_BITS = {
+    "survey_code": FLAG_SURVEY_CODE,
+    "poor_fit": FLAG_POOR_FIT,
+    "large_error": FLAG_LARGE_ERROR,
+    "masked_pixels": FLAG_MASKED_PIXELS,
+    "blend": FLAG_BLEND,
+    "bad_seeing": FLAG_BAD_SEEING,
+    "zero_error": FLAG_ZERO_ERROR,
+}
+
+# PS1 DetectionFlags (https://outerspace.stsci.edu/display/PANSTARRS/PS1+Detection+Flags)
+PS1_BAD_INFOFLAG = 0x8 | 0x10 | 0x80 | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x8000 | 0x10000 | 0x20000
+PS1_BLEND_INFOFLAG = 0x100 | 0x4000
+
+FLUX_KINDS = ("difference", "total")
+
+# (name, pandas dtype) in table order.
+COLUMN_TYPES: list[tuple[str, str]] = [
+    ("mjd", "float64"),
+    ("time_utc", "object"),
+    ("survey", "object"),
+    ("telescope", "object"),
+    ("instrument", "object"),
+    ("filter", "object"),
+    ("band", "object"),
+    ("flux_ujy", "float64"),
+    ("flux_err_ujy", "float64"),
+    ("snr", "float64"),
+    ("detected", "bool"),
+    ("magnitude", "float64"),
+    ("magnitude_error", "float64"),
+    ("limit", "float64"),
+    ("limit_nsigma", "float64"),
+    ("image_depth", "float64"),
+    ("zp", "float64"),
+    ("zpsys", "object"),
+    ("flux_kind", "object"),
+    ("quality_flag", "int64"),
+    ("err_scale", "float64"),
+    ("ra", "float64"),
+    ("dec", "float64"),
+    ("sep_arcsec", "float64"),
+    ("object_id", "object"),
+    ("source_row_id", "object"),
+    ("n_combined", "int64"),
+    ("product_id", "int64"),
+]
+COLUMNS = [name for name, _ in COLUMN_TYPES]
+UNITS = {
+    "mjd": "d",
+    "flux_ujy": "uJy",
+    "flux_err_ujy": "uJy",
+    "magnitude": "mag",
+    "magnitude_error": "mag",
+    "limit": "mag",
+    "image_depth": "mag",
+    "zp": "mag",
+    "ra": "deg",
+    "dec": "deg",
+    "sep_arcsec": "arcsec",
+}
+
+
+# -- conversions ------------------------------------------------------------------
+
+
+def magnitude_from_flux(flux_ujy):
+    """AB magnitude of a positive flux in uJy; NaN where the flux is not positive."""
+    import numpy as np
+
+    flux = np.asarray(flux_ujy, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, ZP_AB_UJY - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)), np.nan)
+
+
+def magnitude_error(flux_ujy, flux_err_ujy):
+    """First-order magnitude error 1.0857 * err / flux (NaN where the flux is not positive)."""
+    import numpy as np
+
+    flux = np.asarray(flux_ujy, dtype="float64")
+    err = np.asarray(flux_err_ujy, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, PSF_MAG_ERR * err / np.where(flux > 0, flux, 1.0), np.nan)
+
+
+def limit_magnitude(flux_err_ujy, nsigma: float):
+    """n-sigma upper-limit magnitude from the flux error: 23.9 - 2.5 log10(n * err)."""
+    import numpy as np
+
+    err = np.asarray(flux_err_ujy, dtype="float64") * float(nsigma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(err > 0, ZP_AB_UJY - 2.5 * np.log10(np.where(err > 0, err, 1.0)), np.nan)
+
+
+def flux_from_magnitude(mag, zero_point: float = ZP_AB_UJY):
+    """Flux in uJy of an AB magnitude measured against ZERO_POINT (23.9 for uJy)."""
+    import numpy as np
+
+    return np.power(10.0, -0.4 * (np.asarray(mag, dtype="float64") - zero_point))
+
+
+def tai_to_utc_mjd(mjd_tai):
+    """TAI MJD -> UTC MJD with astropy's leap-second table (never downloaded)."""
+    import numpy as np
+
+    quiet_astropy()
+    from astropy.time import Time
+
+    values = np.asarray(mjd_tai, dtype="float64")
+    if values.size == 0:
+        return values
+    return Time(values, format="mjd", scale="tai").utc.mjd
+
+
+def mjd_to_isot(mjd) -> Any:
+    """UTC MJD -> ISO 8601 strings with milliseconds and a 'Z' (numpy, vectorized).
+
+    Calendar arithmetic on UTC MJD: each day is taken as 86400 s, which is
+    exact except within a leap second itself.
+    """
+    import numpy as np
+
+    values = np.asarray(mjd, dtype="float64")
+    out = np.full(values.shape, "", dtype=object)
+    good = np.isfinite(values)
+    if good.any():
+        ms = np.round((values[good] - 40587.0) * 86_400_000.0).astype("int64")
+        stamps = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms")
+        out[good] = np.char.add(stamps.astype(str), "Z")
+    return out
+
+
+def quiet_astropy() -> None:
+    """Never let astropy download IERS or leap-second tables, nor warn about their age."""
+    import warnings
+
+    from astropy.utils import iers
+
+    iers.conf.auto_download = False
+    iers.conf.auto_max_age = None
+    try:
+        from astropy.utils.iers import IERSStaleWarning
+
+        warnings.simplefilter("ignore", IERSStaleWarning)
+    except ImportError:  # older astropy
+        pass
+    try:
+        from astropy.utils.exceptions import AstropyWarning
+
+        warnings.filterwarnings("ignore", message=".*leap.?second.*", category=AstropyWarning)
+        warnings.filterwarnings("ignore", message=".*IERS.*", category=AstropyWarning)
+    except ImportError:
+        pass
+
+
+def separation_arcsec(ra1, dec1, ra2, dec2):
+    """Angular separation in arcsec (haversine; vectorized; degrees in)."""
+    import numpy as np
+
+    r1, d1, r2, d2 = (np.radians(np.asarray(x, dtype="float64")) for x in (ra1, dec1, ra2, dec2))
+    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1)))) * 3600.0
+
+
+# -- the table ----------------------------------------------------------------------
+
+
+def fill_detections(df: pd.DataFrame, snr_threshold: float, limit_nsigma: float) -> pd.DataFrame:
+    """Set snr, detected, magnitude, magnitude_error, limit, limit_nsigma for forced photometry.
+
+    Detected when snr >= SNR_THRESHOLD; detections with positive flux get a
+    magnitude; the others an upper limit at LIMIT_NSIGMA from the flux error.
+    """
+    import numpy as np
+
+    flux = df["flux_ujy"].to_numpy(dtype="float64")
+    err = df["flux_err_ujy"].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(err > 0, flux / err, np.nan)
+    detected = np.nan_to_num(snr, nan=-np.inf) >= snr_threshold
+    df["snr"] = snr
+    df["detected"] = detected
+    df["magnitude"] = np.where(detected, magnitude_from_flux(flux), np.nan)
+    df["magnitude_error"] = np.where(detected & (flux > 0), magnitude_error(flux, err), np.nan)
+    df["limit"] = np.where(detected, np.nan, limit_magnitude(err, limit_nsigma))
+    df["limit_nsigma"] = np.where(detected, np.nan, float(limit_nsigma))
+    return df
+
+
+def normalize(df: pd.DataFrame, product_id: int | None = None) -> pd.DataFrame:
+    """DF with the fixed columns in order (missing ones filled), extra columns after.
+
+    Fills what can be derived: time_utc from mjd, snr from flux and error,
+    zp/zpsys, err_scale 1, n_combined 1, quality_flag 0. Sorted by mjd.
+    """
+    import numpy as np
+    import pandas as pd
+
+    n = len(df)
+    out: dict[str, Any] = {}
+    for name, dtype in COLUMN_TYPES:
+        if name in df.columns:
+            col = df[name]
+        elif name == "time_utc" and "mjd" in df.columns:
+            col = pd.Series(mjd_to_isot(df["mjd"].to_numpy()), index=df.index)
+        elif name == "snr" and "flux_ujy" in df.columns:
+            f = df["flux_ujy"].to_numpy(dtype="float64")
+            e = df["flux_err_ujy"].to_numpy(dtype="float64")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                col = pd.Series(np.where(e > 0, f / e, np.nan), index=df.index)
+        elif name == "zp":
+            col = pd.Series(np.full(n, ZP_AB_UJY), index=df.index)
+        elif name == "zpsys":
+            col = pd.Series(["ab"] * n, index=df.index, dtype=object)
+        elif name in ("err_scale",):
+            col = pd.Series(np.ones(n), index=df.index)
+        elif name == "n_combined":
+            col = pd.Series(np.ones(n, dtype="int64"), index=df.index)
+        elif name == "quality_flag":
+            col = pd.Series(np.zeros(n, dtype="int64"), index=df.index)
+        elif name == "product_id":
+            col = pd.Series(np.full(n, product_id or 0, dtype="int64"), index=df.index)
+        elif name == "detected":
+            col = pd.Series(np.zeros(n, dtype=bool), index=df.index)
+        elif dtype == "float64":
+            col = pd.Series(np.full(n, np.nan), index=df.index)
+        else:
+            col = pd.Series([None] * n, index=df.index, dtype=object)
+        if dtype != "object":
+            col = col.astype(dtype)
+        out[name] = col
+    if product_id is not None:
+        out["product_id"] = pd.Series(np.full(n, product_id, dtype="int64"), index=df.index)
+    table = pd.DataFrame(out, index=df.index)
+    extras = [c for c in df.columns if c not in out]
+    if extras:
+        table = pd.concat([table, df[extras]], axis=1)
+    table = table.sort_values("mjd", kind="stable").reset_index(drop=True)
+    return table
+
+
+def empty_table() -> pd.DataFrame:
+    """A table with the fixed columns and no rows."""
+    import pandas as pd
+
+    return normalize(pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in COLUMN_TYPES}))
+
+
+FORMATS = ("csv", "ecsv", "json")
+
+
+def write_table(df: pd.DataFrame, dest: IO[bytes], fmt: str = "csv", meta: dict | None = None) -> None:
+    """Write the normalized table to a binary stream as csv, ecsv or json."""
+    if fmt == "csv":
+        text = df.to_csv(index=False, lineterminator="\n")
+        dest.write(text.encode("utf-8"))
+    elif fmt == "json":
+        text = df.to_json(orient="records", double_precision=15, date_format="iso")
+        dest.write(text.encode("utf-8"))
+        dest.write(b"\n")
+    elif fmt == "ecsv":
+        import io
+
+        quiet_astropy()
+        from astropy.table import Table
+
+        table = Table.from_pandas(df)
+        for name, unit in UNITS.items():
+            if name in table.colnames:
+                table[name].unit = unit
+        table.meta.update(meta or {})
+        table.meta.setdefault("zpsys", "ab")
+        table.meta.setdefault("time_scale", "utc")
+        buf = io.StringIO()
+        table.write(buf, format="ascii.ecsv")
+        dest.write(buf.getvalue().encode("utf-8"))
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def read_table(path) -> pd.DataFrame:
+    """Read a normalized photometry.csv back, with its dtypes."""
+    import pandas as pd
+
+    dtypes = {name: ("string" if dtype == "object" else dtype) for name, dtype in COLUMN_TYPES}
+    dtypes.pop("detected")
+    df = pd.read_csv(path, dtype={k: v for k, v in dtypes.items() if v != "int64"}, keep_default_na=True)
+    for name, dtype in COLUMN_TYPES:
+        if dtype == "object" and name in df.columns:
+            df[name] = df[name].astype(object).where(df[name].notna(), None)
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts for a summary: rows, detections, per band, time span, objects."""
+    import numpy as np
+
+    per_band: dict[str, dict[str, int]] = {}
+    if len(df):
+        for band, group in df.groupby("band", sort=True, dropna=False):
+            per_band[str(band)] = {
+                "rows": int(len(group)),
+                "detections": int(group["detected"].sum()),
+            }
+    mjd = df["mjd"].to_numpy(dtype="float64") if len(df) else np.array([])
+    return {
+        "rows": int(len(df)),
+        "detections": int(df["detected"].sum()) if len(df) else 0,
+        "bands": per_band,
+        "mjd_min": float(np.nanmin(mjd)) if mjd.size else None,
+        "mjd_max": float(np.nanmax(mjd)) if mjd.size else None,
+        "objects": sorted({str(o) for o in df["object_id"].dropna()}) if len(df) else [],
+        "flux_kind": sorted({str(k) for k in df["flux_kind"].dropna()}) if len(df) else [],
+    }

@@ -1,0 +1,163 @@
+"""Raw files -> photometry.csv + product.json, through the product type's processor.
+
+Used when a job's query returns its products, and by ``stdq products reprocess``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stdq import __version__, photometry, plugins
+from stdq.errors import ConfigError, QueryFailed, StdqError
+from stdq.store import DataProduct, Store, atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stdq.config import Settings
+
+
+@dataclass
+class ProcessResult:
+    """What processing one product gave."""
+
+    product_id: int
+    rows: int
+    detections: int
+    left_out: dict[str, int]
+    path: str
+    summary: dict[str, Any]
+    table: Any = None  # the DataFrame
+
+
+def processor_for(settings: Settings, data_product_type: str, service_name: str | None):
+    """An instance of the processor registered for DATA_PRODUCT_TYPE."""
+    path = settings.processor_path(data_product_type)
+    if not path:
+        raise ConfigError(
+            f"no processor registered for data product type {data_product_type!r}",
+            hint="add it under [data_processors] in the settings file",
+        )
+    cls = plugins.load_class(path, where=f"[data_processors] {data_product_type}")
+    values: dict[str, Any] = {}
+    if service_name:
+        try:
+            values = dict(settings.service(service_name).values)
+        except ConfigError:
+            values = {}
+    return cls(values), path
+
+
+def process_product(
+    settings: Settings,
+    store: Store,
+    product: DataProduct,
+    *,
+    query: dict[str, Any] | None = None,
+    service_info: dict[str, Any] | None = None,
+) -> ProcessResult:
+    """Run the processor on PRODUCT's raw files; write photometry.csv and product.json.
+
+    QueryFailed (exit 1) when the raw answer cannot be parsed; the product is then
+    marked 'failed' with the reason, and no photometry.csv is written.
+    """
+    processor, processor_path = processor_for(settings, product.data_product_type, product.service)
+    product.left_out = {}
+    try:
+        table: pd.DataFrame = processor.process(product)
+    except StdqError as exc:
+        store.mark_product(product.id, state="failed", error=exc.message)
+        _write_product_json(product, query, service_info, processor, processor_path, None, exc.message)
+        raise
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        message = f"{product.service}: the answer could not be parsed ({type(exc).__name__}: {exc})"
+        store.mark_product(product.id, state="failed", error=message)
+        _write_product_json(product, query, service_info, processor, processor_path, None, message)
+        raise QueryFailed(message) from exc
+    table = photometry.normalize(table, product_id=product.id)
+    atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
+    summary = photometry.summarize(table)
+    _write_product_json(product, query, service_info, processor, processor_path, summary, None)
+    left = sum(product.left_out.values())
+    store.mark_product(
+        product.id,
+        state="ready",
+        rows=summary["rows"],
+        detections=summary["detections"],
+        left_out=left,
+        error=None,
+        processed_at=time.time(),
+    )
+    return ProcessResult(
+        product_id=product.id,
+        rows=summary["rows"],
+        detections=summary["detections"],
+        left_out=dict(product.left_out),
+        path=str(product.photometry_path),
+        summary=summary,
+        table=table,
+    )
+
+
+def _write_product_json(
+    product: DataProduct,
+    query: dict[str, Any] | None,
+    service_info: dict[str, Any] | None,
+    processor: Any,
+    processor_path: str,
+    summary: dict[str, Any] | None,
+    error: str | None,
+) -> None:
+    previous: dict[str, Any] = {}
+    if product.json_path.is_file():
+        try:
+            previous = json.loads(product.json_path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+    document = {
+        "product_id": product.id,
+        "job_id": product.job_id,
+        "service": product.service,
+        "data_product_type": product.data_product_type,
+        "stdq_version": __version__,
+        "service_info": service_info or previous.get("service_info", {}),
+        "target": product.target,
+        "query": query or previous.get("query") or {"params": product.params},
+        "created_at": product.created_at,
+        "processed_at": time.time(),
+        "processor": {
+            "class": processor_path,
+            "version": getattr(processor, "version", "1"),
+            "cuts": processor.cuts(),
+        },
+        "counts": None
+        if summary is None
+        else {
+            "rows": summary["rows"],
+            "detections": summary["detections"],
+            "left_out": sum(product.left_out.values()),
+            "bands": summary["bands"],
+            "mjd_min": summary["mjd_min"],
+            "mjd_max": summary["mjd_max"],
+            "objects": summary["objects"],
+            "flux_kind": summary["flux_kind"],
+        },
+        "left_out": dict(product.left_out),
+        "service_notes": product.notes,
+        "error": error,
+        "raw_files": [
+            {
+                "name": raw.name,
+                "sha256": raw.sha256,
+                "bytes": raw.bytes,
+                "url": raw.url,
+                "content_type": raw.content_type,
+            }
+            for raw in product.raw_files
+        ],
+        "photometry": "photometry.csv" if summary is not None else None,
+    }
+    atomic_write(product.json_path, json.dumps(document, indent=2, default=str) + "\n")

@@ -1,0 +1,1 @@
+"""Processors: raw files of one data product type -> the normalized photometry table."""

@@ -1,0 +1,377 @@
+"""The service and query-form extension points (as in the TOM Toolkit).
+
+A service is a subclass of :class:`SingleTargetDataService` with a
+:class:`QueryForm` subclass declaring its fields; the CLI builds
+``stdq query SERVICE --help`` and its options from those fields. Service modules
+must stay light at import time (no httpx, astropy or pandas at module level):
+the CLI imports them to build its options.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from stdq.errors import BadInput, Cancelled
+
+if TYPE_CHECKING:
+    from stdq.config import ServiceConfig, Settings
+    from stdq.http import Client
+    from stdq.store import DataProduct, Store
+    from stdq.targets import Target
+
+MJD_UNIX_EPOCH = 40587.0
+
+
+@dataclass(frozen=True)
+class Field:
+    """One query option: ``--NAME`` on the command line, NAME in the cleaned params.
+
+    type: "float", "int", "str", "bool" (a flag), "choice" (one of CHOICES),
+    "date" (ISO 8601, UTC) or "choices" (a comma-separated subset of CHOICES).
+    """
+
+    name: str
+    type: str = "str"
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def date_to_mjd(text: str) -> float:
+    """ISO 8601 date or date-time (UTC unless it says otherwise) -> MJD."""
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        when = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"{text!r} is not an ISO 8601 date (e.g. 2023-05-19 or 2023-05-19T06:30:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.timestamp() / 86400.0 + MJD_UNIX_EPOCH
+
+
+def mjd_now() -> float:
+    return time.time() / 86400.0 + MJD_UNIX_EPOCH
+
+
+# Fields shared by the services that take them.
+TIME_FIELDS = (
+    Field("mjd_min", "float", help="earliest MJD (UTC)", metavar="MJD"),
+    Field("mjd_max", "float", help="latest MJD (UTC)", metavar="MJD"),
+    Field("date_min", "date", help="earliest date, ISO 8601 UTC (instead of --mjd-min)", metavar="DATE"),
+    Field("date_max", "date", help="latest date, ISO 8601 UTC (instead of --mjd-max)", metavar="DATE"),
+)
+
+
+def radius_field(default: float, maximum: float) -> Field:
+    return Field(
+        "radius",
+        "float",
+        default=default,
+        help=f"cone radius in arcsec (default {default:g}, at most {maximum:g})",
+        metavar="ARCSEC",
+    )
+
+
+ALL_OBJECTS_FIELD = Field(
+    "all_objects", "bool", default=False, help="keep every object in the cone, not only the nearest"
+)
+
+
+class QueryForm:
+    """The fields of one service's query, and their validation.
+
+    Subclasses list their fields in ``fields`` and may extend :meth:`clean`
+    (call ``super().clean()`` first), raising :class:`BadInput` with a message
+    that names the option.
+    """
+
+    fields: ClassVar[tuple[Field, ...]] = ()
+    max_radius_arcsec: ClassVar[float | None] = None
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = dict(data)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in cls.fields]
+
+    def clean(self) -> dict[str, Any]:
+        """Typed, validated, normalized parameters (dates become MJDs)."""
+        out: dict[str, Any] = {}
+        known = {f.name: f for f in self.fields}
+        for key in self.data:
+            if key not in known:
+                raise BadInput(f"unknown option --{key.replace('_', '-')}")
+        for f in self.fields:
+            value = self.data.get(f.name)
+            if value is None or value == () or value == "":
+                value = f.default
+            if value is not None:
+                value = self._convert(f, value)
+            out[f.name] = value
+        self._clean_time(out)
+        self._clean_radius(out)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _convert(self, f: Field, value: Any) -> Any:
+        try:
+            if f.type == "float":
+                result = float(value)
+                if not math.isfinite(result):
+                    raise ValueError
+                return result
+            if f.type == "int":
+                return int(value)
+            if f.type == "bool":
+                return bool(value)
+            if f.type == "choice":
+                if str(value) not in f.choices:
+                    raise ValueError
+                return str(value)
+            if f.type == "choices":
+                items = [v.strip() for v in str(value).split(",") if v.strip()]
+                bad = [v for v in items if v not in f.choices]
+                if bad or not items:
+                    raise ValueError
+                return ",".join(dict.fromkeys(items))
+            return str(value)
+        except (TypeError, ValueError):
+            choices = f" (one of: {', '.join(f.choices)})" if f.choices else ""
+            raise BadInput(f"{f.option}: {value!r} is not a valid {f.type}{choices}") from None
+
+    def _clean_time(self, out: dict[str, Any]) -> None:
+        for bound in ("min", "max"):
+            mjd_key, date_key = f"mjd_{bound}", f"date_{bound}"
+            if date_key not in {f.name for f in self.fields}:
+                continue
+            if out.get(mjd_key) is not None and out.get(date_key) is not None:
+                raise BadInput(f"give --mjd-{bound} or --date-{bound}, not both")
+            if out.get(date_key) is not None:
+                out[mjd_key] = round(date_to_mjd(out.pop(date_key)), 6)
+            out.pop(date_key, None)
+        lo, hi = out.get("mjd_min"), out.get("mjd_max")
+        for key in ("mjd_min", "mjd_max"):
+            value = out.get(key)
+            if value is not None and not (0 < value < 100000):
+                raise BadInput(f"--{key.replace('_', '-')} {value} is not a plausible MJD")
+        if lo is not None and hi is not None and lo >= hi:
+            raise BadInput(f"the time range is empty: mjd_min {lo} is not before mjd_max {hi}")
+
+    def _clean_radius(self, out: dict[str, Any]) -> None:
+        radius = out.get("radius")
+        if radius is None:
+            return
+        if radius <= 0:
+            raise BadInput(f"--radius must be positive, not {radius:g}")
+        if self.max_radius_arcsec is not None and radius > self.max_radius_arcsec:
+            raise BadInput(
+                f"--radius {radius:g} arcsec is larger than this service allows "
+                f"({self.max_radius_arcsec:g} arcsec)"
+            )
+
+
+@dataclass
+class QueryContext:
+    """What a running query gets besides target and params.
+
+    ``checkpoint`` is a small dict saved with the job: save what lets a restarted
+    job resume (a remote task URL) with :meth:`save_checkpoint` *before* doing
+    anything that would be costly to repeat. :meth:`sleep` waits while checking
+    for cancellation; :meth:`check_cancelled` raises :class:`Cancelled`.
+    """
+
+    store: Store
+    settings: Settings
+    service_config: ServiceConfig
+    job_id: int | None = None
+    data_product_type: str = ""
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
+    on_progress: Callable[[str], None] | None = None
+    is_cancelled: Callable[[], bool] | None = None
+    on_event: Callable[[str, str], None] | None = None
+    client_factory: Callable[[], Client] | None = None
+    _client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The job's HTTP client (created on first use, closed by the runner)."""
+        if self._client is None:
+            if self.client_factory is None:
+                raise RuntimeError("no HTTP client for this context")
+            self._client = self.client_factory()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def save_checkpoint(self, **updates: Any) -> None:
+        """Merge UPDATES into the checkpoint and persist it at once."""
+        self.checkpoint.update(updates)
+        if self.on_checkpoint:
+            self.on_checkpoint(dict(self.checkpoint))
+
+    def progress(self, text: str) -> None:
+        if self.on_progress:
+            self.on_progress(text)
+
+    def event(self, kind: str, message: str) -> None:
+        """Record an event in the job's history (no secrets: pass redacted text)."""
+        if self.on_event:
+            self.on_event(kind, message)
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled and self.is_cancelled():
+            raise Cancelled("the job was cancelled")
+
+    def sleep(self, seconds: float) -> None:
+        """Wait SECONDS, waking every 0.2 s to check for cancellation."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            self.check_cancelled()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.2, left))
+
+    def new_product(self, target: Target, params: dict[str, Any], *, key: str = "main") -> DataProduct:
+        """The product of this job for KEY: created once, found again when the job resumes."""
+        products = dict(self.checkpoint.get("products") or {})
+        if key in products:
+            product = self.store.load_product(int(products[key]))
+            product.params = dict(params)
+            return product
+        product = self.store.create_product(
+            service=self.service_config.name,
+            data_product_type=self.data_product_type,
+            target=target.as_dict(),
+            params=params,
+            job_id=self.job_id,
+        )
+        products[key] = product.id
+        self.save_checkpoint(products=products)
+        return product
+
+
+class SingleTargetDataService:
+    """Base class of every service: subclass it, its QueryForm and a DataProcessor.
+
+    Class attributes: ``name`` (the service name used on the command line and in
+    settings), ``title``, ``info_url``, ``data_product_type`` (the key of its
+    processor), ``supports_async`` (long queries that a background worker should
+    run), ``form``, ``default_url``, ``settings_defaults`` (the service's own
+    settings keys with their defaults; their types are enforced),
+    ``settings_help``, ``secret_fields`` and ``secret_env`` (conventional
+    environment variables per secret field).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    info_url: ClassVar[str] = ""
+    data_product_type: ClassVar[str] = ""
+    supports_async: ClassVar[bool] = False
+    form: ClassVar[type[QueryForm]] = QueryForm
+    default_url: ClassVar[str] = ""
+    settings_defaults: ClassVar[dict[str, Any]] = {}
+    settings_help: ClassVar[dict[str, str]] = {}
+    secret_fields: ClassVar[tuple[str, ...]] = ("api_key",)
+    secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: ServiceConfig, settings: Settings):
+        self.config = config
+        self.settings = settings
+
+    @property
+    def url(self) -> str:
+        return self.config.url.rstrip("/")
+
+    def http_auth(self) -> Any:
+        """An httpx.Auth bound to this service's host, or None (public service)."""
+        return None
+
+    def make_client(self, context: QueryContext) -> Client:
+        """The HTTP client of one job (override to add a rate limiter)."""
+        from stdq import http
+
+        return http.make_client(
+            self.name,
+            self.settings.http,
+            auth=self.http_auth(),
+            secrets=self.config.secret_values(),
+            sleep=context.sleep,
+            on_retry=lambda msg: context.event("retry", msg),
+        )
+
+    def require_secret(self, fieldname: str) -> str:
+        """The secret FIELDNAME, or ConfigError (exit 3) saying where to set it."""
+        from stdq.config import env_var_name
+        from stdq.errors import ConfigError
+
+        value = self.config.secret(fieldname)
+        if not value:
+            names = [env_var_name(self.name, fieldname), *self.secret_env.get(fieldname, ())]
+            raise ConfigError(
+                f"{self.name}: no {fieldname} configured",
+                hint=f"set {' or '.join(names)}, or {fieldname} in [services.{self.name}] "
+                f"of {self.settings.path}",
+            )
+        return value
+
+    def query_service(
+        self, target: Target, params: dict[str, Any], context: QueryContext
+    ) -> list[DataProduct]:
+        """Run the query and return the products holding the raw answers.
+
+        Raise NoData when the service answered but has nothing for this target,
+        TemporaryFailure for what may work later, QueryFailed otherwise.
+        """
+        raise NotImplementedError
+
+    def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
+        """Best-effort cleanup of a remote task when a job is cancelled (default: nothing)."""
+        return None
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, title, options and settings keys, for ``stdq services show``."""
+        return {
+            "name": cls.name,
+            "title": cls.title,
+            "info_url": cls.info_url,
+            "data_product_type": cls.data_product_type,
+            "supports_async": cls.supports_async,
+            "default_url": cls.default_url,
+            "options": [
+                {
+                    "option": f.option,
+                    "type": f.type,
+                    "default": f.default,
+                    "choices": list(f.choices),
+                    "help": f.help,
+                }
+                for f in cls.form.fields
+            ],
+            "settings": {
+                key: {"default": value, "help": cls.settings_help.get(key, "")}
+                for key, value in {"url": cls.default_url, **cls.settings_defaults}.items()
+            },
+            "secrets": list(cls.secret_fields),
+            "secret_env": {k: list(v) for k, v in cls.secret_env.items()},
+        }

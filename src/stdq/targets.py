@@ -1,0 +1,312 @@
+"""Targets: coordinate parsing, name resolvers (local, CDS Sesame, MAST) and their cache.
+
+Stdlib only at import time; resolvers import the HTTP layer when they run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from stdq import db
+from stdq.errors import BadInput, QueryFailed, ResolveError, StdqError, TemporaryFailure
+
+if TYPE_CHECKING:
+    from stdq.config import Settings
+    from stdq.store import Store
+
+
+@dataclass(frozen=True)
+class Target:
+    """One position on the sky, with the name it was asked by and who resolved it."""
+
+    ra: float
+    dec: float
+    name: str | None = None
+    resolver: str = "coordinates"
+    canonical: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ra": self.ra,
+            "dec": self.dec,
+            "resolver": self.resolver,
+            "canonical": self.canonical,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Target:
+        return cls(
+            ra=float(data["ra"]),
+            dec=float(data["dec"]),
+            name=data.get("name"),
+            resolver=data.get("resolver") or "coordinates",
+            canonical=data.get("canonical"),
+        )
+
+    @property
+    def label(self) -> str:
+        from stdq.store import coordinate_name
+
+        return self.name or coordinate_name(self.ra, self.dec)
+
+
+# -- coordinates ------------------------------------------------------------------
+
+_SEXA = re.compile(
+    r"^\s*([+-])?\s*(\d{1,3})[\s:hd°]\s*(\d{1,2})(?:[\s:m']\s*(\d{1,2}(?:\.\d*)?))?\s*[s\"]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _sexagesimal(text: str) -> tuple[float, bool] | None:
+    m = _SEXA.match(text)
+    if not m:
+        return None
+    sign, a, b, c = m.groups()
+    minutes, seconds = float(b), float(c or 0)
+    if minutes >= 60 or seconds >= 60:
+        return None
+    value = float(a) + minutes / 60 + seconds / 3600
+    return (-value if sign == "-" else value), sign == "-"
+
+
+def parse_ra(text: str | float) -> float:
+    """RA in decimal degrees, or sexagesimal hours ("14:03:38.56", "14h03m38.56s")."""
+    raw = str(text).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        parsed = _sexagesimal(raw)
+        if parsed is None or parsed[1]:
+            raise BadInput(
+                f"RA {raw!r} is neither decimal degrees nor sexagesimal hours (14:03:38.56)"
+            ) from None
+        value = parsed[0] * 15.0
+    if not math.isfinite(value) or not 0 <= value < 360:
+        raise BadInput(f"RA {raw!r} is outside [0, 360) degrees")
+    return value
+
+
+def parse_dec(text: str | float) -> float:
+    """Dec in decimal degrees, or sexagesimal degrees ("+54:18:41.9", "-05 23 12")."""
+    raw = str(text).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        parsed = _sexagesimal(raw)
+        if parsed is None:
+            raise BadInput(
+                f"Dec {raw!r} is neither decimal degrees nor sexagesimal degrees (+54:18:41.9)"
+            ) from None
+        value = parsed[0]
+    if not math.isfinite(value) or not -90 <= value <= 90:
+        raise BadInput(f"Dec {raw!r} is outside [-90, 90] degrees")
+    return value
+
+
+def parse_position(ra: Any, dec: Any) -> tuple[float, float]:
+    if (ra is None) != (dec is None):
+        raise BadInput("give both --ra and --dec, or neither")
+    return parse_ra(ra), parse_dec(dec)
+
+
+# -- resolvers --------------------------------------------------------------------
+
+_SESAME_J = re.compile(r"^%J\s*([0-9.]+)\s*([+\-.0-9]+)", re.MULTILINE)
+_SESAME_NAME = re.compile(r"^%I\.0\s+(.+?)\s*$", re.MULTILINE)
+
+
+def parse_sesame(text: str) -> tuple[float, float, str | None] | None:
+    """The first ``%J ra dec`` of a Sesame plain-text answer; None when nothing was found."""
+    match = _SESAME_J.search(text)
+    if not match:
+        return None
+    name = _SESAME_NAME.search(text)
+    return float(match.group(1)), float(match.group(2)), (name.group(1) if name else None)
+
+
+def parse_mast_resolver(payload: Any) -> tuple[float, float, str | None] | None:
+    """The first resolved coordinate of a MAST (SANTA) resolver JSON answer, or None."""
+    if not isinstance(payload, dict):
+        raise ValueError("not a JSON object")
+    for entry in payload.get("resolvedCoordinate") or []:
+        ra, dec = entry.get("ra"), entry.get("decl")
+        if ra is None or dec is None:
+            continue
+        return float(ra), float(dec), entry.get("canonicalName")
+    return None
+
+
+def cache_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+class Resolver:
+    """Resolves names with the configured resolvers, through the SQLite cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        warn: Callable[[str], None] | None = None,
+        transport: Any = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.warn = warn or (lambda message: None)
+        self.transport = transport
+
+    # local targets table -------------------------------------------------------------
+    def local(self, name: str) -> Target | None:
+        row = self.store.conn.execute(
+            "SELECT name, ra, dec FROM targets WHERE name = ?", (name.strip(),)
+        ).fetchone()
+        if row is None:
+            return None
+        return Target(ra=row["ra"], dec=row["dec"], name=row["name"], resolver="local")
+
+    def cached(self, name: str) -> Target | None:
+        row = self.store.conn.execute(
+            "SELECT * FROM resolver_cache WHERE key = ?", (cache_key(name),)
+        ).fetchone()
+        if row is None:
+            return None
+        return Target(
+            ra=row["ra"],
+            dec=row["dec"],
+            name=name.strip(),
+            resolver=row["resolver"],
+            canonical=row["canonical"],
+        )
+
+    def remember(self, name: str, target: Target) -> None:
+        with db.transaction(self.store.conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO resolver_cache (key, name, resolver, ra, dec, canonical,"
+                " resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cache_key(name),
+                    name.strip(),
+                    target.resolver,
+                    target.ra,
+                    target.dec,
+                    target.canonical,
+                    time.time(),
+                ),
+            )
+
+    # remote resolvers ------------------------------------------------------------------
+    def _client(self, service: str):
+        from stdq import http
+
+        return http.make_client(service, self.settings.http, transport=self.transport)
+
+    def sesame(self, name: str) -> Target | None:
+        url = f"{self.settings.resolver.sesame_url.rstrip('/')}/-oI/A?{quote(name.strip())}"
+        with self._client("sesame") as client:
+            response = client.get(url)
+            from stdq.http import check_response
+
+            check_response(response, "sesame")
+            found = parse_sesame(response.text)
+        if found is None:
+            return None
+        return Target(ra=found[0], dec=found[1], name=name.strip(), resolver="sesame", canonical=found[2])
+
+    def mast(self, name: str) -> Target | None:
+        url = self.settings.resolver.mast_url
+        params = {"name": name.strip(), "outputFormat": "json", "resolveAll": "true"}
+        with self._client("mast-resolver") as client:
+            response = client.get(url, params=params)
+            from stdq.http import check_response
+
+            check_response(response, "mast-resolver")
+            try:
+                found = parse_mast_resolver(response.json())
+            except ValueError:
+                raise QueryFailed("mast-resolver: the answer was not the expected JSON") from None
+        if found is None:
+            return None
+        return Target(ra=found[0], dec=found[1], name=name.strip(), resolver="mast", canonical=found[2])
+
+    def resolve(self, name: str, *, use_cache: bool = True) -> Target:
+        """NAME -> Target, trying the resolvers of [resolver] order in turn.
+
+        ResolveError (exit 4) naming every resolver tried when none knows the name;
+        TemporaryFailure (exit 75) when every remote resolver asked was down.
+        """
+        if not name or not name.strip():
+            raise BadInput("the target name is empty")
+        tried: list[str] = []
+        down: list[str] = []
+        for resolver in self.settings.resolver.order:
+            if resolver == "local":
+                found = self.local(name)
+                tried.append("local targets")
+                if found:
+                    return found
+                if use_cache:
+                    found = self.cached(name)
+                    if found:
+                        return found
+                continue
+            tried.append(resolver)
+            try:
+                found = self.sesame(name) if resolver == "sesame" else self.mast(name)
+            except (TemporaryFailure, QueryFailed) as exc:
+                down.append(resolver)
+                self.warn(f"warning: resolver {resolver} is not answering ({exc.message}); trying the next")
+                continue
+            except StdqError:
+                raise
+            if found:
+                self.remember(name, found)
+                return found
+        if down and len(down) == len([t for t in tried if t != "local targets"]):
+            raise TemporaryFailure(
+                f"could not resolve {name!r}: resolver(s) {', '.join(down)} did not answer",
+                hint="try again later, or give --ra and --dec",
+            )
+        raise ResolveError(
+            f"no resolver knows {name!r} (tried: {', '.join(tried)})",
+            hint="check the name, or give --ra and --dec (or: stdq targets add NAME --ra RA --dec DEC)",
+        )
+
+
+# -- local targets table ----------------------------------------------------------------
+
+
+def add_target(store: Store, name: str, ra: float, dec: float, source: str = "user") -> Target:
+    if not name.strip():
+        raise BadInput("the target name is empty")
+    with db.transaction(store.conn) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO targets (name, ra, dec, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            (name.strip(), ra, dec, source, time.time()),
+        )
+    return Target(ra=ra, dec=dec, name=name.strip(), resolver="local")
+
+
+def list_targets(store: Store) -> list[dict[str, Any]]:
+    return [dict(r) for r in store.conn.execute("SELECT * FROM targets ORDER BY name")]
+
+
+def remove_target(store: Store, name: str) -> bool:
+    with db.transaction(store.conn) as conn:
+        cur = conn.execute("DELETE FROM targets WHERE name = ?", (name.strip(),))
+        conn.execute("DELETE FROM resolver_cache WHERE key = ?", (cache_key(name),))
+    return cur.rowcount > 0
+
+
+def target_key(target: Target) -> str:
+    """Coordinates to 1e-6 degree: part of a job's idempotency key."""
+    return json.dumps([round(target.ra, 6), round(target.dec, 6)])
