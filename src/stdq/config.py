@@ -28,7 +28,7 @@ MASK = "********"
 TASKS_DEFAULTS: dict[str, Any] = {
     "backend": "database",
     "autostart_worker": True,
-    "lease_seconds": 30,
+    "lease_seconds": 30.0,
     "max_attempts": 5,
 }
 HTTP_DEFAULTS: dict[str, Any] = {"timeout": 30.0, "max_retries": 4}
@@ -84,7 +84,7 @@ def env_var_name(service: str, fieldname: str) -> str:
 class TaskSettings:
     backend: str = "database"
     autostart_worker: bool = True
-    lease_seconds: float = 30
+    lease_seconds: float = 30.0
     max_attempts: int = 5
 
 
@@ -173,11 +173,19 @@ class Settings:
         if not class_path:
             known = ", ".join(self.service_names()) or "none"
             raise ConfigError(f"unknown service {name!r}", hint=f"known services: {known}")
-        cls = plugins.load_class(class_path, where=f"{self.path}: [services.{name}] class")
+        where = (
+            f"{self.path}: [services.{name}] class"
+            if table.get("class")
+            else f"service {name!r} (registered as {class_path!r})"
+        )
+        cls = load_class(class_path, where=where)
         defaults = dict(getattr(cls, "settings_defaults", {}) or {})
         values: dict[str, Any] = {"url": getattr(cls, "default_url", "")}
         values.update(defaults)
         secret_fields = tuple(getattr(cls, "secret_fields", ("api_key",)))
+        if "api_key" in table and "api_key" not in secret_fields:
+            # every table accepts api_key: it is a secret even where the class does not use it
+            secret_fields += ("api_key",)
         for key, value in table.items():
             if key == "class" or key in secret_fields:
                 continue
@@ -230,6 +238,24 @@ class Settings:
             "data_product_types": dict(self.data_product_types),
             "data_processors": dict(self.data_processors),
         }
+
+
+def load_class(class_path: str, *, where: str) -> Any:
+    """plugins.load_class, with any failure of the import (not only ImportError) as
+    ConfigError naming WHERE, and a check that the result is a class."""
+    from stdq import plugins
+
+    try:
+        cls = plugins.load_class(class_path, where=where)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the module raised while it was imported
+        raise ConfigError(
+            f"{where}: importing {class_path!r} failed ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"{where}: {class_path!r} is not a class")
+    return cls
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any] | set, where: str, path: Path):
@@ -307,6 +333,8 @@ def load_settings(
     if http["timeout"] <= 0 or http["max_retries"] < 0:
         raise ConfigError(f"{path}: [http] timeout must be > 0 and max_retries >= 0")
     resolver = _typed_table(raw.get("resolver"), RESOLVER_DEFAULTS, "resolver", path)
+    if not resolver["order"]:
+        raise ConfigError(f"{path}: [resolver] order is empty", hint=f"known resolvers: {', '.join(KNOWN_RESOLVERS)}")
     for name in resolver["order"]:
         if name not in KNOWN_RESOLVERS:
             raise ConfigError(
@@ -324,6 +352,8 @@ def load_settings(
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
             raise ConfigError(f"{path}: [{section}] must map names to strings")
 
+    if "data_dir" in raw and (not isinstance(raw["data_dir"], str) or not raw["data_dir"].strip()):
+        raise ConfigError(f"{path}: data_dir must be a non-empty string (a folder path)")
     data_dir_value = (
         data_dir or os.environ.get(ENV_DATA_DIR) or raw.get("data_dir") or default_data_dir()
     )
@@ -360,17 +390,28 @@ def _check_services(settings: Settings) -> None:
                 hint='add class = "package.module:ServiceClass"',
             )
         class_path = table.get("class") or known[name]
-        cls = plugins.load_class(class_path, where=f"{path}: [services.{name}] class")
+        if not isinstance(class_path, str):
+            raise ConfigError(f"{path}: [services.{name}] class must be a string")
+        where = (
+            f"{path}: [services.{name}] class"
+            if "class" in table
+            else f"{path}: [services.{name}]: service {name!r} (registered as {class_path!r})"
+        )
+        cls = load_class(class_path, where=where)
         defaults = dict(getattr(cls, "settings_defaults", {}) or {})
-        allowed = {*COMMON_SERVICE_KEYS, *defaults, *getattr(cls, "secret_fields", ())}
+        secret_fields = tuple(getattr(cls, "secret_fields", ()) or ())
+        allowed = {*COMMON_SERVICE_KEYS, *defaults, *secret_fields}
         _check_keys(table, allowed, f"[services.{name}] ", path)
         for key, value in table.items():
             if key in defaults:
                 table[key] = _check_type(value, defaults[key], f"[services.{name}] {key}", path)
-            elif key in ("class", "url") and not isinstance(value, str):
-                raise ConfigError(f"{path}: [services.{name}] {key} must be a string")
+            elif key in ("class", "url", "api_key", *secret_fields) and not isinstance(value, str):
+                # the value is not shown: it may be a secret
+                raise ConfigError(
+                    f"{path}: [services.{name}] {key} must be a string, not {type(value).__name__}"
+                )
     for dptype, class_path in settings.data_processors.items():
-        plugins.load_class(class_path, where=f"{path}: [data_processors] {dptype}")
+        load_class(class_path, where=f"{path}: [data_processors] {dptype}")
 
 
 # -- writing ---------------------------------------------------------------------

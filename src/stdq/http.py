@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from stdq import __version__
 from stdq.errors import ConfigError, QueryFailed, TemporaryFailure
@@ -55,16 +55,27 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
     """URL without user info and with secret query parameters masked."""
     try:
         parts = urlsplit(str(url))
-    except ValueError:
-        return redact(str(url), secrets)
+        port = parts.port
+    except ValueError:  # not a URL we can take apart: drop everything up to the host
+        text = str(url)
+        if "@" in text:
+            scheme, _, rest = text.rpartition("://")
+            text = (f"{scheme}://" if scheme else "") + rest.split("@", 1)[-1]
+        return redact(text, secrets)
     netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = [
-        (k, "***" if k.lower() in SECRET_PARAMS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    clean = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+    if ":" in netloc:  # an IPv6 address keeps its brackets
+        netloc = f"[{netloc}]"
+    if port:
+        netloc += f":{port}"
+    # mask the values of secret parameters; every other part of the query is kept as it was
+    # (Sesame's query is a bare name, not key=value)
+    query = []
+    for part in parts.query.split("&") if parts.query else []:
+        key, sep, _ = part.partition("=")
+        if sep and unquote_plus(key).strip().lower() in SECRET_PARAMS:
+            part = f"{key}=***"
+        query.append(part)
+    clean = urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), parts.fragment))
     return redact(clean, secrets)
 
 
@@ -117,30 +128,65 @@ def make_host_auth(
     cookies: Mapping[str, str] | None = None,
     basic: tuple[str, str] | None = None,
 ):
-    """An ``httpx.Auth`` that adds credentials only to requests for SERVICE_URL's origin."""
+    """An ``httpx.Auth`` that adds credentials only to requests for SERVICE_URL's origin.
+
+    Its ``bind(request)`` adds them to a request for that origin and takes them
+    off any other request; :class:`Client` calls it for every request it sends,
+    redirects included (httpx runs an Auth only on the first request of a
+    redirect chain and copies custom headers to the next hop, whatever its host).
+    """
     import httpx
 
     origin = _origin(service_url)
+    header_items = dict(headers or {})
+    cookie_items = dict(cookies or {})
+    if basic:
+        token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        header_items["Authorization"] = f"Basic {token}"
 
     class HostBoundAuth(httpx.Auth):
-        def auth_flow(self, request: httpx.Request):
-            url = str(request.url)
-            if _origin(url) == origin:
-                for name, value in (headers or {}).items():
+        def bind(self, request: httpx.Request) -> None:
+            own = _origin(str(request.url)) == origin
+            for name, value in header_items.items():
+                if own:
                     request.headers[name] = value
-                if cookies:
-                    jar = "; ".join(f"{k}={v}" for k, v in cookies.items())
-                    existing = request.headers.get("Cookie")
-                    request.headers["Cookie"] = f"{existing}; {jar}" if existing else jar
-                if basic:
-                    token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-                    request.headers["Authorization"] = f"Basic {token}"
+                else:
+                    request.headers.pop(name, None)
+            if cookie_items:
+                kept = [
+                    part.strip()
+                    for part in request.headers.get("Cookie", "").split(";")
+                    if part.strip() and part.split("=", 1)[0].strip() not in cookie_items
+                ]
+                if own:
+                    kept += [f"{k}={v}" for k, v in cookie_items.items()]
+                if kept:
+                    request.headers["Cookie"] = "; ".join(kept)
+                else:
+                    request.headers.pop("Cookie", None)
+
+        def auth_flow(self, request: httpx.Request):
+            self.bind(request)
             yield request
 
     return HostBoundAuth()
 
 
 # -- the client -------------------------------------------------------------------
+
+_SSL_CONTEXT: Any = None
+
+
+def shared_ssl_context() -> Any:
+    """httpx's default SSL context, built once per process: loading the CA bundle
+    takes ~20 ms, and a worker makes one client per job. SSLContext is thread-safe."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        import httpx
+
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
+
 
 
 class Client:
@@ -174,12 +220,15 @@ class Client:
         self._before_request = before_request
         self._on_retry = on_retry
         self._httpx = httpx
+        hooks = [auth.bind] if callable(getattr(auth, "bind", None)) else []
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": USER_AGENT},
+            verify=shared_ssl_context(),
             auth=auth,
             transport=transport,
             follow_redirects=follow_redirects,
+            event_hooks={"request": hooks},
         )
 
     def __enter__(self) -> Client:

@@ -89,6 +89,8 @@ def parse_ra(text: str | float) -> float:
             raise BadInput(
                 f"RA {raw!r} is neither decimal degrees nor sexagesimal hours (14:03:38.56)"
             ) from None
+        if parsed[0] >= 24:
+            raise BadInput(f"RA {raw!r} is outside [0, 24) hours (sexagesimal RA is in hours)") from None
         value = parsed[0] * 15.0
     if not math.isfinite(value) or not 0 <= value < 360:
         raise BadInput(f"RA {raw!r} is outside [0, 360) degrees")
@@ -112,9 +114,24 @@ def parse_dec(text: str | float) -> float:
     return value
 
 
+def sexagesimal(ra: float, dec: float) -> tuple[str, str]:
+    """(``hh:mm:ss.ss``, ``+dd:mm:ss.s``) for display, rounded."""
+    centi = round(ra / 15.0 * 360000) % (24 * 360000)  # hundredths of a second of time
+    hh, rest = divmod(centi, 360000)
+    mm, ss = divmod(rest, 6000)
+    deci = round(abs(dec) * 36000)  # tenths of an arcsecond
+    dd, rest = divmod(deci, 36000)
+    dm, ds = divmod(rest, 600)
+    sign = "-" if dec < 0 and deci else "+"
+    return f"{hh:02d}:{mm:02d}:{ss / 100:05.2f}", f"{sign}{dd:02d}:{dm:02d}:{ds / 10:04.1f}"
+
+
 def parse_position(ra: Any, dec: Any) -> tuple[float, float]:
-    if (ra is None) != (dec is None):
-        raise BadInput("give both --ra and --dec, or neither")
+    """(--ra, --dec) -> degrees; BadInput (exit 2) naming the value for half a pair."""
+    if ra is None and dec is not None:
+        raise BadInput(f"--dec {str(dec).strip()!r} was given without --ra: give both, or neither")
+    if dec is None and ra is not None:
+        raise BadInput(f"--ra {str(ra).strip()!r} was given without --dec: give both, or neither")
     return parse_ra(ra), parse_dec(dec)
 
 
@@ -131,6 +148,14 @@ def parse_sesame(text: str) -> tuple[float, float, str | None] | None:
         return None
     name = _SESAME_NAME.search(text)
     return float(match.group(1)), float(match.group(2)), (name.group(1) if name else None)
+
+
+def looks_like_sesame(text: str) -> bool:
+    """True for a Sesame plain-text answer (found or not): '#' lines, no HTML page."""
+    head = text.lstrip()[:200].lower()
+    if not head or head.startswith("<"):
+        return False
+    return any(line.startswith("#") for line in text.splitlines())
 
 
 def parse_mast_resolver(payload: Any) -> tuple[float, float, str | None] | None:
@@ -164,6 +189,7 @@ class Resolver:
         self.store = store
         self.warn = warn or (lambda message: None)
         self.transport = transport
+        self.last_from_cache = False  # whether the last resolve() answer came from the cache
 
     # local targets table -------------------------------------------------------------
     def local(self, name: str) -> Target | None:
@@ -217,7 +243,10 @@ class Resolver:
             from stdq.http import check_response
 
             check_response(response, "sesame")
-            found = parse_sesame(response.text)
+            text = response.text
+            if not looks_like_sesame(text):
+                raise QueryFailed("sesame: the answer was not a Sesame answer")
+            found = parse_sesame(text)
         if found is None:
             return None
         return Target(ra=found[0], dec=found[1], name=name.strip(), resolver="sesame", canonical=found[2])
@@ -241,43 +270,53 @@ class Resolver:
     def resolve(self, name: str, *, use_cache: bool = True) -> Target:
         """NAME -> Target, trying the resolvers of [resolver] order in turn.
 
+        The local targets table is asked where "local" stands in the order; the
+        cache of earlier remote answers (unless USE_CACHE is false) just before
+        the first remote resolver, and only for answers of a resolver still in
+        the order. A remote resolver that is down (temporary failure, error
+        status, an answer that is not its format) is skipped with a warning.
         ResolveError (exit 4) naming every resolver tried when none knows the name;
         TemporaryFailure (exit 75) when every remote resolver asked was down.
         """
         if not name or not name.strip():
             raise BadInput("the target name is empty")
+        self.last_from_cache = False
+        order = self.settings.resolver.order
         tried: list[str] = []
         down: list[str] = []
-        for resolver in self.settings.resolver.order:
+        cache_checked = not use_cache
+        for resolver in order:
             if resolver == "local":
-                found = self.local(name)
                 tried.append("local targets")
+                found = self.local(name)
                 if found:
                     return found
-                if use_cache:
-                    found = self.cached(name)
-                    if found:
-                        return found
                 continue
+            if not cache_checked:
+                cache_checked = True
+                found = self.cached(name)
+                if found and found.resolver in order:
+                    self.last_from_cache = True
+                    return found
             tried.append(resolver)
             try:
                 found = self.sesame(name) if resolver == "sesame" else self.mast(name)
-            except (TemporaryFailure, QueryFailed) as exc:
+            except StdqError as exc:
                 down.append(resolver)
-                self.warn(f"warning: resolver {resolver} is not answering ({exc.message}); trying the next")
+                self.warn(f"warning: resolver {resolver} is not answering ({exc.message}); skipping it")
                 continue
-            except StdqError:
-                raise
             if found:
                 self.remember(name, found)
                 return found
-        if down and len(down) == len([t for t in tried if t != "local targets"]):
+        remote = [t for t in tried if t != "local targets"]
+        if down and len(down) == len(remote):
             raise TemporaryFailure(
                 f"could not resolve {name!r}: resolver(s) {', '.join(down)} did not answer",
                 hint="try again later, or give --ra and --dec",
             )
+        note = f"; {', '.join(down)} did not answer" if down else ""
         raise ResolveError(
-            f"no resolver knows {name!r} (tried: {', '.join(tried)})",
+            f"no resolver knows {name!r} (tried: {', '.join(tried)}{note})",
             hint="check the name, or give --ra and --dec (or: stdq targets add NAME --ra RA --dec DEC)",
         )
 
