@@ -1,6 +1,6 @@
 """The data directory's SQLite database: one file, WAL, every table of stdq.
 
-Tables: targets, resolver_cache, products, jobs, job_events, limiter. Stdlib only:
+Tables: targets, resolver_cache, products, jobs, job_events, limiter, workers. Stdlib only:
 ``stdq jobs status`` opens this without importing anything heavy.
 """
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 DB_NAME = "stdq.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the workers table
 BUSY_TIMEOUT_MS = 60_000
 
 SCHEMA = """
@@ -94,6 +94,17 @@ CREATE TABLE IF NOT EXISTS limiter (
     ts     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS limiter_scope ON limiter(scope, ts);
+CREATE TABLE IF NOT EXISTS workers (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    burst        INTEGER NOT NULL DEFAULT 0,
+    concurrency  INTEGER NOT NULL DEFAULT 1,
+    running      INTEGER NOT NULL DEFAULT 0,
+    log_path     TEXT
+);
 """
 
 

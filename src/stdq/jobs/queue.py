@@ -1,19 +1,21 @@
-"""The local job queue: jobs and job events in the data directory's SQLite database.
+"""The local job queue: jobs, job events and live workers in the data directory's SQLite database.
 
 Stdlib only (``stdq jobs status`` must start fast). Every query is a job, run
 either by a worker (runner "worker") or in the calling process (runner
 "inprocess"). Claims take a lease (``[tasks] lease_seconds``) that the runner
 renews; a worker job whose lease expired is claimed again and resumes from its
-checkpoint. Writes go through ``BEGIN IMMEDIATE`` transactions, so concurrent
-processes serialize on SQLite's lock (with a long busy timeout) instead of failing.
+checkpoint; an in-process job whose process died waits for ``stdq jobs retry``
+(a process of this host that no longer exists counts as dead at once). Writes
+go through ``BEGIN IMMEDIATE`` transactions, so concurrent processes serialize
+on SQLite's lock (with a long busy timeout) instead of failing with "database
+is locked". Submitting the same service, coordinates (to 1e-6 degree) and
+cleaned parameters while such a job is queued or running returns that job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -31,15 +33,52 @@ RETRY_BACKOFF_CAP = 3600.0
 
 def idempotency_key(service: str, ra: float, dec: float, params: dict[str, Any]) -> str:
     """Service + coordinates to 1e-6 degree + cleaned parameters."""
+    import hashlib
+
     blob = json.dumps(
         [service, f"{ra:.6f}", f"{dec:+.6f}", params], sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def hostname() -> str:
+    """This host's name (os.uname: cheaper to import than socket)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # pragma: no cover - Windows
+
+    return socket.gethostname()
+
+
 def owner_id() -> str:
     """Identifies this process as a lease owner: host:pid:random."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+    return f"{hostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process PID exists on this host (a zombie counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def owner_dead(owner: str | None) -> bool:
+    """True when OWNER (host:pid:random) is a process of this host that no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != hostname() or not pid_text.isdigit():
+        return False
+    return not pid_alive(int(pid_text))
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> float:
@@ -57,6 +96,35 @@ def _job(row: sqlite3.Row | None) -> dict[str, Any] | None:
     job["checkpoint"] = json.loads(job.pop("checkpoint_json") or "{}")
     job["products"] = json.loads(job.pop("products_json") or "[]")
     return job
+
+
+PUBLIC_KEYS = (
+    "id", "state", "service", "target", "params", "runner", "attempts", "max_attempts",
+    "progress", "error", "exit_code", "rows", "detections", "products", "note", "checkpoint",
+    "created_at", "started_at", "finished_at", "run_after", "cancel_requested", "lease_expires",
+)
+
+
+def public(job: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The documented JSON of a job (``stdq jobs list/show``), without events.
+
+    ``abandoned`` is true for a running job whose runner stopped renewing its
+    lease (a worker job is then taken up again; an in-process one waits for
+    ``stdq jobs retry``).
+    """
+    now = time.time() if now is None else now
+    out = {key: job.get(key) for key in PUBLIC_KEYS}
+    out["cancel_requested"] = bool(job.get("cancel_requested"))
+    out["abandoned"] = is_abandoned(job, now)
+    return out
+
+
+def is_abandoned(job: dict[str, Any], now: float | None = None) -> bool:
+    """A running job whose lease ran out, or whose runner on this host is gone."""
+    if job.get("state") != "running":
+        return False
+    now = time.time() if now is None else now
+    return (job.get("lease_expires") or 0) < now or owner_dead(job.get("lease_owner"))
 
 
 class JobQueue:
@@ -139,38 +207,49 @@ class JobQueue:
     ) -> dict[str, Any] | None:
         """Take the next runnable job (or JOB_ID) with a lease; None when there is none.
 
-        Runnable: queued and due, or running with an expired lease (its runner died).
+        Runnable: running with an expired lease (its runner died: taken first, it
+        resumes from its checkpoint, or cleans up when a cancel was asked), else
+        queued and due (oldest due first). One ``BEGIN IMMEDIATE`` transaction:
+        two claimers never get the same job.
         """
         now = time.time()
-        where = (
-            "((state = 'queued' AND run_after <= :now)"
-            " OR (state = 'running' AND lease_expires < :now))"
-            " AND runner = :runner AND cancel_requested = 0"
-        )
+        extra = " AND runner = :runner"
         args: dict[str, Any] = {"now": now, "runner": runner}
         if job_id is not None:
-            where += " AND id = :id"
+            extra += " AND id = :id"
             args["id"] = job_id
         if services:
-            where += " AND service IN (%s)" % ",".join(f":s{i}" for i in range(len(services)))
+            marks = ",".join(f":s{i}" for i in range(len(services)))
+            extra += f" AND service IN ({marks})"
             args.update({f"s{i}": s for i, s in enumerate(services)})
         with db.transaction(self.conn) as conn:
             row = conn.execute(
-                f"SELECT id, state, lease_owner FROM jobs WHERE {where} ORDER BY run_after, id LIMIT 1",
+                "SELECT id, state, lease_owner FROM jobs WHERE state = 'running'"
+                f" AND lease_expires < :now{extra} ORDER BY id LIMIT 1",
                 args,
             ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT id, state, lease_owner FROM jobs WHERE state = 'queued'"
+                    f" AND run_after <= :now AND cancel_requested = 0{extra}"
+                    " ORDER BY run_after, id LIMIT 1",
+                    args,
+                ).fetchone()
             if row is None:
                 return None
             resumed = row["state"] == "running"
             claimed = conn.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?,"
-                " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?,"
-                " error = NULL WHERE id = ? RETURNING *",
+                " attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ?"
+                " WHERE id = ? RETURNING *",
                 (owner, now + lease_seconds, now, now, row["id"]),
             ).fetchone()
-            message = f"claimed by {owner}"
+            message = f"claimed by {owner} (attempt {claimed['attempts']})"
             if resumed:
-                message = f"lease of {row['lease_owner']} expired; resumed by {owner}"
+                message = (
+                    f"lease of {row['lease_owner']} expired; resumed by {owner}"
+                    f" (attempt {claimed['attempts']})"
+                )
             self._event(conn, row["id"], "claimed", message)
         return _job(claimed)
 
@@ -300,28 +379,41 @@ class JobQueue:
                 self._event(conn, job_id, "released", f"released by {owner}; queued again")
         return bool(cur.rowcount)
 
-    def request_cancel(self, job_id: int) -> dict[str, Any]:
-        """Cancel a queued job at once; ask a running one to stop at its next check."""
+    def request_cancel(self, job_id: int) -> tuple[dict[str, Any], str]:
+        """Cancel a job; returns (job, what happened).
+
+        What happened: "cancelled" (a queued job, or a running one whose runner is
+        gone: the caller should clean up remotely), "requested" (a running job
+        stops at its next check and cleans up itself), or "final" (it had ended).
+        """
         now = time.time()
         with db.transaction(self.conn) as conn:
-            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if job is None:
-                raise BadInput(f"no job with id {job_id}")
-            if job["state"] == "queued":
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
+            job = _job(row)
+            outcome = "final"
+            if job["state"] == "queued" or is_abandoned(job, now):
+                note = "cancelled before it ran" if job["state"] == "queued" else (
+                    "cancelled after its runner stopped"
+                )
                 conn.execute(
                     "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"
-                    " updated_at = ?, note = 'cancelled before it ran' WHERE id = ?",
-                    (now, now, job_id),
+                    " updated_at = ?, note = ?, exit_code = 1, lease_owner = NULL,"
+                    " lease_expires = NULL WHERE id = ?",
+                    (now, now, note, job_id),
                 )
-                self._event(conn, job_id, "cancelled", "cancelled while queued")
+                self._event(conn, job_id, "cancelled", note)
+                outcome = "cancelled"
             elif job["state"] == "running":
                 conn.execute(
                     "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
                     (now, job_id),
                 )
                 self._event(conn, job_id, "cancel", "cancel requested; the job stops at its next check")
+                outcome = "requested"
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row)
+        return _job(row), outcome
 
     def retry(self, job_id: int) -> dict[str, Any]:
         """Queue a failed or cancelled job again (attempts reset), keeping its checkpoint.
@@ -333,9 +425,9 @@ class JobQueue:
         with db.transaction(self.conn) as conn:
             job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if job is None:
-                raise BadInput(f"no job with id {job_id}")
+                raise BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
             state = job["state"]
-            dead = state == "running" and (job["lease_expires"] or 0) < now
+            dead = is_abandoned(_job(job), now)
             if state not in ("failed", "cancelled") and not dead:
                 raise BadInput(
                     f"job {job_id} is {state}"
@@ -387,7 +479,17 @@ class JobQueue:
             counts[row["state"]] = row["n"]
         return counts
 
-    def events(self, job_id: int, after_id: int = 0) -> list[dict[str, Any]]:
+    def events(
+        self, job_id: int, after_id: int = 0, last: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The job's events after event AFTER_ID (only the LAST ones when given), oldest first."""
+        if last is not None:
+            rows = self.conn.execute(
+                "SELECT id, ts, kind, message FROM job_events WHERE job_id = ? AND id > ?"
+                " ORDER BY id DESC LIMIT ?",
+                (job_id, after_id, int(last)),
+            ).fetchall()
+            return [dict(r) for r in reversed(rows)]
         return [
             dict(r)
             for r in self.conn.execute(
@@ -396,14 +498,24 @@ class JobQueue:
             )
         ]
 
-    def runnable_count(self, runner: str = "worker") -> int:
+    def runnable_now(self, runner: str = "worker") -> bool:
+        """Whether a job of RUNNER could be claimed now (queued and due, or abandoned)."""
         now = time.time()
         row = self.conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE runner = ? AND cancel_requested = 0 AND"
-            " ((state = 'queued') OR (state = 'running' AND lease_expires < ?))",
-            (runner, now),
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?"
+            " AND runner = ? AND cancel_requested = 0)"
+            " OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_expires < ?"
+            " AND runner = ?)",
+            (now, runner, now, runner),
         ).fetchone()
-        return int(row[0])
+        return bool(row[0])
+
+    def running(self) -> list[dict[str, Any]]:
+        """The running jobs, oldest first."""
+        return [
+            _job(r)
+            for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY id")
+        ]
 
     def next_due(self, runner: str = "worker") -> float | None:
         """When the next queued job becomes due (epoch seconds), or None."""
@@ -432,3 +544,50 @@ class JobQueue:
                 conn.execute(f"DELETE FROM job_events WHERE job_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
         return len(ids)
+
+
+# -- the workers table (live workers, for `jobs status` and the autostart) ----------------
+
+WORKER_SPAWN_GRACE = 15.0  # a worker row counts as alive this long after its last heartbeat, at least
+
+
+def worker_id(pid: int | None = None) -> str:
+    return f"{hostname()}:{pid or os.getpid()}"
+
+
+def register_worker(
+    conn: sqlite3.Connection, pid: int, *, burst: bool, concurrency: int,
+    log_path: str | None = None, running: int = 0,
+) -> None:
+    """Insert or renew the row of worker PID (this host)."""
+    now = time.time()
+    with db.transaction(conn):
+        conn.execute(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, burst, concurrency,"
+            " running, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
+            " burst = excluded.burst, concurrency = excluded.concurrency,"
+            " running = excluded.running, log_path = COALESCE(excluded.log_path, workers.log_path)",
+            (worker_id(pid), hostname(), pid, now, now, int(burst), concurrency, running, log_path),
+        )
+
+
+def unregister_worker(conn: sqlite3.Connection, pid: int | None = None) -> None:
+    with db.transaction(conn):
+        conn.execute("DELETE FROM workers WHERE id = ?", (worker_id(pid),))
+
+
+def live_workers(conn: sqlite3.Connection, lease_seconds: float) -> list[dict[str, Any]]:
+    """The workers whose heartbeat is fresh and whose process (on this host) exists."""
+    now = time.time()
+    stale_after = max(float(lease_seconds), WORKER_SPAWN_GRACE)
+    host = hostname()
+    alive = []
+    for row in conn.execute("SELECT * FROM workers ORDER BY started_at"):
+        worker = dict(row)
+        if worker["heartbeat_at"] < now - stale_after:
+            continue
+        if worker["host"] == host and not pid_alive(int(worker["pid"])):
+            continue
+        alive.append(worker)
+    return alive

@@ -8,7 +8,14 @@ products it returns, and ends the job in the state its outcome calls for:
 - NoData -> succeeded with 0 rows and a note (``jobs result`` exits 5);
 - TemporaryFailure -> queued again with backoff while attempts remain (worker
   jobs), else failed with exit code 75;
-- Cancelled -> the service cleans up remotely, then cancelled;
+- Cancelled because ``stdq jobs cancel`` asked -> the service cleans up
+  remotely, then cancelled;
+- the worker stopping (SIGTERM/SIGINT: ``stop_event``) while the service waits
+  -> the job is released, queued again with its checkpoint (the remote task
+  goes on and the next runner resumes it);
+- the lease lost to another runner -> this runner stops without touching the job;
+- Ctrl-C of an in-process query -> failed with exit code 130, its checkpoint
+  kept: ``stdq jobs retry`` resumes it;
 - any other error -> failed with its exit code. Messages are redacted.
 """
 
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stdq.jobs")
 
+HEARTBEAT_MAX_INTERVAL = 5.0  # seconds between lease renewals (at most); also the cancel latency
+
 
 class Heartbeat:
     """Renews a job's lease in a background thread and notices cancel requests."""
@@ -37,12 +46,16 @@ class Heartbeat:
     def __init__(self, queue: JobQueue, job_id: int, owner: str, lease_seconds: float):
         self.job_id = job_id
         self.owner = owner
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = float(lease_seconds)
         self.data_dir = queue.data_dir
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    @property
+    def interval(self) -> float:
+        return max(0.2, min(HEARTBEAT_MAX_INTERVAL, self.lease_seconds / 3))
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -54,9 +67,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         queue = JobQueue(self.data_dir)  # its own connection: sqlite3 objects stay in one thread
-        interval = max(0.2, self.lease_seconds / 3)
         try:
-            while not self._stop.wait(interval):
+            while not self._stop.wait(self.interval):
                 try:
                     ours, cancel = queue.heartbeat(self.job_id, self.owner, self.lease_seconds)
                 except Exception as exc:  # a locked or busy database: try again next beat
@@ -89,8 +101,14 @@ def run_job(
     queue: JobQueue,
     owner: str,
     on_progress=None,
+    stop_event: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run the claimed JOB to its end; returns the job row as it ended."""
+    """Run the claimed JOB to its end; returns the job row as it ended (or was released).
+
+    STOP_EVENT (a worker shutting down) makes the service stop at its next
+    cancellation check while it talks to the remote service; the job is then
+    released with its checkpoint. Once the answer is in, processing finishes.
+    """
     from stdq.processing import process_product
     from stdq.services.base import QueryContext
     from stdq.targets import Target
@@ -98,7 +116,15 @@ def run_job(
     job_id = job["id"]
     secrets: list[str] = []
     context = None
+    service = None
+    querying = {"now": False}
     heartbeat = Heartbeat(queue, job_id, owner, settings.tasks.lease_seconds)
+
+    def cancelled() -> bool:
+        if heartbeat.cancelled.is_set():
+            return True
+        return bool(stop_event is not None and stop_event.is_set() and querying["now"])
+
     with heartbeat:
         try:
             service, config = build_service(settings, job["service"])
@@ -117,51 +143,24 @@ def run_job(
                 job_id=job_id,
                 data_product_type=service.data_product_type,
                 checkpoint=dict(job.get("checkpoint") or {}),
-                on_checkpoint=lambda cp: queue.save_checkpoint(job_id, cp),
+                on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
                 on_progress=progress,
-                is_cancelled=heartbeat.cancelled.is_set,
+                is_cancelled=cancelled,
                 on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
             )
             context.client_factory = lambda: service.make_client(context)
-            if queue.cancel_requested(job_id):
+            if job.get("cancel_requested") or queue.cancel_requested(job_id):
                 raise Cancelled("the job was cancelled")
             target = Target.from_dict(job["target"])
             params = dict(job["params"])
             progress("querying")
+            querying["now"] = True
             products = service.query_service(target, params, context)
-            context.check_cancelled()
+            querying["now"] = False
+            if heartbeat.cancelled.is_set():
+                raise Cancelled("the job was cancelled")
             progress("processing")
-            rows = detections = 0
-            product_ids: list[int] = []
-            left_notes: list[str] = []
-            for product in products:
-                result = process_product(
-                    settings,
-                    store,
-                    product,
-                    query={"service": job["service"], "params": params, "job_id": job_id},
-                    service_info={"class": config.class_path, "version": service.version},
-                )
-                rows += result.rows
-                detections += result.detections
-                product_ids.append(result.product_id)
-                left_notes += [f"{n} {reason}" for reason, n in result.left_out.items()]
-            if rows == 0:
-                note = "the service answered, but no usable rows remained"
-                if left_notes:
-                    note += " (left out: " + "; ".join(left_notes) + ")"
-                queue.finish(
-                    job_id, "succeeded", owner=owner, rows=0, detections=0,
-                    products=product_ids, note=note, exit_code=errors.EXIT_NO_DATA,
-                )
-            else:
-                note = f"{rows} rows, {detections} detections"
-                if left_notes:
-                    note += "; left out: " + "; ".join(left_notes)
-                queue.finish(
-                    job_id, "succeeded", owner=owner, rows=rows, detections=detections,
-                    products=product_ids, note=note, exit_code=errors.EXIT_OK,
-                )
+            _process(job, products, settings, store, queue, owner, service, config, process_product)
         except NoData as exc:
             product_ids = list((context.checkpoint.get("products") or {}).values()) if context else []
             queue.finish(
@@ -169,15 +168,7 @@ def run_job(
                 note=redact(f"no data: {exc.message}", secrets), exit_code=errors.EXIT_NO_DATA,
             )
         except Cancelled:
-            if context is not None:
-                try:
-                    service.cancel_remote(dict(context.checkpoint), context)
-                except Exception as exc:  # best effort; say so
-                    queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
-            if heartbeat.lost.is_set() and not queue.cancel_requested(job_id):
-                log.warning("job %s: lease lost to another runner; stopping", job_id)
-            else:
-                queue.finish(job_id, "cancelled", note="cancelled while running", exit_code=1)
+            _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets)
         except TemporaryFailure as exc:
             message = redact(str(exc.message), secrets)
             fresh = queue.get(job_id) or job
@@ -185,12 +176,14 @@ def run_job(
                 delay = retry_delay(fresh["attempts"], exc.retry_after)
                 queue.requeue(job_id, owner=owner, delay=delay, error=message)
             else:
+                if fresh["attempts"] > 1:
+                    message += f" (after {fresh['attempts']} attempts)"
                 queue.finish(
                     job_id, "failed", owner=owner, error=message, exit_code=errors.EXIT_TEMPORARY
                 )
         except StdqError as exc:
             queue.finish(
-                job_id, "failed", owner=owner, error=redact(str(exc), secrets),
+                job_id, "failed", owner=owner, error=redact(exc.message, secrets),
                 exit_code=exc.exit_code,
             )
         except Exception as exc:
@@ -202,11 +195,117 @@ def run_job(
                 exit_code=errors.EXIT_FAILED,
             )
         except KeyboardInterrupt:
-            # In-process query interrupted: leave the job running with its checkpoint;
-            # its lease runs out and `stdq jobs retry` resumes it.
-            queue.add_event(job_id, "interrupted", "interrupted; resume with: stdq jobs retry")
+            # An in-process query interrupted: the job ends as failed (130) with its
+            # checkpoint kept, so `stdq jobs retry` resumes the remote task.
+            queue.finish(
+                job_id, "failed", owner=owner,
+                error=f"interrupted; resume it with: stdq jobs retry {job_id}",
+                exit_code=errors.EXIT_INTERRUPTED,
+            )
             raise
         finally:
             if context is not None:
                 context.close()
     return queue.require(job_id)
+
+
+def safe_checkpoint(checkpoint: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """The checkpoint as saved: a secret a service put in it by mistake is masked."""
+    import json
+
+    text = json.dumps(checkpoint, sort_keys=True, default=str)
+    masked = redact(text, secrets)
+    return checkpoint if masked == text else json.loads(masked)
+
+
+def _process(job, products, settings, store, queue, owner, service, config, process_product) -> None:
+    """Process the products of a finished query and end the job as succeeded."""
+    job_id = job["id"]
+    params = dict(job["params"])
+    rows = detections = 0
+    product_ids: list[int] = []
+    left_notes: list[str] = []
+    for product in products:
+        result = process_product(
+            settings,
+            store,
+            product,
+            query={"service": job["service"], "params": params, "job_id": job_id},
+            service_info={"class": config.class_path, "version": service.version},
+        )
+        rows += result.rows
+        detections += result.detections
+        product_ids.append(result.product_id)
+        left_notes += [f"{n} {reason}" for reason, n in result.left_out.items()]
+    if rows == 0:
+        note = "the service answered, but no usable rows remained"
+        if left_notes:
+            note += " (left out: " + "; ".join(left_notes) + ")"
+        queue.finish(
+            job_id, "succeeded", owner=owner, rows=0, detections=0,
+            products=product_ids, note=note, exit_code=errors.EXIT_NO_DATA,
+        )
+        return
+    note = f"{rows} rows, {detections} detections"
+    if left_notes:
+        note += "; left out: " + "; ".join(left_notes)
+    queue.finish(
+        job_id, "succeeded", owner=owner, rows=rows, detections=detections,
+        products=product_ids, note=note, exit_code=errors.EXIT_OK,
+    )
+
+
+def _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets) -> None:
+    """The service stopped at a cancellation check: find out why and act on it."""
+    job_id = job["id"]
+    if queue.cancel_requested(job_id):
+        if service is not None and context is not None:
+            cleanup_remote(service, context, queue, job_id, secrets)
+        queue.finish(job_id, "cancelled", note="cancelled while running", exit_code=1)
+    elif heartbeat.lost.is_set():
+        log.warning("job %s: its lease was taken by another runner; this one stops", job_id)
+    elif stop_event is not None and stop_event.is_set():
+        queue.release(job_id, owner)
+    else:  # a Cancelled raised by the service itself
+        queue.finish(job_id, "cancelled", owner=owner, note="cancelled by the service", exit_code=1)
+
+
+def cleanup_remote(service, context, queue: JobQueue, job_id: int, secrets: list[str]) -> None:
+    """Best-effort remote cleanup of a cancelled job (the service's ``cancel_remote``)."""
+    # the context may say "cancelled" already: let the cleanup's own requests through
+    context.is_cancelled = None
+    try:
+        service.cancel_remote(dict(context.checkpoint), context)
+    except Exception as exc:  # best effort; say so
+        queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
+
+
+def cleanup_abandoned(settings: Settings, store: Store, queue: JobQueue, job: dict[str, Any]) -> None:
+    """Remote cleanup of a job cancelled after its runner died (run by ``stdq jobs cancel``)."""
+    from stdq.services.base import QueryContext
+
+    job_id = job["id"]
+    if not job.get("checkpoint"):
+        return
+    secrets: list[str] = []
+    context = None
+    try:
+        service, config = build_service(settings, job["service"])
+        secrets = config.secret_values()
+        context = QueryContext(
+            store=store,
+            settings=settings,
+            service_config=config,
+            job_id=job_id,
+            data_product_type=service.data_product_type,
+            checkpoint=dict(job.get("checkpoint") or {}),
+            on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
+            on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
+        )
+        context.client_factory = lambda: service.make_client(context)
+        cleanup_remote(service, context, queue, job_id, secrets)
+    except Exception as exc:  # best effort
+        queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
+    finally:
+        if context is not None:
+            context.close()

@@ -1,0 +1,162 @@
+"""The job queue: `stdq jobs status` with 10,000 jobs, and a worker's per-job overhead.
+
+1. Median wall time of `stdq jobs status` (a cold process) with 10,000 jobs (and
+   50,000 events) in the table, divided by the median of `python -c "import click"`,
+   measured alternately in the same run. Goal: <= 2.
+2. A burst worker (`stdq jobs worker --burst`, a real process) runs N trivial
+   jobs of the slow emulator (remote tasks of 0 s, 12 rows each, the emulator in
+   this process on 127.0.0.1). Per-job overhead = (wall time with N jobs - wall
+   time of the same worker with 1 job) / (N - 1): start-up and the one-time
+   imports of the first job (pandas, httpx) are not per-job costs. Everything
+   else is: claim, lease heartbeat, progress and checkpoint writes, 4 HTTP
+   requests, raw file, processing, photometry.csv and product.json, finish.
+   Goal: <= 20 ms per job.
+
+    python bench/jobs.py [--runs 15] [--jobs 500] [--concurrency 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STDQ = [sys.executable, "-m", "stdq"]
+if (Path(sys.executable).parent / "stdq").exists():
+    STDQ = [str(Path(sys.executable).parent / "stdq")]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment of the measured commands: as installed, byte-code caches allowed
+    (PYTHONDONTWRITEBYTECODE would compile stdq from source on every start, while
+    click's caches exist); the warm-up run writes them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+def wall(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
+
+
+def fill(data_dir: Path, n: int) -> None:
+    """N jobs in realistic states: 4 running, 1% queued, the rest finished; 5 events each."""
+    from stdq import db
+    from stdq.jobs.queue import idempotency_key
+
+    rng = random.Random(1)
+    conn = db.connect(data_dir)
+    now = time.time()
+    finished = ["succeeded"] * 93 + ["failed"] * 5 + ["cancelled"] * 2
+    with db.transaction(conn):
+        for i in range(n):
+            state = "running" if i >= n - 4 else "queued" if i % 100 == 0 else rng.choice(finished)
+            ra, dec = rng.uniform(0, 360), rng.uniform(-30, 80)
+            params = {"mjd_min": 60000.0 + i % 50}
+            target = {"name": f"T{i}", "ra": ra, "dec": dec}
+            created = now - rng.uniform(0, 30 * 86400)
+            cur = conn.execute(
+                "INSERT INTO jobs (service, target_name, ra, dec, target_json, params_json, idem_key,"
+                " runner, state, attempts, created_at, started_at, finished_at, updated_at,"
+                " lease_owner, lease_expires, progress, rows, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'worker', ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "atlas", target["name"], ra, dec, json.dumps(target), json.dumps(params),
+                    idempotency_key("atlas", ra, dec, params), state, created, created + 5,
+                    created + 600 if state in ("succeeded", "failed", "cancelled") else None,
+                    created, "bench:1:x" if state == "running" else None,
+                    now + 3600 if state == "running" else None, "remote task running",
+                    rng.randint(0, 2000) if state == "succeeded" else None, "done",
+                ),
+            )
+            for kind in ("submitted", "claimed", "progress", "remote", "succeeded"):
+                conn.execute(
+                    "INSERT INTO job_events (job_id, ts, kind, message) VALUES (?, ?, ?, ?)",
+                    (cur.lastrowid, created, kind, f"{kind} event text"),
+                )
+    conn.close()
+
+
+def bench_status(runs: int) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="stdq-bench-jobs-"))
+    fill(tmp / "data", 10_000)
+    env = base_env(STDQ_DATA_DIR=str(tmp / "data"), STDQ_CONFIG=str(tmp / "none.toml"), NO_COLOR="1")
+    commands = {
+        "import click": [sys.executable, "-c", "import click"],
+        "stdq jobs status": [*STDQ, "jobs", "status"],
+    }
+    for cmd in commands.values():  # warm the file cache, write the byte-code caches
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, cmd in commands.items():
+            times[name].append(wall(cmd, env))
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = statistics.median(times["import click"])
+    status = statistics.median(times["stdq jobs status"])
+    ratio = status / base
+    print(f"python -c 'import click': median {base * 1000:.1f} ms over {runs} runs")
+    print(f"stdq jobs status (10,000 jobs, 50,000 events): median {status * 1000:.1f} ms")
+    print(f"jobs status / import click = {ratio:.2f} (goal <= 2): {'ok' if ratio <= 2 else 'MISSED'}")
+    return ratio
+
+
+def bench_worker(n_jobs: int, concurrency: int) -> float:
+    from stdq.jobs.queue import JobQueue
+    from stdq.testing import slow
+    from stdq.testing.fakeserver import FakeServer, settings_toml
+
+    server = FakeServer([slow.SlowServiceEmulator(default_seconds=0.0)]).start()
+    try:
+        walls = {}
+        for n in (1, n_jobs):
+            tmp = Path(tempfile.mkdtemp(prefix="stdq-bench-worker-"))
+            config = tmp / "config.toml"
+            config.write_text(settings_toml(server, slow.settings_extra(autostart_worker=False)))
+            queue = JobQueue(tmp / "data")
+            for i in range(n):
+                queue.submit("slow", {"name": None, "ra": 10.0 + i * 1e-3, "dec": 20.0}, {})
+            queue.close()
+            env = base_env(STDQ_DATA_DIR=str(tmp / "data"), STDQ_CONFIG=str(config), NO_COLOR="1")
+            cmd = [*STDQ, "jobs", "worker", "--burst", "--concurrency", str(concurrency)]
+            walls[n] = wall(cmd, env)
+            queue = JobQueue(tmp / "data")
+            counts = queue.counts()
+            queue.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            assert counts["succeeded"] == n, counts
+        posts = len(server.log_of(emulator="slow", method="POST"))
+        assert posts == n_jobs + 1, posts
+    finally:
+        server.stop()
+    per_job = (walls[n_jobs] - walls[1]) / (n_jobs - 1)
+    print(
+        f"worker --burst --concurrency {concurrency}: {n_jobs} jobs in {walls[n_jobs]:.2f} s,"
+        f" 1 job in {walls[1]:.2f} s -> {per_job * 1000:.1f} ms per job"
+        f" (goal <= 20): {'ok' if per_job <= 0.020 else 'MISSED'}"
+    )
+    return per_job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args()
+    bench_status(args.runs)
+    bench_worker(args.jobs, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()

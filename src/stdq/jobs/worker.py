@@ -1,0 +1,326 @@
+"""Workers: processes that claim queued jobs and run them (``stdq jobs worker``).
+
+A worker runs ``concurrency`` threads; each claims a job with a lease
+(``[tasks] lease_seconds``), runs it through :func:`stdq.jobs.runner.run_job`
+(the same code as an in-process query) and claims the next. Each thread has its
+own database connections: sqlite3 objects never cross threads.
+
+Live workers are rows of the ``workers`` table, renewed by a heartbeat; a row
+whose heartbeat is older than the lease (or whose process on this host is gone)
+is a dead worker.
+
+- SIGTERM / SIGINT: stop claiming; a job whose service is waiting on the remote
+  side is released at its next check (queued again with its checkpoint, so the
+  next worker resumes the remote task); a job being processed finishes. The
+  worker then exits 0. A second signal exits at once (the jobs' leases run out
+  and another worker takes them up).
+- ``--burst``: exit when no job is claimable *now* and none is running. A job
+  queued again with backoff becomes due later: the next ``stdq query``,
+  ``stdq jobs wait``, ``stdq jobs result`` or ``stdq jobs retry`` starts a
+  worker for it (:func:`ensure_worker`), or a cron line running
+  ``stdq jobs worker --burst`` does.
+
+:func:`ensure_worker` spawns one detached burst worker (concurrency
+:data:`AUTOSTART_CONCURRENCY`, new session, output to
+``<data_dir>/logs/worker-<pid>.log``) when a job is claimable and no worker is
+alive; an exclusive ``flock`` on ``<data_dir>/worker-spawn.lock`` keeps two
+submitters from spawning two workers. No secret goes on the command line: the
+worker inherits the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stdq import db
+from stdq.jobs.queue import (
+    JobQueue,
+    live_workers,
+    owner_id,
+    register_worker,
+    unregister_worker,
+    worker_id,
+)
+
+if TYPE_CHECKING:
+    from stdq.config import Settings
+
+log = logging.getLogger("stdq.worker")
+
+IDLE_POLL = 1.0  # seconds between claims of an idle (non-burst) worker thread
+# Jobs an autostarted worker runs at once: remote services queue the work, so a
+# worker mostly polls; one at a time would run a night's ATLAS queries in series.
+AUTOSTART_CONCURRENCY = 4
+LOCK_NAME = "worker-spawn.lock"
+
+
+def logs_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "logs"
+
+
+# the workers table lives with the queue (``jobs status`` reads it without this module)
+register = register_worker
+unregister = unregister_worker
+
+
+# -- running --------------------------------------------------------------------------
+
+
+class _Pool:
+    """What the threads of one worker share."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = 0  # threads claiming or running a job
+        self.done = threading.Event()  # burst: nothing left
+
+
+def _thread_main(
+    settings: Settings, *, burst: bool, stop: threading.Event, pool: _Pool, name: str
+) -> None:
+    from stdq.jobs.runner import run_job
+    from stdq.store import Store
+
+    queue = JobQueue(settings.data_dir)
+    store = Store(settings.data_dir)
+    owner = f"{owner_id()}/{name}"
+    lease = float(settings.tasks.lease_seconds)
+    try:
+        while not stop.is_set() and not pool.done.is_set():
+            with pool.lock:
+                pool.busy += 1
+            job = None
+            try:
+                job = queue.claim(owner, lease)
+            except Exception as exc:  # a database problem: say it, wait, try again
+                log.warning("claiming a job failed: %s", exc)
+            if job is None:
+                with pool.lock:
+                    pool.busy -= 1
+                    idle = pool.busy == 0
+                if burst and idle and not _claimable(queue):
+                    pool.done.set()
+                    break
+                stop.wait(_idle_wait(queue, burst))
+                continue
+            try:
+                log.info("job %s (%s) claimed, attempt %s", job["id"], job["service"], job["attempts"])
+                ended = run_job(
+                    job, settings=settings, store=store, queue=queue, owner=owner, stop_event=stop
+                )
+                what = ended["state"]
+                if ended["state"] == "queued":
+                    what = "released" if stop.is_set() else "queued again"
+                detail = ended.get("error") or ended.get("note") or ""
+                log.info("job %s %s%s", job["id"], what, f": {detail}" if detail else "")
+            except Exception as exc:  # run_job ends jobs itself; this is a bug or a dead database
+                log.error("job %s: %s: %s", job["id"], type(exc).__name__, exc)
+            finally:
+                with pool.lock:
+                    pool.busy -= 1
+    finally:
+        queue.close()
+        store.close()
+
+
+def _claimable(queue: JobQueue) -> bool:
+    try:
+        return queue.runnable_now()
+    except Exception:
+        return True
+
+
+def _idle_wait(queue: JobQueue, burst: bool) -> float:
+    """How long an idle thread waits before it tries to claim again."""
+    wait = 0.2 if burst else IDLE_POLL
+    try:
+        due = queue.next_due()
+    except Exception:
+        return wait
+    if due is not None:
+        wait = min(wait, max(0.05, due - time.time()))
+    return wait
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT: the first stops the worker cleanly, the second exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now; running jobs are taken up after their lease")
+            os._exit(128 + signum)
+        stop.set()
+        log.warning(
+            "stopping: no new jobs; jobs waiting on a remote service are released "
+            "(a second signal exits at once)"
+        )
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    concurrency: int = 1,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Run jobs until stopped (or, with BURST, until nothing is claimable); returns 0."""
+    concurrency = max(1, int(concurrency))
+    stop = stop_event or threading.Event()
+    previous = _install_signals(stop)
+    conn = db.connect(settings.data_dir)
+    pid = os.getpid()
+    lease = float(settings.tasks.lease_seconds)
+    beat_stop = threading.Event()
+    pool = _Pool()
+
+    def beat() -> None:
+        beat_conn = db.connect(settings.data_dir)
+        try:
+            while not beat_stop.wait(max(0.2, min(5.0, lease / 3))):
+                with contextlib.suppress(Exception):
+                    register(beat_conn, pid, burst=burst, concurrency=concurrency, running=pool.busy)
+        finally:
+            beat_conn.close()
+
+    log.info(
+        "worker %s started (%s, concurrency %d, data dir %s)",
+        worker_id(), "burst" if burst else "until stopped", concurrency, settings.data_dir,
+    )
+    try:
+        register(conn, pid, burst=burst, concurrency=concurrency)
+        beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
+        beater.start()
+        while True:
+            pool.done.clear()
+            threads = [
+                threading.Thread(
+                    target=_thread_main,
+                    args=(settings,),
+                    kwargs={"burst": burst, "stop": stop, "pool": pool, "name": f"t{i}"},
+                    name=f"worker-{i}",
+                    daemon=True,
+                )
+                for i in range(concurrency)
+            ]
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.5)
+            if stop.is_set() or not burst:
+                break
+            # Burst: leave the table, then look once more, so a job queued while we
+            # were deciding to exit is not stranded (its submitter saw us alive).
+            beat_stop.set()
+            beater.join(timeout=5)
+            unregister(conn, pid)
+            if not JobQueue(settings.data_dir, conn).runnable_now():
+                break
+            register(conn, pid, burst=burst, concurrency=concurrency)
+            beat_stop.clear()
+            beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
+            beater.start()
+    finally:
+        beat_stop.set()
+        with contextlib.suppress(Exception):
+            unregister(conn, pid)
+        conn.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("worker %s stopped", worker_id())
+    return 0
+
+
+# -- spawning -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _spawn_lock(data_dir: Path):
+    """An exclusive lock on a file of the data dir (no-op where flock does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    path = Path(data_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def worker_command(settings: Settings) -> list[str]:
+    """The command line of a detached burst worker for these settings (no secrets)."""
+    cmd = [sys.executable, "-m", "stdq", "--data-dir", str(settings.data_dir)]
+    if settings.file_exists:
+        cmd += ["--config", str(settings.path)]
+    return [*cmd, "jobs", "worker", "--burst", "--concurrency", str(AUTOSTART_CONCURRENCY)]
+
+
+def spawn_worker(settings: Settings) -> tuple[int, Path]:
+    """Start a detached burst worker; returns its pid and log file."""
+    folder = logs_dir(settings.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".worker-spawn-{os.getpid()}-{time.monotonic_ns()}.log"
+    with open(tmp, "ab") as out:
+        kwargs: dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
+                subprocess, "CREATE_NEW_PROCESS_GROUP", 0
+            )
+        proc = subprocess.Popen(
+            worker_command(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            **kwargs,
+        )
+    path = folder / f"worker-{proc.pid}.log"
+    os.replace(tmp, path)
+    return proc.pid, path
+
+
+def ensure_worker(settings: Settings) -> int | None:
+    """Spawn a detached burst worker when a job is claimable and no worker is alive.
+
+    Returns the new worker's pid, or None when none was needed (or autostart is off).
+    """
+    if not settings.tasks.autostart_worker or settings.tasks.backend != "database":
+        return None
+    conn = db.connect(settings.data_dir)
+    try:
+        queue = JobQueue(settings.data_dir, conn)
+        if not queue.runnable_now():
+            return None
+        with _spawn_lock(settings.data_dir):
+            if live_workers(conn, settings.tasks.lease_seconds):
+                return None
+            pid, path = spawn_worker(settings)
+            # Registered by us before the lock is released: the next submitter sees it.
+            register(conn, pid, burst=True, concurrency=AUTOSTART_CONCURRENCY, log_path=str(path))
+            log.info("started worker %s (log: %s)", pid, path)
+            return pid
+    finally:
+        conn.close()

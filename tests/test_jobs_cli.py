@@ -1,0 +1,308 @@
+"""`stdq query --background` and `stdq jobs ...` through the installed command, against the slow emulator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from conftest import StdqRunner, assert_clean_error
+from stdq.testing import slow
+from stdq.testing.fakeserver import FakeServer
+
+SN = ["SN 2023ixf", "--ra", "210.910674", "--dec", "54.311650"]
+EMPTY = ["Empty Field", "--ra", "150.0", "--dec", "-30.0"]
+BAD = ["--ra", "10", "--dec", "-88"]  # outside the emulator's footprint: 400
+
+
+def configure(runner, **tasks):
+    runner.write_settings(slow.settings_extra(**tasks))
+
+
+def stop_workers(runner) -> None:
+    """Stop the workers these tests started (by pid, from the data dir's workers table)."""
+    path = runner.data_dir / "stdq.sqlite3"
+    if not path.is_file():
+        return
+    conn = sqlite3.connect(path)
+    try:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
+    except sqlite3.Error:
+        pids = []
+    conn.close()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + 15
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+
+
+def slow_runner(tmp_path, server) -> StdqRunner:
+    """The installed `stdq` against a fresh data dir and the slow emulator only."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return StdqRunner(
+        server=server, tmp=tmp_path, config_path=tmp_path / "config.toml", data_dir=tmp_path / "data"
+    )
+
+
+@pytest.fixture
+def sq(tmp_path):
+    """`stdq` with the slow service, short remote tasks and detached workers on demand."""
+    server = FakeServer([slow.SlowServiceEmulator(default_seconds=0.2)]).start()
+    runner = slow_runner(tmp_path, server)
+    configure(runner, lease_seconds=3.0)
+    try:
+        yield runner
+    finally:
+        stop_workers(runner)
+        server.stop()
+
+
+def submit(runner, *args: str) -> int:
+    result = runner.run("query", "slow", *args, "--background")
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+def show(runner, job_id: int) -> dict:
+    result = runner.run("--json", "jobs", "show", str(job_id))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_background_prints_the_id_and_reuses_an_identical_job(sq):
+    configure(sq, autostart_worker=False)
+    first = sq.run("query", "slow", *SN, "--background")
+    assert first.returncode == 0 and first.stdout.strip().isdigit()
+    again = sq.run("--json", "query", "slow", *SN, "--background")
+    assert json.loads(again.stdout) == {"job_id": int(first.stdout), "state": "queued"}
+    assert "already queued" in again.stderr
+    forced = sq.run("query", "slow", *SN, "--background", "--force")
+    assert int(forced.stdout) == int(first.stdout) + 1
+    other = sq.run("query", "slow", *SN, "--mjd-min", "60003", "--background")
+    assert int(other.stdout) == int(first.stdout) + 2
+
+
+def test_background_with_output_is_a_usage_error(sq):
+    result = sq.run("query", "slow", *SN, "--background", "-o", "x.csv")
+    assert "jobs result" in assert_clean_error(result, 2) + result.stderr
+    assert not (sq.tmp / "x.csv").exists()
+    listing = sq.run("--json", "jobs", "list")
+    assert json.loads(listing.stdout) == []  # nothing was queued
+
+
+def test_foreground_query_waits_for_the_worker(sq):
+    result = sq.run("--json", "query", "slow", *SN)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["rows"] == 12 and info["detections"] == 10
+    job = show(sq, info["job_id"])
+    assert job["runner"] == "worker" and job["state"] == "succeeded"
+    assert any(e["kind"] == "claimed" for e in job["events"])
+
+
+def test_wait_exit_codes(sq):
+    good = submit(sq, *SN)
+    bad = submit(sq, *BAD)
+    empty = submit(sq, *EMPTY)
+    assert sq.run("jobs", "wait", str(good), str(empty), "--timeout", "60").returncode == 0
+    both = sq.run("jobs", "wait", str(good), str(bad), "--timeout", "60")
+    assert both.returncode == 1
+    assert f"job {bad} failed (exit 1)" in both.stderr
+    waited = json.loads(sq.run("--json", "jobs", "wait", str(good), str(bad)).stdout)
+    assert [j["state"] for j in waited] == ["succeeded", "failed"]
+    # timeout: a 60 s remote task, a 1 s wait
+    long = submit(sq, *SN, "--seconds", "60")
+    timed = sq.run("jobs", "wait", str(long), "--timeout", "1")
+    assert timed.returncode == 75
+    assert "timed out" in timed.stderr
+    # cancel: wait exits 1
+    assert sq.run("jobs", "cancel", str(long), "--wait").returncode == 0
+    cancelled = sq.run("jobs", "wait", str(long))
+    assert cancelled.returncode == 1 and "cancelled" in cancelled.stderr
+    unknown = sq.run("jobs", "wait", "999")
+    assert_clean_error(unknown, 2)
+
+
+def test_cancel_queued_and_running(sq):
+    configure(sq, autostart_worker=False, lease_seconds=1.5)
+    queued = submit(sq, *SN)
+    result = sq.run("jobs", "cancel", str(queued))
+    assert result.returncode == 0 and "cancelled before it ran" in result.stderr
+    assert show(sq, queued)["state"] == "cancelled"
+    again = sq.run("jobs", "cancel", str(queued))
+    assert again.returncode == 0 and "already cancelled" in again.stderr
+
+    running = submit(sq, *SN, "--seconds", "60")
+    with open(sq.tmp / "worker.log", "w") as log:
+        worker = sq.popen("jobs", "worker", stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not show(sq, running)["checkpoint"].get("task_url"):
+            assert time.monotonic() < deadline, "the worker never submitted the remote task"
+            time.sleep(0.1)
+        result = sq.run("--json", "jobs", "cancel", str(running), "--wait")
+        assert result.returncode == 0, result.stderr
+        assert "stops at its next check" in result.stderr
+        assert json.loads(result.stdout)["state"] == "cancelled"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    deletes = sq.server.log_of(emulator="slow", method="DELETE")
+    assert [d.path for d in deletes] == ["/slow/tasks/1"]  # the remote task was deleted
+    done = submit(sq, *EMPTY)
+    sq.run("jobs", "worker", "--burst")
+    refused = sq.run("jobs", "cancel", str(done))
+    assert "nothing to cancel" in assert_clean_error(refused, 2)
+
+
+def test_result_exit_codes_and_output(sq):
+    configure(sq, autostart_worker=False)
+    good = submit(sq, *SN)
+    empty = submit(sq, *EMPTY)
+    bad = submit(sq, *BAD)
+    not_yet = sq.run("jobs", "result", str(good))
+    assert "jobs wait" in assert_clean_error(not_yet, 75) + not_yet.stderr
+    assert sq.run("jobs", "worker", "--burst").returncode == 0
+    assert sq.run("jobs", "result", str(empty)).returncode == 5
+    failed = sq.run("jobs", "result", str(bad))
+    assert "footprint" in assert_clean_error(failed, 1) + failed.stderr
+    out = sq.run("jobs", "result", str(good), "-o", "-")
+    assert out.returncode == 0
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 12 and sum(r["detected"] == "True" for r in rows) == 10
+    # row i = 3: flux 50 * 4 - 100 = 100 uJy, err 10 -> snr 10, AB 23.9 - 2.5 log10(100) = 18.9
+    assert float(rows[3]["flux_ujy"]) == 100.0 and float(rows[3]["magnitude"]) == pytest.approx(18.9)
+    written = sq.run("jobs", "result", str(good), "-o", "table.json")
+    assert written.returncode == 0 and len(json.loads((sq.tmp / "table.json").read_text())) == 12
+
+
+def test_show_list_status_logs(sq):
+    configure(sq, autostart_worker=False)
+    a = submit(sq, *SN)
+    b = submit(sq, *EMPTY)
+    listing = json.loads(sq.run("--json", "jobs", "list").stdout)
+    assert [j["id"] for j in listing] == [b, a]  # newest first
+    for key in ("id", "state", "service", "target", "params", "attempts", "progress", "error", "rows", "products"):
+        assert key in listing[0]
+    assert "events" not in listing[0]
+    status = json.loads(sq.run("jobs", "status", "--json").stdout)
+    assert status["counts"]["queued"] == 2 and status["running"] == [] and status["workers"] == []
+    assert sq.run("jobs", "worker", "--burst").returncode == 0
+    assert [j["id"] for j in json.loads(sq.run("jobs", "list", "--json", "--state", "succeeded", "--limit", "1").stdout)] == [b]
+    assert json.loads(sq.run("jobs", "list", "--json", "--service", "atlas").stdout) == []
+    one = json.loads(sq.run("--json", "jobs", "status", str(a)).stdout)
+    assert one["state"] == "succeeded" and one["rows"] == 12
+    text = sq.run("jobs", "status", str(b)).stdout
+    assert f"job {b}: succeeded (no data)" in text
+    full = show(sq, a)
+    kinds = [e["kind"] for e in full["events"]]
+    assert kinds[0] == "submitted" and kinds[-1] == "succeeded" and "remote" in kinds
+    logs = sq.run("jobs", "logs", str(a))
+    assert "submitted remote task" in logs.stdout and "deleted remote task" in logs.stdout
+    tail = sq.run("jobs", "logs", str(a), "-n", "1")
+    assert tail.stdout.strip().splitlines() == [logs.stdout.strip().splitlines()[-1]]
+    human = sq.run("jobs", "list")
+    assert "SN 2023ixf" in human.stdout and human.returncode == 0
+    assert_clean_error(sq.run("jobs", "show", "77"), 2)
+
+
+def test_logs_follow_ends_with_the_job(sq):
+    job = submit(sq, *SN, "--seconds", "1")
+    result = sq.run("jobs", "logs", str(job), "-f", timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.strip().splitlines()[-1].split()[2] == "succeeded"
+
+
+def test_retry_of_a_failed_worker_job(sq):
+    configure(sq, autostart_worker=False)
+    sq.server.emulator("slow").api_key = "k-1234567"
+    job = submit(sq, *SN)
+    sq.run("jobs", "worker", "--burst")
+    failed = show(sq, job)
+    assert (failed["state"], failed["exit_code"]) == ("failed", 3)
+    assert_clean_error(sq.run("jobs", "wait", str(job)), 1)
+    sq.server.emulator("slow").api_key = None
+    retried = sq.run("--json", "jobs", "retry", str(job))
+    assert json.loads(retried.stdout) == {"job_id": job, "state": "queued"}
+    sq.run("jobs", "worker", "--burst")
+    assert show(sq, job)["state"] == "succeeded"
+    refused = sq.run("jobs", "retry", str(job))
+    assert "can be retried" in assert_clean_error(refused, 2)
+
+
+def test_prune(sq):
+    configure(sq, autostart_worker=False)
+    job = submit(sq, *EMPTY)
+    sq.run("jobs", "worker", "--burst")
+    keep = sq.run("--json", "jobs", "prune", "--older-than", "30d")
+    assert json.loads(keep.stdout)["pruned"] == 0
+    time.sleep(1.1)
+    gone = sq.run("--json", "jobs", "prune", "--older-than", "1s")
+    assert json.loads(gone.stdout)["pruned"] == 1
+    assert_clean_error(sq.run("jobs", "show", str(job)), 2)
+    assert_clean_error(sq.run("jobs", "prune", "--older-than", "soon"), 2)
+
+
+HEAVY_PROBE = """
+import json, sys
+from stdq.cli import main
+try:
+    main({args!r})
+except SystemExit:
+    pass
+print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {{'astropy', 'pandas', 'numpy', 'httpx'}})), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["jobs", "status"], ["jobs", "list"], ["jobs", "show", "1"], ["jobs", "logs", "1"]])
+def test_reading_commands_import_nothing_heavy(sq, args):
+    import subprocess
+    import sys
+
+    configure(sq, autostart_worker=False)
+    submit(sq, *SN)
+    probe = subprocess.run(
+        [sys.executable, "-c", HEAVY_PROBE.format(args=args)],
+        capture_output=True, text=True, env=sq.env, timeout=60,
+    )
+    assert json.loads(probe.stderr.strip().splitlines()[-1]) == []
+
+
+def test_wait_starts_a_worker_for_a_job_due_again(sq):
+    """A burst worker exits when the only job waits for its backoff; `jobs wait` starts one again."""
+    sq.server.add_fault("503", r"/slow/tasks$", method="POST", times=3)  # 3 tries: max_retries 2
+    job = submit(sq, *SN)
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(sq.run("--json", "jobs", "status").stdout)
+        current = show(sq, job)
+        if current["state"] == "queued" and current["attempts"] == 1 and not status["workers"]:
+            break
+        assert time.monotonic() < deadline, (current, status)
+        time.sleep(0.2)
+    assert "HTTP 503" in current["error"]
+    assert current["run_after"] - time.time() > 20  # due 30 s after attempt 1
+    conn = sqlite3.connect(sq.data_dir / "stdq.sqlite3")
+    with conn:
+        conn.execute("UPDATE jobs SET run_after = 0 WHERE id = ?", (job,))  # as 30 s later
+    conn.close()
+    result = sq.run("jobs", "wait", str(job), "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    done = show(sq, job)
+    assert (done["state"], done["attempts"]) == ("succeeded", 2)
+    assert len(sq.server.log_of(emulator="slow", method="POST")) == 4
