@@ -1,0 +1,535 @@
+"""The ZTF forced-photometry service (ZFPS): difference-image forced photometry at any position.
+
+A slow, asynchronous remote request with personal credentials (wire-formats.md
+3.2). The job:
+
+1. reads the status listing once and remembers the ids of earlier requests with
+   the same position and JD range (the submission answers with no request id, so
+   "ours" is the matching request that was not there before);
+2. saves the checkpoint ``zfps_state = "submitting"`` with the request's ra, dec,
+   jdstart, jdend and those ids, *then* submits, then saves ``"submitted"``;
+3. polls the status listing -- every ``poll_interval`` seconds at first, the wait
+   growing by half each time up to ``max_poll_interval`` -- until our request has
+   ended (at most ``max_wait`` seconds per run);
+4. downloads the light-curve file and its log file, kept as raw files.
+
+A worker that restarts resumes from the checkpoint: after "submitted" it only
+polls; in the "submitting" state (killed between saving and the answer) it first
+looks in the listing for a new matching request and submits only if none is there.
+
+Submission: ``POST {url}/cgi-bin/batchfp.py/submit`` (the batch form, with one
+position). Chosen over the single-request ``GET requestForcedPhotometry.cgi``
+because the status listing we poll, ``getBatchForcedPhotometryRequests.cgi``,
+lists batch requests (IPAC's own single-request example polls a different page),
+and because the personal credentials then travel in the POST body instead of a
+URL. The listing is a GET whose query string holds ``email`` and ``userpass``:
+every URL that is kept or shown goes through ``http.redact_url``, and httpx's own
+request log lines are redacted too.
+
+Credentials: ``email`` and ``userpass`` from ``STDQ_ZTF_FPS_EMAIL`` /
+``STDQ_ZTF_FPS_USERPASS`` or the settings file; every request also carries the
+public, documented shared HTTP Basic credential ``ztffps``/``dontgocrazy!``, sent
+only to the service's own host.
+
+guess: the answers' wording. A submission or listing page with error wording is
+a failure: about the e-mail/password -> exit 3; about a limit of pending
+requests -> exit 75 (the remote queue is full); otherwise exit 1. A page saying
+the service is unavailable (maintenance) or an empty answer -> exit 75. Any other
+submission answer is taken as accepted (the real success wording is unknown);
+the status listing then confirms the request. ZFPS has no
+cancel call that we know of, so a cancelled job leaves its remote request to
+finish on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
+from stdq.services.base import TIME_FIELDS, Field, QueryForm, SingleTargetDataService
+
+if TYPE_CHECKING:
+    import httpx
+
+    from stdq.http import Client
+    from stdq.services.base import QueryContext
+    from stdq.store import DataProduct
+    from stdq.targets import Target
+
+SUBMIT_PATH = "/cgi-bin/batchfp.py/submit"
+LISTING_PATH = "/cgi-bin/getBatchForcedPhotometryRequests.cgi"
+# The public shared HTTP Basic credential of ZFPS (documented; not a personal secret).
+SHARED_BASIC = ("ztffps", "dontgocrazy!")
+ZTF_START_JD = 2458194.5  # 2018-03-17, the start of ZTF survey operations (guess: the service's own default)
+MJD_TO_JD = 2400000.5
+POSITION_TOL_DEG = 1e-5
+JD_TOL = 1e-4
+LISTING_GRACE = 7200.0  # seconds a submitted request may stay unlisted before the job gives up
+POLL_GROWTH = 1.5
+
+_ERROR_WORDS = re.compile(
+    r"\b(error|invalid|incorrect|not valid|not authori[sz]ed|not registered|denied|failed|refused)\b",
+    re.IGNORECASE,
+)
+_CREDENTIAL_WORDS = re.compile(r"e-?mail|user ?pass|password|credential|account|regist", re.IGNORECASE)
+_LIMIT_WORDS = re.compile(r"\blimit\b|exceed|too many|queue (is )?full", re.IGNORECASE)
+_ZERO_RECORDS = re.compile(r"zero records", re.IGNORECASE)
+_UNAVAILABLE_WORDS = re.compile(
+    r"unavailable|maintenance|temporarily|try again later|overloaded", re.IGNORECASE
+)
+_SECRET_QUERY = re.compile(r"((?:email|userpass)=)[^&\s\"']*", re.IGNORECASE)
+
+
+class ZtfFpsForm(QueryForm):
+    """Time range and the optional baseline correction (done by the processor)."""
+
+    fields = (
+        *TIME_FIELDS,
+        Field("baseline", "choice", default="none", choices=("none", "auto"),
+              help="baseline correction per fcqfid: none, or auto (epochs more than "
+                   "baseline_pre_peak_days before the highest-SNR epoch)"),
+        Field("baseline_before", "float", metavar="MJD",
+              help="baseline correction from the epochs before this MJD (instead of --baseline auto)"),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        out = super().clean()
+        before = out.get("baseline_before")
+        if before is not None:
+            if out.get("baseline") == "auto":
+                raise BadInput("give --baseline auto or --baseline-before MJD, not both")
+            if not (0 < before < 100000):
+                raise BadInput(f"--baseline-before {before:g} is not a plausible MJD")
+            out["baseline"] = "before"
+        return out
+
+
+class _TableParser(HTMLParser):
+    """The first HTML table's header cells and rows, as text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.headers: list[str] = []
+        self.rows: list[list[str]] = []
+        self._depth = 0
+        self._done = False
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._cell_is_header = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._done:
+            return
+        if tag == "table":
+            self._depth += 1
+        elif self._depth and tag == "tr":
+            self._row = []
+        elif self._depth and tag in ("td", "th"):
+            self._cell, self._cell_is_header = [], tag == "th"
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._done or not self._depth:
+            return
+        if tag in ("td", "th") and self._cell is not None:
+            text = " ".join("".join(self._cell).split())
+            if self._cell_is_header:
+                self.headers.append(text)
+            elif self._row is not None:
+                self._row.append(text)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._row:
+                self.rows.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._depth -= 1
+            self._done = self._depth == 0
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_listing(html: str) -> list[dict[str, str]] | None:
+    """The status listing's rows as dicts keyed by column name; None when there is no table."""
+    parser = _TableParser()
+    parser.feed(html)
+    parser.close()
+    if not parser.headers:
+        return None
+    return [dict(zip(parser.headers, row, strict=False)) for row in parser.rows]
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def matches(row: dict[str, str], request: dict[str, Any]) -> bool:
+    """Whether a listing row is a request for REQUEST's position and JD range."""
+    pairs = (("ra", "ra", POSITION_TOL_DEG), ("dec", "dec", POSITION_TOL_DEG),
+             ("startJD", "jdstart", JD_TOL), ("endJD", "jdend", JD_TOL))
+    for column, key, tol in pairs:
+        value = _float(row.get(column))
+        if value is None or abs(value - float(request[key])) > tol:
+            return False
+    return True
+
+
+def _page_text(body: bytes, limit: int = 200) -> str:
+    """The text of an HTML (or plain) answer on one line, without its <title> and tags."""
+    text = body.decode("utf-8", "replace")
+    text = re.sub(r"<(script|style|title)\b.*?</\1>", " ", text, flags=re.IGNORECASE | re.DOTALL)
+    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+class _RedactQueryFilter(logging.Filter):
+    """Masks ``email=`` and ``userpass=`` values in log records (httpx logs full URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot be formatted: leave it alone
+            return True
+        if "email=" in text.lower() or "userpass=" in text.lower():
+            record.msg, record.args = _SECRET_QUERY.sub(r"\1***", text), ()
+        return True
+
+
+_LOG_FILTER = _RedactQueryFilter()
+
+
+def _install_log_filter() -> None:
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
+class ZtfForcedPhotometryService(SingleTargetDataService):
+    """ZTF forced photometry on difference images at the target's position (Masci et al. 2023)."""
+
+    name = "ztf-fps"
+    title = "ZTF forced photometry service (ZFPS, personal account)"
+    info_url = "https://irsa.ipac.caltech.edu/data/ZTF/docs/ztf_zfps_userguide.pdf"
+    data_product_type = "ztf_fps_photometry"
+    supports_async = True
+    form = ZtfFpsForm
+    default_url = "https://ztfweb.ipac.caltech.edu"
+    settings_defaults: ClassVar[dict[str, Any]] = {
+        "poll_interval": 30.0,
+        "max_poll_interval": 600.0,
+        "max_wait": 259200.0,
+        "snr_threshold": 3.0,
+        "limit_nsigma": 5.0,
+        "scisigpix_max": 25.0,
+        "seeing_max": 5.0,
+        "baseline_pre_peak_days": 100.0,
+        "baseline_post_peak_days": 500.0,
+        "baseline_min_pre_epochs": 25,
+        "baseline_min_epochs": 10,
+        "baseline_rescale_errors": True,
+    }
+    settings_help: ClassVar[dict[str, str]] = {
+        "poll_interval": "first wait between polls of the status listing, seconds",
+        "max_poll_interval": "the wait grows by half each poll up to this, seconds",
+        "max_wait": "a run that has waited this long for the request fails (jobs retry resumes it)",
+        "snr_threshold": "snr >= this is a detection",
+        "limit_nsigma": "sigma level of the upper limits of non-detections",
+        "scisigpix_max": "scisigpix above this (DN) sets FLAG_LARGE_ERROR",
+        "seeing_max": "sciinpseeing above this (pixels) sets FLAG_BAD_SEEING",
+        "baseline_pre_peak_days": "--baseline auto: baseline epochs end this long before the peak",
+        "baseline_post_peak_days": "--baseline auto: epochs this long after the peak join the baseline"
+                                   " when there are too few before it",
+        "baseline_min_pre_epochs": "--baseline auto: fewer pre-peak epochs than this adds post-peak ones",
+        "baseline_min_epochs": "an fcqfid with fewer baseline epochs than this is not corrected",
+        "baseline_rescale_errors": "scale errors by sqrt(reduced chi2) of the baseline when it is > 1",
+    }
+    secret_fields: ClassVar[tuple[str, ...]] = ("email", "userpass")
+    secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
+    version = "1"
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def http_auth(self) -> Any:
+        from stdq.http import make_host_auth
+
+        return make_host_auth(self.url, basic=SHARED_BASIC)
+
+    def make_client(self, context: QueryContext) -> Client:
+        _install_log_filter()
+        return super().make_client(context)
+
+    def _credentials(self) -> dict[str, str]:
+        """The personal ZFPS account; ConfigError (exit 3) naming where to set what is missing."""
+        from stdq.config import env_var_name
+
+        missing = [f for f in self.secret_fields if not self.config.secret(f)]
+        if missing:
+            names = " and ".join(env_var_name(self.name, f) for f in missing)
+            raise ConfigError(
+                f"ztf-fps: no ZFPS {' and '.join(missing)} configured: set {names}, or "
+                f"{' and '.join(missing)} in [services.ztf-fps] of {self.settings.path}",
+                hint="ZFPS needs a personal account: https://ztfweb.ipac.caltech.edu/cgi-bin/requestForcedPhotometry.cgi",
+            )
+        return {f: str(self.config.secret(f)) for f in self.secret_fields}
+
+    def _fail_from_page(self, response: httpx.Response, what: str, client: Client) -> None:
+        """Raise the documented error when a ZFPS page carries error wording."""
+        text = client.redact(_page_text(response.content))
+        if _UNAVAILABLE_WORDS.search(text) and not _ERROR_WORDS.search(text):
+            raise TemporaryFailure(f"ztf-fps: ZFPS is unavailable ({what}; try again later): {text}")
+        if _LIMIT_WORDS.search(text):
+            raise TemporaryFailure(f"ztf-fps: ZFPS refused the {what} (its queue is full; try again"
+                                   f" later): {text}")
+        if _CREDENTIAL_WORDS.search(text):
+            raise ConfigError(
+                f"ztf-fps: ZFPS refused the credentials ({what}): {text} -- check STDQ_ZTF_FPS_EMAIL"
+                " and STDQ_ZTF_FPS_USERPASS (or email/userpass in [services.ztf-fps])"
+            )
+        raise QueryFailed(f"ztf-fps: ZFPS refused the {what}: {text}")
+
+    def _check(self, response: httpx.Response, what: str, client: Client) -> None:
+        from stdq.http import check_response
+
+        if response.status_code in (401, 403):
+            raise ConfigError(
+                f"ztf-fps: ZFPS refused the shared HTTP login (HTTP {response.status_code}) for the"
+                f" {what}; check the service url: stdq services show ztf-fps"
+            )
+        check_response(response, self.name, client.secrets)
+
+    # -- the remote request ------------------------------------------------------------------
+    def listing(self, context: QueryContext, creds: dict[str, str]) -> list[dict[str, str]]:
+        """Our account's recent requests from the status listing."""
+        client = context.client
+        response = client.get(
+            self.url + LISTING_PATH,
+            params={**creds, "option": "All recent jobs", "action": "Query Database"},
+        )
+        if response.status_code == 400 and _ZERO_RECORDS.search(response.text[:2000]):
+            return []
+        self._check(response, "status query", client)
+        rows = parse_listing(response.text)
+        if rows is None:
+            if _ZERO_RECORDS.search(response.text[:2000]):
+                return []
+            page = _page_text(response.content, 500)
+            if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
+                self._fail_from_page(response, "status query", client)
+            raise QueryFailed(
+                "ztf-fps: the ZFPS status page holds no table of requests "
+                f"({client.redact(_page_text(response.content, 120))})"
+            )
+        return rows
+
+    def submit(self, context: QueryContext, creds: dict[str, str], request: dict[str, Any]) -> None:
+        client = context.client
+        form = {
+            "ra": json.dumps([request["ra"]]),
+            "dec": json.dumps([request["dec"]]),
+            "jdstart": json.dumps(request["jdstart"]),
+            "jdend": json.dumps(request["jdend"]),
+            **creds,
+        }
+        response = client.post(self.url + SUBMIT_PATH, data=form)
+        self._check(response, "submission", client)
+        page = _page_text(response.content, 1000)
+        if not page or _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
+            if not page:
+                raise TemporaryFailure("ztf-fps: ZFPS answered the submission with an empty page"
+                                       " (try again later)")
+            self._fail_from_page(response, "submission", client)
+        context.event("submitted", f"ZFPS request submitted: ra {request['ra']}, dec {request['dec']},"
+                                   f" JD {request['jdstart']} .. {request['jdend']}")
+
+    @staticmethod
+    def _ours(rows: list[dict[str, str]], request: dict[str, Any], known: list[str],
+              req_id: str | None) -> dict[str, str] | None:
+        """Our request among the listing ROWS (by its id once known, else the new matching one)."""
+        if req_id:
+            return next((r for r in rows if r.get("reqId", "").strip() == req_id), None)
+        new = [r for r in rows if matches(r, request) and r.get("reqId", "").strip() not in known]
+        new.sort(key=lambda r: (_float(r.get("reqId")) or 0.0))
+        return new[0] if new else None
+
+    @staticmethod
+    def new_request(target: Target, params: dict[str, Any]) -> dict[str, Any]:
+        """What identifies the request: position and JD range (jdend 'now' when open)."""
+        mjd_min, mjd_max = params.get("mjd_min"), params.get("mjd_max")
+        jdstart = ZTF_START_JD if mjd_min is None else float(mjd_min) + MJD_TO_JD
+        jdend = (time.time() / 86400.0 + 2440587.5) if mjd_max is None else float(mjd_max) + MJD_TO_JD
+        return {
+            "ra": round(float(target.ra), 7),
+            "dec": round(float(target.dec), 7),
+            "jdstart": round(jdstart, 6),
+            "jdend": round(jdend, 6),
+        }
+
+    def query_service(
+        self, target: Target, params: dict[str, Any], context: QueryContext
+    ) -> list[DataProduct]:
+        creds = self._credentials()
+        cp = context.checkpoint
+        state = cp.get("zfps_state")
+        if state == "downloaded" and (cp.get("products") or {}).get("main"):
+            product = context.new_product(target, params)
+            product.notes.setdefault("zfps", {"request_id": cp.get("zfps_reqid"),
+                                              "request": dict(cp.get("zfps_request") or {})})
+            return [product]
+        if state is None:
+            request = self.new_request(target, params)
+            context.progress("reading the ZFPS status listing")
+            known = sorted({r.get("reqId", "").strip() for r in self.listing(context, creds)
+                            if matches(r, request)})
+            context.save_checkpoint(zfps_state="submitting", zfps_request=request, zfps_known=known,
+                                    zfps_submitting_at=time.time())
+            context.progress("submitting the request to ZFPS")
+            self.submit(context, creds, request)
+            context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
+        elif state == "submitting":
+            request = cp["zfps_request"]
+            rows = self.listing(context, creds)
+            mine = self._ours(rows, request, list(cp.get("zfps_known") or []), None)
+            if mine is not None:
+                req_id = mine.get("reqId", "").strip()
+                context.event("resumed", f"found ZFPS request {req_id}, submitted before the restart;"
+                                         " not submitting again")
+                context.save_checkpoint(zfps_state="submitted", zfps_reqid=req_id,
+                                        zfps_submitted_at=cp.get("zfps_submitting_at") or time.time())
+            else:
+                context.event("resumed", "no ZFPS request was found from before the restart; submitting")
+                context.progress("submitting the request to ZFPS")
+                self.submit(context, creds, request)
+                context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
+        else:
+            context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
+        row = self._wait(context, creds)
+        return [self._download(target, params, context, row)]
+
+    def _wait(self, context: QueryContext, creds: dict[str, str]) -> dict[str, str]:
+        """Poll the listing until our request has ended; its row."""
+        values = self.config.values
+        interval = max(0.05, float(values.get("poll_interval", 30.0)))
+        max_interval = max(interval, float(values.get("max_poll_interval", 600.0)))
+        max_wait = float(values.get("max_wait", 259200.0))
+        started = time.monotonic()
+        last_status = None
+        while True:
+            context.check_cancelled()
+            cp = context.checkpoint
+            request = cp["zfps_request"]
+            rows = self.listing(context, creds)
+            mine = self._ours(rows, request, list(cp.get("zfps_known") or []), cp.get("zfps_reqid"))
+            if mine is None:
+                if cp.get("zfps_reqid"):
+                    raise QueryFailed(
+                        f"ztf-fps: ZFPS request {cp['zfps_reqid']} is no longer in the status listing"
+                        " (requests are listed for 30 days)"
+                    )
+                waited = time.time() - float(cp.get("zfps_submitted_at") or time.time())
+                if waited > LISTING_GRACE:
+                    raise QueryFailed(
+                        f"ztf-fps: the request submitted {waited / 3600:.1f} h ago is not in the"
+                        " ZFPS status listing"
+                    )
+                status = "submitted; not listed yet"
+            else:
+                req_id = mine.get("reqId", "").strip()
+                if req_id and cp.get("zfps_reqid") != req_id:
+                    context.save_checkpoint(zfps_reqid=req_id)
+                if mine.get("ended", "").strip():
+                    context.event("ended", f"ZFPS request {req_id} ended (exit code "
+                                           f"{mine.get('exitcode', '').strip() or '?'})")
+                    return mine
+                status = f"ZFPS request {req_id} " + ("running" if mine.get("started", "").strip() else "queued")
+            if status != last_status:
+                context.progress(status)
+                last_status = status
+            if time.monotonic() - started > max_wait:
+                label = f"ZFPS request {cp['zfps_reqid']}" if cp.get("zfps_reqid") else "the ZFPS request"
+                raise QueryFailed(
+                    f"ztf-fps: {label} has not finished after {max_wait / 3600:.1f} h; its checkpoint"
+                    f" is kept: stdq jobs retry {context.job_id} polls it again"
+                )
+            context.sleep(interval)
+            interval = min(max_interval, interval * POLL_GROWTH)
+
+    def _download(self, target: Target, params: dict[str, Any], context: QueryContext,
+                  row: dict[str, str]) -> DataProduct:
+        client = context.client
+        req_id = row.get("reqId", "").strip()
+        exitcode = row.get("exitcode", "").strip()
+        path = row.get("lightcurve", "").strip()
+        if not path:
+            if exitcode in ("", "0"):
+                raise NoData(f"ztf-fps: ZFPS request {req_id} ended without a light-curve file")
+            raise QueryFailed(
+                f"ztf-fps: ZFPS request {req_id} ended with exit code {exitcode} and no light curve"
+            )
+        lc_url = path if path.startswith(("http://", "https://")) else self.url + "/" + path.lstrip("/")
+        context.progress(f"downloading the light curve of ZFPS request {req_id}")
+        response = client.get(lc_url)
+        self._check(response, "light-curve download", client)
+        data = response.content
+        if not data.strip():
+            raise TemporaryFailure(
+                f"ztf-fps: the light-curve file of ZFPS request {req_id} came back empty (try again later)"
+            )
+        if response.headers.get("Content-Type", "").lower().startswith("text/html") or data.lstrip()[:1] == b"<":
+            raise QueryFailed(
+                f"ztf-fps: the light-curve file of request {req_id} is an HTML page "
+                f"({client.redact(_page_text(data, 120))})"
+            )
+        product = context.new_product(target, params)
+        secrets = client.secrets
+        lc_name = lc_url.rsplit("/", 1)[-1] or f"forcedphotometry_req{req_id}_lc.txt"
+        redacted = self._keep(product, lc_name, data, client.safe_url(lc_url),
+                              response.headers.get("Content-Type"), secrets)
+        log_name = None
+        if lc_url.endswith("_lc.txt"):
+            log_url = lc_url[: -len("_lc.txt")] + "_log.txt"  # guess: the log sits beside the light curve
+            log_response = client.get(log_url)
+            if log_response.status_code == 200:
+                log_name = log_url.rsplit("/", 1)[-1]
+                redacted += self._keep(product, log_name, log_response.content,
+                                       client.safe_url(log_url),
+                                       log_response.headers.get("Content-Type"), secrets)
+            else:
+                context.event("log", f"the ZFPS log file was not available (HTTP {log_response.status_code})")
+        product.notes["zfps"] = {
+            "request_id": req_id,
+            "exitcode": exitcode,
+            "request": dict(context.checkpoint.get("zfps_request") or {}),
+            "created": row.get("created", ""),
+            "ended": row.get("ended", ""),
+            "light_curve_file": lc_name,
+            "log_file": log_name,
+        }
+        if redacted:
+            product.notes["redacted"] = redacted
+        context.save_checkpoint(zfps_state="downloaded")
+        return product
+
+    @staticmethod
+    def _keep(product: DataProduct, name: str, data: bytes, url: str, content_type: str | None,
+              secrets: list[str]) -> list[str]:
+        """Keep DATA as raw/NAME; a credential inside it is masked first (and said so)."""
+        notes = []
+        for secret in secrets:
+            if secret and len(secret) >= 3 and secret.encode() in data:
+                data = data.replace(secret.encode(), b"***")
+                notes.append(f"{name}: a credential of the account was replaced by ***")
+        product.add_raw(name, data, url=url, content_type=content_type)
+        return notes
+
+    def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
+        if checkpoint.get("zfps_state") in ("submitting", "submitted"):
+            context.event("cancel", "ZFPS has no cancel request; the remote request finishes on its own")

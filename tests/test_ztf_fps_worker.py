@@ -1,0 +1,166 @@
+"""`ztf-fps` run by background workers: a SIGKILLed worker's job resumes with one submission only,
+and the credentials stay out of everything a worker writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+from test_ztf_fps import CREDS_ENV, SECRET_FORMS, SN, settings_without_credentials
+
+pytest.importorskip("stdq.jobs.worker")
+
+
+def db_job(runner, job_id: int) -> dict:
+    """The job row and its events, read straight from SQLite."""
+    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3", timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        events = [dict(r) for r in conn.execute(
+            "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))]
+    finally:
+        conn.close()
+    job = dict(row)
+    job["checkpoint"] = json.loads(job["checkpoint_json"] or "{}")
+    job["events"] = events
+    return job
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_workers(runner) -> None:
+    """SIGTERM the workers of this data dir (by pid, from its workers table) and wait for them."""
+    path = runner.data_dir / "stdq.sqlite3"
+    if not path.is_file():
+        return
+    conn = sqlite3.connect(path)
+    try:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
+    except sqlite3.Error:
+        pids = []
+    finally:
+        conn.close()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + 15
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def wq(stdq):
+    """`stdq` with credentials only in the environment, and workers started by the test."""
+    stdq.config_path.write_text(settings_without_credentials(
+        stdq.server, "\n[tasks]\nautostart_worker = false\nlease_seconds = 2.0\n"))
+    stdq.extra_env.update(CREDS_ENV)
+    try:
+        yield stdq
+    finally:
+        stop_workers(stdq)
+
+
+def assert_no_secret_anywhere(runner, *texts: str) -> None:
+    for text in texts:
+        for secret in SECRET_FORMS:
+            assert secret not in text
+    files = [p for p in runner.data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "stdq.sqlite3" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in SECRET_FORMS:
+            assert secret.encode() not in data, path
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_without_a_second_submission(wq):
+    emulator = wq.server.emulator("zfps")
+    emulator.delay = math.inf  # the remote request runs until the test says so
+    result = wq.run("query", "ztf-fps", *SN, "--background")
+    assert result.returncode == 0, result.stderr
+    job_id = int(result.stdout.strip())
+    logs = wq.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "test-worker-1.log", "wb") as log1:
+        worker = wq.popen("jobs", "worker", stdout=log1, stderr=log1)
+        try:
+            # the job submitted its request and polls the status listing
+            wait_until(lambda: len(emulator.submissions) == 1 and emulator.status_queries >= 4,
+                       what="the worker to submit and poll")
+            before = db_job(wq, job_id)
+            assert before["state"] == "running" and before["checkpoint"]["zfps_state"] == "submitted"
+            worker.kill()  # SIGKILL: no clean release, the lease must run out
+        finally:
+            worker.wait(timeout=15)
+    emulator.finish_now()
+    # another worker takes the job up once the lease (2 s) has expired, from its checkpoint
+    time.sleep(max(0.0, db_job(wq, job_id)["lease_expires"] - time.time()) + 0.2)
+    result = wq.run("jobs", "worker", "--burst", timeout=60)
+    assert result.returncode == 0, result.stderr
+    job = db_job(wq, job_id)
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert any("resuming ZFPS request" in e["message"] for e in job["events"])
+    # exactly one submission in the emulator's log, and in its request list
+    assert len(wq.server.log_of(emulator="zfps", method="POST", path="batchfp.py/submit")) == 1
+    assert len(emulator.submissions) == 1 and len(emulator.fp_requests) == 1
+    assert job["checkpoint"]["zfps_state"] == "downloaded"
+    shown = wq.run("--json", "jobs", "show", str(job_id))
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["rows"] > 0 and len(info["products"]) == 1
+    got = wq.run("jobs", "result", str(job_id), "-o", "-")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("mjd,time_utc,")
+    assert_no_secret_anywhere(wq, result.stdout, result.stderr, shown.stdout, got.stderr)
+
+
+@pytest.mark.slow
+def test_foreground_query_through_an_autostarted_worker_keeps_secrets_out(wq):
+    wq.config_path.write_text(settings_without_credentials(
+        wq.server, "\n[tasks]\nautostart_worker = true\nlease_seconds = 2.0\n"))
+    result = wq.run("query", "ztf-fps", *SN, "--baseline", "auto")
+    assert result.returncode == 0, result.stderr
+    assert "ztf-fps: SN 2023ixf" in result.stdout
+    assert len(wq.server.emulator("zfps").submissions) == 1
+    worker_logs = list((wq.data_dir / "logs").glob("worker-*.log"))
+    assert worker_logs, "the spawned worker writes its log under the data dir"
+    # wait for the burst worker to leave, so its last log lines are in the file
+    wait_until(lambda: not _live_worker_pids(wq), timeout=30, what="the burst worker to exit")
+    assert_no_secret_anywhere(wq, result.stdout, result.stderr)
+
+
+def _live_worker_pids(runner) -> list[int]:
+    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3")
+    try:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
+    finally:
+        conn.close()
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            continue
+    return alive
