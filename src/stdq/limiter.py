@@ -1,0 +1,138 @@
+"""A sliding-window rate limiter shared by every process of one data directory.
+
+Servers such as ATLAS allow each user a number of requests in any window of
+time (60 writes and 600 reads per 60 s). Several workers and foreground queries
+can run at once, so the count must be shared: every request takes a slot in the
+``limiter(scope, ts)`` table of the data directory's SQLite database, inside a
+``BEGIN IMMEDIATE`` transaction, and waits while ``limit`` slots of its scope
+already lie within the last ``window`` seconds. A burst up to the limit passes
+at once. Stdlib only.
+
+The window is widened by a small ``margin`` (default 1% of the window, at least
+0.25 s) so that jitter between taking a slot and the request reaching the
+server cannot put one request too many into the server's own window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stdq import db
+
+STALE_SECONDS = 86_400.0  # rows older than this are removed, whatever their scope
+
+
+class RateLimiter:
+    """At most LIMIT events of SCOPE in any WINDOW seconds, across processes.
+
+    ``acquire()`` waits (through SLEEP, which may raise to cancel) until a slot
+    is free, takes it and returns the seconds waited. A LIMIT of 0 or less
+    means no limit.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        scope: str,
+        limit: int,
+        window: float,
+        *,
+        margin: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.data_dir = Path(data_dir)
+        self.scope = scope
+        self.limit = int(limit)
+        self.window = float(window)
+        self.margin = max(0.25, 0.01 * self.window) if margin is None else float(margin)
+        self._sleep = sleep
+        self._clock = clock
+
+    @property
+    def span(self) -> float:
+        """The window the limiter counts in: the server's window plus the margin."""
+        return self.window + self.margin
+
+    def acquire(self) -> float:
+        """Wait for a free slot and take it; returns the seconds waited."""
+        if self.limit <= 0 or self.window <= 0:
+            return 0.0
+        waited = 0.0
+        while True:
+            wait = self.try_acquire()
+            if wait <= 0:
+                return waited
+            self._sleep(wait)
+            waited += wait
+
+    def try_acquire(self) -> float:
+        """Take a slot now if one is free (returns 0), else how long to wait for one."""
+        conn = db.connect(self.data_dir)
+        try:
+            with db.transaction(conn):
+                now = self._clock()
+                conn.execute(
+                    "DELETE FROM limiter WHERE (scope = ? AND ts <= ?) OR ts < ?",
+                    (self.scope, now - self.span, now - STALE_SECONDS),
+                )
+                rows = conn.execute(
+                    "SELECT ts FROM limiter WHERE scope = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
+                    (self.scope, now - self.span, self.limit),
+                ).fetchall()
+                if len(rows) < self.limit:
+                    conn.execute(
+                        "INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now)
+                    )
+                    return 0.0
+                # the LIMIT-th most recent slot must leave the window first
+                return max(0.01, rows[-1][0] + self.span - now)
+        finally:
+            conn.close()
+
+    def in_window(self) -> int:
+        """How many slots of this scope lie within the window now (for tests and display)."""
+        conn = db.connect(self.data_dir)
+        try:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM limiter WHERE scope = ? AND ts > ?",
+                (self.scope, self._clock() - self.span),
+            ).fetchone()
+            return int(row[0])
+        finally:
+            conn.close()
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class ReadWriteLimiter:
+    """Two limiters, for writes (POST/PUT/PATCH/DELETE) and reads (everything else).
+
+    Its :meth:`before_request` fits ``http.Client(before_request=...)``; ON_WAIT,
+    if given, hears of every wait longer than a second.
+    """
+
+    def __init__(
+        self,
+        writes: RateLimiter,
+        reads: RateLimiter,
+        *,
+        applies_to: Callable[[str], bool] | None = None,
+        on_wait: Callable[[str, float], None] | None = None,
+    ):
+        self.writes = writes
+        self.reads = reads
+        self.applies_to = applies_to
+        self.on_wait = on_wait
+
+    def before_request(self, method: str, url: str) -> None:
+        if self.applies_to is not None and not self.applies_to(url):
+            return
+        kind = "write" if method.upper() in WRITE_METHODS else "read"
+        limiter = self.writes if kind == "write" else self.reads
+        waited = limiter.acquire()
+        if waited > 1.0 and self.on_wait:
+            self.on_wait(kind, waited)

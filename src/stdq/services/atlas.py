@@ -1,0 +1,682 @@
+"""ATLAS forced photometry (https://fallingstar-data.com/forcedphot): the full server protocol.
+
+One query is one remote task (reference/wire-formats.md section 1):
+
+1. ``POST queue/`` with ra, dec, mjd_min (always sent: the server's own default
+   is only the last 30 days), mjd_max, use_reduced, send_email=false, the
+   proper-motion fields when given, and a ``comment`` "stdq job N <key>". The
+   task URL is saved in the job checkpoint at once, before anything else; a
+   restarted job resumes polling that task and never submits again. When the
+   answer to a POST was lost (killed process, timeout, 5xx), the job first
+   looks for its comment in the user's task list and adopts the task it finds.
+2. ``GET`` the task (``If-None-Match`` with its ETag; 304 = unchanged) until it
+   has finished. The wait starts at ``poll_interval``, grows x1.5 up to
+   ``max_poll_interval`` while the task is queued, and restarts at
+   ``poll_interval`` once it runs. Queue position and state are the job's
+   progress.
+3. On finish: ``error_msg`` "No data returned" -> no data (exit 5); any other
+   error -> failed with the server's text; else ``GET result_url``, check that
+   it is an ATLAS result, keep it byte for byte, then ``DELETE`` the task (204).
+   A cancelled job deletes its remote task.
+
+Throttling: every request to the ATLAS host first takes a slot in a limiter
+shared by all processes of the data directory (``writes_per_minute``,
+``reads_per_minute`` in any ``rate_window`` seconds); a 429 is waited out as the
+server says (Retry-After, or "Expected available in N second(s)."). The server's
+queue-limit refusal ("too many queued tasks") is a temporary failure: exit 75 in
+the foreground, retried later with backoff by a worker.
+
+The token (``STDQ_ATLAS_API_KEY``, ``ATLAS_FORCED_PHOTOMETRY_API_KEY`` or
+``api_key`` in the settings; ``stdq config atlas-login`` fetches one) is sent as
+``Authorization: Token ...`` to the ATLAS origin only, and never shown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
+from stdq.services.base import Field, QueryContext, QueryForm, SingleTargetDataService
+
+if TYPE_CHECKING:
+    import httpx
+
+    from stdq.config import Settings
+    from stdq.http import Client
+    from stdq.store import DataProduct
+    from stdq.targets import Target
+
+log = logging.getLogger("stdq.atlas")
+
+DEFAULT_MJD_MIN = 57000.0  # 2014-12-09: before ATLAS's first exposures, i.e. its whole history
+NO_DATA_TEXT = "No data returned"
+QUEUE_FULL = re.compile(r"too many queued tasks", re.IGNORECASE)
+POLL_GROWTH = 1.5
+MAX_SERVER_WAIT = 600.0  # a 429 asking for longer ends the attempt as a temporary failure
+QUEUE_FULL_RETRY = 600.0  # a worker tries a refused submission again after at least this
+JSON_HEADERS = {"Accept": "application/json"}
+
+
+class AtlasQueryForm(QueryForm):
+    """ATLAS options: time range, reduced (total-flux) images, proper motion, nightly stacking."""
+
+    fields = (
+        Field(
+            "mjd_min",
+            "float",
+            help=f"earliest MJD (UTC) [default: {DEFAULT_MJD_MIN:g}, i.e. the full ATLAS history;"
+            " the server alone would return only the last 30 days]",
+            metavar="MJD",
+        ),
+        Field("mjd_max", "float", help="latest MJD (UTC) [default: now]", metavar="MJD"),
+        Field("date_min", "date", help="earliest date, ISO 8601 UTC (instead of --mjd-min)", metavar="DATE"),
+        Field("date_max", "date", help="latest date, ISO 8601 UTC (instead of --mjd-max)", metavar="DATE"),
+        Field(
+            "reduced",
+            "bool",
+            default=False,
+            help="photometry on the reduced images (total flux of the target and its host) instead"
+            " of the default difference images",
+        ),
+        Field(
+            "radec_epoch",
+            "float",
+            help="epoch (decimal year) of --ra/--dec, needed with --pm-ra/--pm-dec",
+            metavar="YEAR",
+        ),
+        Field("pm_ra", "float", help="proper motion in RA (mu_alpha* = mu_alpha cos dec), mas/yr", metavar="MAS_YR"),
+        Field("pm_dec", "float", help="proper motion in Dec, mas/yr", metavar="MAS_YR"),
+        Field(
+            "stack",
+            "choice",
+            default="none",
+            choices=("none", "nightly"),
+            help="'nightly': one inverse-variance weighted point per night, filter and unit from"
+            " the unflagged exposures (the raw file keeps every exposure)",
+        ),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        out = super().clean()
+        out.setdefault("mjd_min", DEFAULT_MJD_MIN)
+        if "mjd_max" in out and out["mjd_min"] >= out["mjd_max"]:
+            raise BadInput(
+                f"the time range is empty: mjd_min {out['mjd_min']} is not before mjd_max"
+                f" {out['mjd_max']}"
+            )
+        epoch = out.get("radec_epoch")
+        if epoch is not None and not 1900.0 <= epoch <= 2100.0:
+            raise BadInput(f"--radec-epoch {epoch:g} is not a plausible epoch (a year, e.g. 2016.0)")
+        has_pm = out.get("pm_ra") is not None or out.get("pm_dec") is not None
+        if has_pm and epoch is None:
+            raise BadInput(
+                "--pm-ra/--pm-dec need --radec-epoch, the epoch of the given position",
+                hint="e.g. --radec-epoch 2016.0 for Gaia DR3 positions",
+            )
+        if epoch is not None and not has_pm:
+            raise BadInput("--radec-epoch only matters with --pm-ra and --pm-dec")
+        if has_pm:
+            out.setdefault("pm_ra", 0.0)
+            out.setdefault("pm_dec", 0.0)
+        return out
+
+
+def task_form(target: Target, params: dict[str, Any], comment: str) -> dict[str, str]:
+    """The POST queue/ form for TARGET and the cleaned PARAMS (wire-formats 1.3)."""
+    form = {
+        "ra": repr(float(target.ra)),
+        "dec": repr(float(target.dec)),
+        "mjd_min": repr(float(params.get("mjd_min", DEFAULT_MJD_MIN))),
+        "use_reduced": "true" if params.get("reduced") else "false",
+        "send_email": "false",
+        "comment": comment,
+    }
+    if params.get("mjd_max") is not None:
+        form["mjd_max"] = repr(float(params["mjd_max"]))
+    if params.get("radec_epoch") is not None:
+        form["radec_epoch_year"] = f"{float(params['radec_epoch']):.1f}"
+        form["propermotion_ra"] = repr(float(params.get("pm_ra") or 0.0))
+        form["propermotion_dec"] = repr(float(params.get("pm_dec") or 0.0))
+    return form
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The server's message in a DRF error body (detail / non_field_errors / field: [msg])."""
+    try:
+        data = response.json()
+    except ValueError:
+        return " ".join(response.text.split())[:200]
+    if isinstance(data, dict):
+        parts = []
+        for key, value in data.items():
+            texts = value if isinstance(value, list) else [value]
+            text = " ".join(str(t) for t in texts)
+            parts.append(text if key in ("detail", "non_field_errors") else f"{key}: {text}")
+        return "; ".join(parts)[:300]
+    return str(data)[:300]
+
+
+def is_queue_full(response: httpx.Response) -> bool:
+    """The server's refusal to queue more tasks for this user (recognised by its text)."""
+    if response.status_code not in (400, 429, 503):
+        return False
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    value = data.get("non_field_errors", data.get("detail"))
+    texts = value if isinstance(value, list) else [value]
+    return any(isinstance(t, str) and QUEUE_FULL.search(t) for t in texts)
+
+
+def looks_like_result(data: bytes) -> bool:
+    """An ATLAS result starts with its header line (``###MJD`` / ``##MJD``), not HTML."""
+    head = data[:4096].lstrip()
+    if head[:1] != b"#":
+        return False
+    first = head.split(b"\n", 1)[0].lstrip(b"#").split()
+    return bool(first) and first[0] == b"MJD"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class AtlasForcedPhotometryService(SingleTargetDataService):
+    """ATLAS forced photometry: a remote task queued, polled, downloaded and deleted."""
+
+    name = "atlas"
+    title = "ATLAS forced photometry (difference or reduced images)"
+    info_url = "https://fallingstar-data.com/forcedphot/"
+    data_product_type = "atlas_photometry"
+    supports_async = True
+    form = AtlasQueryForm
+    default_url = "https://fallingstar-data.com/forcedphot"
+    version = "1"
+    secret_fields = ("api_key",)
+    secret_env = {"api_key": ("ATLAS_FORCED_PHOTOMETRY_API_KEY",)}
+    settings_defaults: ClassVar[dict[str, Any]] = {
+        "poll_interval": 5.0,
+        "max_poll_interval": 120.0,
+        "task_timeout": 172800.0,
+        "snr_threshold": 3.0,
+        "limit_nsigma": 3.0,
+        "chi2_max": 10.0,
+        "dujy_max": 160.0,
+        "writes_per_minute": 60,
+        "reads_per_minute": 600,
+        "rate_window": 60.0,
+    }
+    settings_help: ClassVar[dict[str, str]] = {
+        "url": "the forced photometry server",
+        "poll_interval": "first wait between polls of the remote task, seconds",
+        "max_poll_interval": "the wait grows up to this while the task is queued, seconds",
+        "task_timeout": "give up (and delete the remote task) when it has not finished after"
+        " this many seconds",
+        "snr_threshold": "uJy/duJy >= this is a detection",
+        "limit_nsigma": "non-detections get the limit 23.9 - 2.5 log10(n * duJy) with this n",
+        "chi2_max": "quality_flag 2 (poor fit) when chi/N is above this (ATClean default 10)",
+        "dujy_max": "quality_flag 4 (large error) when duJy is above this, uJy (ATClean: 160)",
+        "writes_per_minute": "POST/DELETE requests allowed in any rate_window (server: 60;"
+        " 0 = no limit)",
+        "reads_per_minute": "GET requests allowed in any rate_window (server: 600; 0 = no limit)",
+        "rate_window": "seconds the two limits count in (server: 60); shared by all processes",
+    }
+
+    # -- HTTP ---------------------------------------------------------------------
+    def http_auth(self) -> Any:
+        from stdq import http
+
+        token = self.config.secret("api_key")
+        if not token:
+            return None
+        return http.make_host_auth(self.url, headers={"Authorization": f"Token {token}"})
+
+    def rate_limiter(self, sleep, on_wait=None):
+        """The limiter shared by every process using this data directory and server."""
+        from stdq.limiter import RateLimiter, ReadWriteLimiter
+
+        values = self.config.values
+        origin = _origin(self.url)
+        scope = f"atlas:{origin[0]}://{origin[1]}:{origin[2]}"
+        window = float(values.get("rate_window", 60.0))
+        data_dir = self.settings.data_dir
+        writes = RateLimiter(
+            data_dir, scope + ":write", int(values.get("writes_per_minute", 60)), window, sleep=sleep
+        )
+        reads = RateLimiter(
+            data_dir, scope + ":read", int(values.get("reads_per_minute", 600)), window, sleep=sleep
+        )
+        return ReadWriteLimiter(
+            writes, reads, applies_to=lambda url: _origin(url) == origin, on_wait=on_wait
+        )
+
+    def make_client(self, context: QueryContext, *, cancellable: bool = True) -> Client:
+        """The job's client: token for the ATLAS origin only, the shared rate limiter."""
+        from stdq import http
+
+        sleep = context.sleep if cancellable else time.sleep
+        limiter = self.rate_limiter(
+            sleep,
+            on_wait=lambda kind, s: context.event(
+                "throttle", f"waited {s:.1f} s for the shared ATLAS {kind} rate limit"
+            ),
+        )
+        return http.make_client(
+            self.name,
+            self.settings.http,
+            auth=self.http_auth(),
+            secrets=self.config.secret_values(),
+            sleep=sleep,
+            before_request=limiter.before_request,
+            on_retry=lambda msg: context.event("retry", msg),
+        )
+
+    def _check(self, response: httpx.Response) -> None:
+        """401/403 -> ConfigError (exit 3) without the token; other errors -> QueryFailed."""
+        from stdq import http
+
+        if response.status_code in (401, 403):
+            detail = http.redact(error_detail(response), self.config.secret_values())
+            raise ConfigError(
+                f"atlas: the server refused the credentials (HTTP {response.status_code}:"
+                f" {detail}); check STDQ_ATLAS_API_KEY / ATLAS_FORCED_PHOTOMETRY_API_KEY, or"
+                " get a new token with: stdq config atlas-login"
+            )
+        http.check_response(response, self.name, self.config.secret_values())
+
+    def _send_once(self, client: Client, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One try of a request through the limiter, any status returned; network
+        failures become TemporaryFailure. Used for the non-idempotent POST."""
+        import httpx
+
+        if client._before_request:  # the shared rate limiter
+            client._before_request(method, url)
+        try:
+            response = client.client.request(method, url, **kw)
+            response.read()
+            return response
+        except httpx.TimeoutException:
+            raise TemporaryFailure(f"atlas: timed out at {client.safe_url(url)}") from None
+        except httpx.TransportError as exc:
+            raise TemporaryFailure(
+                f"atlas: connection problem ({type(exc).__name__}) at {client.safe_url(url)}"
+            ) from None
+
+    # -- the query ----------------------------------------------------------------
+    def query_service(
+        self, target: Target, params: dict[str, Any], context: QueryContext
+    ) -> list[DataProduct]:
+        if not self.config.secret("api_key"):
+            # the whole advice in the message: a job keeps its error's message only
+            raise ConfigError(
+                "atlas: no API token configured; set STDQ_ATLAS_API_KEY or"
+                " ATLAS_FORCED_PHOTOMETRY_API_KEY, or run: stdq config atlas-login"
+            )
+        cp = context.checkpoint
+        if cp.get("downloaded"):
+            product = context.new_product(target, params)
+            if product.raw_files:
+                if not cp.get("deleted"):
+                    self._delete_task(context, product)
+                return [product]
+        if not cp.get("task_url"):
+            self._submit(target, params, context)
+        task = self._poll(context)
+        return self._finish(task, target, params, context)
+
+    def _submit(self, target: Target, params: dict[str, Any], context: QueryContext) -> None:
+        """POST the task (or adopt the one an earlier run created) and checkpoint its URL."""
+        from stdq import http
+
+        client = context.client
+        cp = context.checkpoint
+        key = cp.get("submit_key")
+        if key:  # an earlier run may have created the task without seeing the answer
+            found = self._find_own_task(client, key)
+            if found:
+                self._adopt(found, context, "found the task an earlier run submitted")
+                return
+        else:
+            key = secrets.token_hex(6)
+            context.save_checkpoint(submit_key=key)
+        comment = f"stdq job {context.job_id or 0} {key}"
+        form = task_form(target, params, comment)
+        queue_url = f"{self.url}/queue/"
+        tries = 0
+        max_retries = int(self.settings.http.max_retries)
+        while True:
+            context.check_cancelled()
+            context.progress("submitting the ATLAS task")
+            ambiguous = False
+            wait: float | None = None
+            try:
+                response = self._send_once(client, "POST", queue_url, data=form, headers=JSON_HEADERS)
+            except TemporaryFailure as exc:
+                problem, ambiguous = exc.message, True
+            else:
+                if response.status_code == 201:
+                    self._adopt(self._json(response, "the new task"), context, "submitted")
+                    return
+                if is_queue_full(response):
+                    raise TemporaryFailure(
+                        f"atlas: the ATLAS queue is full for this account"
+                        f" ({error_detail(response)}); try again later, when some of your"
+                        " ATLAS tasks have run",
+                        retry_after=QUEUE_FULL_RETRY,
+                    )
+                if response.status_code not in http.RETRY_STATUS:
+                    self._check(response)
+                    raise QueryFailed(
+                        f"atlas: unexpected HTTP {response.status_code} to the task submission"
+                    )
+                problem = f"HTTP {response.status_code}"
+                if response.status_code == 429:
+                    problem = "throttled (HTTP 429)"
+                    wait = http.retry_after_seconds(response)
+                else:
+                    ambiguous = True  # a 5xx may come after the task was created
+                if wait is not None and wait > MAX_SERVER_WAIT:
+                    raise TemporaryFailure(
+                        f"atlas: {problem}; the server asks to wait {wait:.0f} s: try again later",
+                        retry_after=wait,
+                    )
+            if tries >= max_retries:
+                raise TemporaryFailure(
+                    f"atlas: {problem} submitting the task (gave up after {tries + 1} tries);"
+                    " try again later",
+                    retry_after=wait,
+                )
+            delay = wait if wait is not None else http.backoff_delay(tries)
+            message = (
+                f"atlas: {problem} submitting the task; retry {tries + 1}/{max_retries}"
+                f" in {delay:.1f} s"
+            )
+            log.info(message)
+            context.event("retry", message)
+            context.sleep(delay)
+            tries += 1
+            if ambiguous:
+                found = self._find_own_task(client, key)
+                if found:
+                    self._adopt(found, context, "found the task the failed attempt created")
+                    return
+
+    def _adopt(self, task: dict[str, Any], context: QueryContext, how: str) -> None:
+        """Checkpoint the task's URL and id: from now on this job only polls it."""
+        try:
+            task_id = int(task["id"])
+        except (KeyError, TypeError, ValueError):
+            raise QueryFailed("atlas: the server's answer to the submission has no task id") from None
+        url = str(task.get("url") or "")
+        if not url or _origin(url) != _origin(self.url):
+            url = f"{self.url}/queue/{task_id}/"  # keep the token on the configured origin
+        context.save_checkpoint(task_url=url, task_id=task_id, submitted_at=time.time())
+        context.event("task", f"ATLAS task {task_id} {how}: {url}")
+
+    def _find_own_task(self, client: Client, key: str) -> dict[str, Any] | None:
+        """The user's task whose comment carries KEY (the newest 100 tasks are searched)."""
+        try:
+            response = client.get(
+                f"{self.url}/queue/", params={"pagesize": 100}, headers=JSON_HEADERS
+            )
+        except TemporaryFailure:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        results = data.get("results", []) if isinstance(data, dict) else data
+        for task in results if isinstance(results, list) else []:
+            if isinstance(task, dict) and key in str(task.get("comment") or ""):
+                return task
+        return None
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise QueryFailed(f"atlas: {what} is not the expected JSON object")
+        return data
+
+    def _poll(self, context: QueryContext) -> dict[str, Any]:
+        """GET the task until it has finished; returns its final JSON."""
+        client = context.client
+        cp = context.checkpoint
+        url, task_id = cp["task_url"], cp.get("task_id")
+        values = self.config.values
+        first = max(0.05, float(values.get("poll_interval", 5.0)))
+        longest = max(first, float(values.get("max_poll_interval", 120.0)))
+        timeout = float(values.get("task_timeout", 172800.0))
+        started = float(cp.get("submitted_at") or time.time())
+        interval = first
+        etag: str | None = None
+        task: dict[str, Any] | None = None
+        failures = 0
+        while True:
+            context.check_cancelled()
+            headers = dict(JSON_HEADERS)
+            if etag and task is not None:
+                headers["If-None-Match"] = etag
+            try:
+                response = client.get(url, headers=headers)
+            except TemporaryFailure as exc:
+                # the remote task lives on: keep this job (and its claim) and poll again
+                failures += 1
+                if failures > 5:
+                    raise
+                context.event("retry", f"{exc.message}; polling again in {longest:.0f} s")
+                context.sleep(max(interval, exc.retry_after or 0.0, min(longest, 30.0)))
+                continue
+            failures = 0
+            if response.status_code == 304 and task is not None:
+                pass
+            elif response.status_code == 200:
+                task = self._json(response, f"ATLAS task {task_id}")
+                etag = response.headers.get("ETag")
+            elif response.status_code == 404:
+                context.save_checkpoint(task_url=None, task_id=None, submit_key=None, lost_task=url)
+                raise QueryFailed(
+                    f"atlas: ATLAS task {task_id} no longer exists on the server (deleted or"
+                    f" archived); nothing was downloaded; `stdq jobs retry {context.job_id}`"
+                    " submits the query again"
+                )
+            else:
+                self._check(response)
+                raise QueryFailed(f"atlas: unexpected HTTP {response.status_code} polling task {task_id}")
+            if task.get("finishtimestamp"):
+                return task
+            if time.time() - started > timeout:
+                self._delete_task(context, None)
+                raise QueryFailed(
+                    f"atlas: ATLAS task {task_id} did not finish within {timeout / 3600:.3g} h"
+                    " (task_timeout); it was deleted"
+                )
+            if task.get("starttimestamp"):
+                context.progress(f"ATLAS task {task_id} running")
+                wait = first
+                interval = first
+            else:
+                position = task.get("queuepos")
+                where = f", position {position}" if isinstance(position, int) else ""
+                context.progress(f"ATLAS task {task_id} queued{where}")
+                wait = interval
+                interval = min(longest, interval * POLL_GROWTH)
+            context.sleep(wait)
+
+    def _finish(
+        self, task: dict[str, Any], target: Target, params: dict[str, Any], context: QueryContext
+    ) -> list[DataProduct]:
+        """Check error_msg, download the result, keep it, delete the remote task."""
+        from stdq import http
+
+        client = context.client
+        task_id = context.checkpoint.get("task_id")
+        error = str(task.get("error_msg") or "").strip()
+        if error:
+            if error.lower().startswith(NO_DATA_TEXT.lower()):
+                self._delete_task(context, None)
+                raise NoData(
+                    f"ATLAS has no photometry at this position in {mjd_range_text(params)}"
+                    f" (the server said {error!r})"
+                )
+            raise QueryFailed(
+                f"atlas: ATLAS task {task_id} failed on the server: {error} (the task is kept"
+                f" there: {context.checkpoint.get('task_url')})"
+            )
+        result_url = task.get("result_url")
+        if not result_url:
+            raise QueryFailed(f"atlas: ATLAS task {task_id} finished without a result_url")
+        context.progress(f"ATLAS task {task_id} finished; downloading the result")
+        response = client.get(str(result_url))
+        if response.status_code != 200:
+            self._check(response)
+            raise QueryFailed(f"atlas: HTTP {response.status_code} downloading the result")
+        data = response.content
+        if not looks_like_result(data):
+            what = "an HTML page" if b"<html" in data[:2000].lower() else "no ATLAS header line"
+            if not data.strip():
+                what = "empty"
+            raise TemporaryFailure(
+                f"atlas: the result of ATLAS task {task_id} is not an ATLAS result ({what});"
+                " try again later"
+            )
+        product = context.new_product(target, params)
+        name = urlsplit(str(result_url)).path.rsplit("/", 1)[-1]
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+\.txt", name or ""):
+            name = f"job{int(task_id or 0):05d}.txt"
+        product.add_raw(
+            name,
+            data,
+            url=http.redact_url(str(result_url), self.config.secret_values()),
+            content_type=response.headers.get("Content-Type"),
+        )
+        product.notes.update(self._task_notes(task, context))
+        context.save_checkpoint(downloaded=True)
+        self._delete_task(context, product)
+        return [product]
+
+    def _task_notes(self, task: dict[str, Any], context: QueryContext) -> dict[str, Any]:
+        keep = (
+            "id", "url", "timestamp", "starttimestamp", "finishtimestamp", "mjd_min", "mjd_max",
+            "use_reduced", "radec_epoch_year", "propermotion_ra", "propermotion_dec", "waittime",
+            "runtime", "attempt_count",
+        )
+        info = {k: task.get(k) for k in keep if k in task}
+        info["url"] = context.checkpoint.get("task_url")
+        return {"atlas_task": json.loads(json.dumps(info, default=str))}
+
+    def _delete_task(self, context: QueryContext, product: DataProduct | None) -> bool:
+        """DELETE the remote task (best effort); note it in the checkpoint and product."""
+        cp = context.checkpoint
+        url, task_id = cp.get("task_url"), cp.get("task_id")
+        if not url:
+            return False
+        context.progress(f"deleting ATLAS task {task_id}")
+        try:
+            response = context.client.delete(url, headers=JSON_HEADERS)
+            ok = response.status_code < 400 or response.status_code == 404
+            detail = f"HTTP {response.status_code}"
+        except TemporaryFailure as exc:
+            ok, detail = False, exc.message
+        if ok:
+            context.event("task", f"ATLAS task {task_id} deleted on the server")
+        else:
+            context.event(
+                "task", f"could not delete ATLAS task {task_id} ({detail}); the data are kept"
+            )
+        context.save_checkpoint(deleted=ok)
+        if product is not None:
+            product.notes["remote_task_deleted"] = ok
+        return ok
+
+    def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
+        """Delete the remote task of a cancelled job (its own client: not cancellable)."""
+        url = checkpoint.get("task_url")
+        if not url or checkpoint.get("deleted"):
+            return
+        client = self.make_client(context, cancellable=False)
+        try:
+            response = client.delete(url, headers=JSON_HEADERS)
+        finally:
+            client.close()
+        if response.status_code < 400 or response.status_code == 404:
+            context.event("task", f"ATLAS task {checkpoint.get('task_id')} deleted on the server")
+            context.save_checkpoint(deleted=True)
+        else:
+            context.event(
+                "task",
+                f"could not delete ATLAS task {checkpoint.get('task_id')} (HTTP {response.status_code})",
+            )
+
+
+# -- stdq config atlas-login ---------------------------------------------------------------
+
+
+def obtain_token(settings: Settings, username: str, password: str) -> str:
+    """Exchange USERNAME and PASSWORD for an API token at the server's api-token-auth/."""
+    from stdq import http
+
+    config = settings.service("atlas")
+    url = config.url.rstrip("/") + "/api-token-auth/"
+    hidden = [password, *config.secret_values()]
+    client = http.make_client("atlas", settings.http, secrets=hidden)
+    try:
+        response = client.post(
+            url, data={"username": username, "password": password}, headers=JSON_HEADERS
+        )
+    finally:
+        client.close()
+    if response.status_code == 400:
+        detail = http.redact(error_detail(response), hidden)
+        raise ConfigError(
+            f"atlas: the server refused the username or password ({detail})",
+            hint=f"check them at {config.url.rstrip('/')}/ (log in on the web page)",
+        )
+    http.check_response(response, "atlas", hidden)
+    try:
+        token = response.json().get("token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token.strip():
+        raise QueryFailed("atlas: the server's answer to the login holds no token")
+    return token.strip()
+
+
+def save_token(settings: Settings, token: str) -> None:
+    """Store TOKEN as [services.atlas] api_key in the settings file (mode 0600)."""
+    from stdq.config import set_service_value
+
+    set_service_value(settings.path, "atlas", "api_key", token)
+
+
+def env_token_source() -> str | None:
+    """The environment variable that would override a token in the file, if one is set."""
+    import os
+
+    for var in ("STDQ_ATLAS_API_KEY", "ATLAS_FORCED_PHOTOMETRY_API_KEY"):
+        if os.environ.get(var):
+            return var
+    return None
+
+
+def mjd_range_text(params: dict[str, Any]) -> str:
+    """'MJD a..b' of cleaned PARAMS, for messages."""
+    lo = params.get("mjd_min", DEFAULT_MJD_MIN)
+    hi = params.get("mjd_max")
+    return f"MJD {lo:g}..{hi:g}" if hi is not None else f"MJD {lo:g}..now"

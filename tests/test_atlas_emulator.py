@@ -1,0 +1,183 @@
+"""The ATLAS emulator answers as wire-formats.md section 1 says the real server does."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from conftest import REALDATA, needs_realdata
+from stdq.testing import sky
+from stdq.testing.atlas import (
+    OTHER_TOKEN,
+    TASK_FIELDS,
+    TEST_PASSWORD,
+    TEST_TOKEN,
+    TEST_USERNAME,
+    result_text,
+)
+
+SN = sky.find("SN 2023ixf")
+
+
+@pytest.fixture
+def atlas(fake_server):
+    emulator = fake_server.emulator("atlas")
+    emulator.queue_seconds = 0.3
+    emulator.run_seconds = 0.3
+    client = httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Token {TEST_TOKEN}"})
+    yield emulator, client
+    client.close()
+
+
+def submit(client, **fields):
+    form = {"ra": SN.ra, "dec": SN.dec, "mjd_min": 60000, "send_email": "false", **fields}
+    return client.post("/queue/", data=form)
+
+
+def wait_finished(client, url, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = client.get(url).json()
+        if task["finishtimestamp"]:
+            return task
+        time.sleep(0.1)
+    raise AssertionError("the task did not finish")
+
+
+def test_task_lifecycle(atlas):
+    emulator, client = atlas
+    response = submit(client, comment="stdq job 1 abc")
+    assert response.status_code == 201
+    task = response.json()
+    assert list(task) == list(TASK_FIELDS)  # every field, in the server's order
+    assert response.headers["Location"] == task["url"] == f"{emulator.base_url}/queue/{task['id']}/"
+    assert task["mjd_min"] == 60000 and task["use_reduced"] is False and task["send_email"] is False
+    assert task["queuepos"] >= 0 and task["finishtimestamp"] is None and task["result_url"] is None
+    assert task["timestamp"].endswith("Z") and "." not in task["timestamp"]
+    first = client.get(task["url"])
+    etag = first.headers["ETag"]
+    again = client.get(task["url"], headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    done = wait_finished(client, task["url"])
+    assert done["error_msg"] is None and done["queuepos"] is None
+    assert done["result_url"] == f"{emulator.base_url}/static/results/job{task['id']:05d}.txt"
+    result = client.get(done["result_url"])
+    assert result.status_code == 200 and result.text == result_text(SN.ra, SN.dec, 60000, None, False)
+    deleted = client.delete(task["url"])
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert client.get(task["url"]).status_code == 404
+
+
+def test_token_auth_and_ownership(atlas):
+    emulator, client = atlas
+    login = httpx.post(
+        f"{emulator.base_url}/api-token-auth/", data={"username": TEST_USERNAME, "password": TEST_PASSWORD}
+    )
+    assert login.json() == {"token": TEST_TOKEN}
+    refused = httpx.post(
+        f"{emulator.base_url}/api-token-auth/", data={"username": TEST_USERNAME, "password": "nope"}
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {"non_field_errors": ["Unable to log in with provided credentials."]}
+    bad = httpx.post(f"{emulator.base_url}/queue/", data={"ra": 1, "dec": 2},
+                     headers={"Authorization": "Token 0000"})
+    assert bad.status_code == 401 and bad.json() == {"detail": "Invalid token."}
+    anonymous = httpx.post(f"{emulator.base_url}/queue/", data={"ra": 1, "dec": 2})
+    assert anonymous.status_code == 401
+    task = submit(client).json()
+    assert httpx.get(task["url"]).status_code == 200  # reading a task is public
+    other = httpx.delete(task["url"], headers={"Authorization": f"Token {OTHER_TOKEN}"})
+    assert other.status_code == 403
+    assert other.json() == {"detail": "You must be the owner of this object."}
+
+
+def test_validation_queue_limit_and_list(atlas):
+    emulator, client = atlas
+    assert submit(client, mjd_min=60010, mjd_max=60000).json() == {
+        "mjd_max": ["mjd_max must be greater than mjd_min (60010.0 was applied)."]
+    }
+    emulator.hold = True
+    emulator.max_user_tasks = 2
+    assert submit(client).status_code == 201 and submit(client).status_code == 201
+    full = submit(client)
+    assert full.status_code == 400
+    assert full.json() == {
+        "non_field_errors": "ERROR: You have too many queued tasks (2 queued + 1 requested > 2)."
+    }
+    listing = client.get("/queue/", params={"pagesize": 1}).json()
+    assert listing["taskcount"] == 2 and len(listing["results"]) == 1
+    assert listing["results"][0]["id"] == max(emulator.tasks)  # newest first
+
+
+def test_queue_position_counts_down_and_hold(atlas):
+    emulator, client = atlas
+    emulator.queue_seconds = 1.0
+    emulator.queue_ahead = 4
+    first = submit(client).json()
+    assert first["queuepos"] == 4
+    second = submit(client).json()
+    assert second["queuepos"] == 5  # the first task is ahead of it
+    emulator.hold = True
+    time.sleep(1.2)
+    assert client.get(second["url"]).json()["starttimestamp"] is None
+    emulator.hold = False
+    assert wait_finished(client, second["url"])["error_msg"] is None
+
+
+def test_throttle_texts_and_windows(atlas):
+    emulator, client = atlas
+    emulator.write_limit = 2
+    emulator.throttle_window = 30.0
+    assert submit(client).status_code == 201 and submit(client).status_code == 201
+    throttled = submit(client)
+    assert throttled.status_code == 429
+    seconds = int(throttled.headers["Retry-After"])
+    assert 28 <= seconds <= 30
+    assert throttled.json() == {"detail": f"Request was throttled. Expected available in {seconds} seconds."}
+    emulator.throttle_window = 0.9  # the oldest write leaves the window in under a second
+    emulator._history.clear()
+    submit(client), submit(client)
+    singular = submit(client)
+    assert singular.status_code == 429 and singular.headers["Retry-After"] == "1"
+    assert singular.json() == {"detail": "Request was throttled. Expected available in 1 second."}
+    emulator.read_limit = 1
+    emulator.throttle_window = 30.0
+    assert client.get("/queue/").status_code == 200
+    assert client.get("/queue/").status_code == 429  # reads are counted on their own
+
+
+def test_no_data_and_forced_errors(atlas):
+    emulator, client = atlas
+    empty = sky.find("Empty Field")
+    task = client.post("/queue/", data={"ra": empty.ra, "dec": empty.dec}).json()
+    done = wait_finished(client, task["url"])
+    assert done["error_msg"] == "No data returned" and done["result_url"] is None
+    emulator.error_msg = "Could not parse the result file"
+    done = wait_finished(client, submit(client).json()["url"])
+    assert done["error_msg"] == "Could not parse the result file" and done["result_url"] is None
+
+
+@needs_realdata
+def test_result_file_in_the_real_format():
+    real = (REALDATA / "atlas" / "job01088.txt").read_text().splitlines()
+    made = result_text(SN.ra, SN.dec, None, None, False).splitlines()
+    assert made[0] == real[0]  # the exact header line
+    # every row lines its fields up as the real rows do: the same column ends
+    def ends(text):
+        return tuple(m.end() for m in re.finditer(r"\S+", text))
+
+    assert {ends(r) for r in made[1:]} == {ends(r) for r in real[1:]}
+    fields = [r.split() for r in made[1:]]
+    assert {f[18][:3] for f in fields} == {"01a", "02a", "03a", "04a", "05r"}
+    assert {f[5] for f in fields} == {"c", "o", "w"}
+    assert any(float(f[1]) < 0 and int(f[3]) < 0 for f in fields)  # negative flux, negative m
+    assert any(int(f[6]) != 0 for f in fields)
+    assert any(float(f[7]) > 10 for f in fields) and any(int(f[4]) > 160 for f in fields)
+    nights = {}
+    for f in fields:
+        nights.setdefault(f[18][:8], []).append(f)
+    assert {len(v) for v in nights.values()} == {4}  # four exposures a night
+    assert [float(f[0]) for f in fields] == sorted(float(f[0]) for f in fields)

@@ -1,0 +1,106 @@
+"""The rate limiter shared between processes through the data directory's SQLite database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from stdq.limiter import RateLimiter, ReadWriteLimiter
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_000_000.0):
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events in any half-open window [t, t + WINDOW)."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_burst_then_waits_for_the_oldest_slot(tmp_path):
+    clock = FakeClock()
+    limiter = RateLimiter(tmp_path, "s", 3, 10.0, margin=0.5, sleep=clock.sleep, clock=clock)
+    taken = []
+    for _ in range(3):  # a burst up to the limit passes at once
+        assert limiter.acquire() == 0.0
+        taken.append(clock.now)
+        clock.now += 1.0
+    # the 4th must wait until the first slot (t0) is 10.5 s old: t0 + 10.5 - (t0 + 3)
+    assert limiter.acquire() == 7.5
+    taken.append(clock.now)
+    assert clock.slept == [7.5]
+    for _ in range(20):
+        limiter.acquire()
+        taken.append(clock.now)
+    assert max_in_window(taken, 10.5) <= 3
+    assert limiter.in_window() == 3
+
+
+def test_scopes_are_separate_and_zero_means_no_limit(tmp_path):
+    clock = FakeClock()
+    a = RateLimiter(tmp_path, "a", 1, 60.0, sleep=clock.sleep, clock=clock)
+    b = RateLimiter(tmp_path, "b", 1, 60.0, sleep=clock.sleep, clock=clock)
+    assert a.acquire() == 0.0 and b.acquire() == 0.0
+    off = RateLimiter(tmp_path, "c", 0, 60.0, sleep=clock.sleep, clock=clock)
+    assert all(off.acquire() == 0.0 for _ in range(100))
+    assert clock.slept == []
+
+
+def test_methods_go_to_their_limiter(tmp_path):
+    clock = FakeClock()
+    writes = RateLimiter(tmp_path, "w", 1, 60.0, margin=0, sleep=clock.sleep, clock=clock)
+    reads = RateLimiter(tmp_path, "r", 2, 60.0, margin=0, sleep=clock.sleep, clock=clock)
+    waits = []
+    both = ReadWriteLimiter(
+        writes, reads, applies_to=lambda url: "atlas" in url, on_wait=lambda k, s: waits.append(k)
+    )
+    for method in ("POST", "DELETE", "GET", "GET", "HEAD"):
+        both.before_request(method, "http://atlas/queue/")
+    both.before_request("POST", "http://elsewhere/")  # not the limited host: no slot, no wait
+    # DELETE waits for the POST's slot (1 write per 60 s); HEAD for the first GET's (2 reads)
+    assert waits == ["write", "read"] and clock.slept == [60.0, 60.0]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from stdq.limiter import RateLimiter
+    data_dir, n = sys.argv[1], int(sys.argv[2])
+    limiter = RateLimiter(data_dir, "atlas:write", 4, 1.0, margin=0.1)
+    for _ in range(n):
+        limiter.acquire()
+        print(repr(time.time()), flush=True)
+    """
+)
+
+
+def test_three_processes_share_the_window(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path), "5"], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    times = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        times += [float(line) for line in out.split()]
+    assert len(times) == 15
+    # 15 slots at 4 per 1.1 s: never more than 4 in any 1 s window, and it had to wait
+    assert max_in_window(times, 1.0) <= 4
+    assert max(times) - min(times) >= 3 * 1.0
