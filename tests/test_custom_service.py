@@ -228,7 +228,8 @@ def test_no_alert_and_no_usable_rows_exit_5(gaia):
 def test_html_instead_of_the_index_fails_cleanly(gaia):
     gaia.server.add_fault("html", r"alerts\.csv", times=5)
     result = gaia.run("query", "gaia-alerts", "--ra", str(SN_RA), "--dec", str(SN_DEC))
-    assert "Name" in assert_clean_error(result, 1)
+    assert_clean_error(result, 1)
+    assert "Name" in result.stderr
 
 
 def test_bad_error_model_setting_is_a_config_error(gaia):

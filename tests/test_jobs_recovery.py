@@ -222,9 +222,13 @@ def test_no_secret_in_jobs_events_logs_or_products(tmp_path, server):
         bad = submit(runner, "--ra", "10", "--dec", "-88")
         waited = runner.run("-v", "jobs", "wait", str(good), str(empty), str(bad), "--timeout", "60")
         assert waited.returncode == 1  # the bad target failed
-        # a refused key: the job fails with exit 3 and the wrong key appears nowhere either
+        # a refused key: the job fails with exit 3 and the wrong key appears nowhere either.
+        # --sync: a worker that is still alive runs jobs with the secrets of its own
+        # environment, not the submitter's, so the wrong key must be used in-process.
         wrong = "sk-WrongKey-0a1b2c3d4e5f"
-        refused = runner.run("-v", "--json", "query", "slow", *SN, "--force", env={"STDQ_SLOW_API_KEY": wrong})
+        refused = runner.run(
+            "-v", "--json", "query", "slow", *SN, "--force", "--sync", env={"STDQ_SLOW_API_KEY": wrong}
+        )
         assert refused.returncode == 3
         outputs = [waited.stdout + waited.stderr, refused.stdout + refused.stderr]
         for args in (["jobs", "list"], ["jobs", "show", str(good)], ["jobs", "logs", str(bad)]):

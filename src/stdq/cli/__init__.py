@@ -7,7 +7,6 @@ group runs, and heavy libraries only inside the functions that need them.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 
 import click
@@ -103,6 +102,8 @@ def cli(ctx: click.Context, config_path, data_dir, json_output, verbose) -> None
     state = AppState(config_path, data_dir, json_output, verbose)
     ctx.obj = state
     ctx.call_on_close(state.close)
+    import logging
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",

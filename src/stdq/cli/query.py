@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import exit_with, message, pass_state, plain_stderr
+from stdq.cli.common import exit_with, message, plain_stderr
 
 COMMON_OPTION_NAMES = {"name", "ra", "dec", "background", "sync", "force", "output", "fmt"}
 
@@ -88,6 +88,21 @@ class QueryGroup(click.Group):
             raise
         return build_command(name, cls)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the services; one that cannot be loaded is shown with its error."""
+        from stdq.errors import StdqError
+
+        rows = []
+        for name in self.list_commands(ctx):
+            try:
+                cmd = self.get_command(ctx, name)
+                rows.append((name, cmd.get_short_help_str(limit=60) if cmd else ""))
+            except StdqError as exc:
+                rows.append((name, f"(unavailable: {exc.message})"))
+        if rows:
+            with formatter.section("Services"):
+                formatter.write_dl(rows)
+
     def resolve_command(self, ctx, args):
         cmd_name = args[0] if args else None
         cmd = self.get_command(ctx, cmd_name) if cmd_name else None
@@ -159,10 +174,18 @@ def run_query(
         _ensure_worker(settings)
         job = follow_job(state, job["id"])
     else:
-        if created or job["state"] == "queued":
+        # Run it here; an identical in-process job whose process died (lease expired)
+        # is taken over and resumed from its checkpoint; one that is alive is followed.
+        try:
             job = api.run_inprocess(session, job["id"], on_progress=_progress_printer())
-        else:
+        except BadInput:
             job = follow_job(state, job["id"])
+        except KeyboardInterrupt:
+            from stdq.errors import Interrupted
+
+            raise Interrupted(
+                f"interrupted job {job['id']}", hint=f"resume it: stdq jobs retry {job['id']}"
+            ) from None
     from stdq.cli.render import finish_job_output
 
     if job["state"] != "succeeded":
@@ -195,22 +218,34 @@ def _progress_printer():
 
 
 def _ensure_worker(settings) -> None:
+    """Start a detached burst worker when a job waits and none is alive (never fails)."""
     if not settings.tasks.autostart_worker:
         return
     from stdq.jobs import worker
 
-    worker.ensure_worker(settings)
+    try:
+        worker.ensure_worker(settings)
+    except Exception as exc:  # the job is queued: say so, do not lose its id
+        message(f"warning: could not start a worker ({exc}); run one: stdq jobs worker")
 
 
 def follow_job(state, job_id: int, *, timeout: float | None = None) -> dict[str, Any]:
-    """Wait for a worker job to end, showing its progress; Ctrl-C detaches (exit 130)."""
-    from stdq.errors import Interrupted
-    from stdq.jobs.queue import FINAL_STATES
+    """Wait for a worker job to end, showing its progress; Ctrl-C detaches (exit 130).
+
+    On a terminal a one-line live display shows the state, the service's progress
+    (e.g. the remote queue position) and the time spent; elsewhere progress lines
+    go to stderr only with --verbose. A worker is started again when the job
+    becomes due and none is alive (a job queued again with backoff).
+    """
+    from stdq.errors import Interrupted, StdqError
+    from stdq.jobs.queue import FINAL_STATES, is_abandoned
 
     queue = state.session.queue
     started = time.monotonic()
     live = None
     last_text = None
+    next_spawn_check = time.monotonic() + 2.0
+    pause = 0.1
     try:
         if not plain_stderr():
             from rich.live import Live
@@ -224,24 +259,38 @@ def follow_job(state, job_id: int, *, timeout: float | None = None) -> dict[str,
             job = queue.require(job_id)
             if job["state"] in FINAL_STATES:
                 return job
-            elapsed = time.monotonic() - started
-            text = f"job {job_id} {job['state']}: {job.get('progress') or 'waiting for a worker'} ({elapsed:.0f} s)"
+            if job["runner"] == "inprocess" and is_abandoned(job):
+                raise StdqError(
+                    f"job {job_id} was being run by a process that stopped",
+                    hint=f"resume it: stdq jobs retry {job_id}",
+                )
+            spent = int(time.monotonic() - started)
+            what = job.get("progress") or ("waiting for a worker" if job["state"] == "queued" else "")
+            if job["state"] == "queued" and job.get("error"):
+                what = f"queued again after: {job['error']}"
+            text = f"job {job_id} {job['state']}: {what} ({spent // 60}:{spent % 60:02d})"
             if live is not None:
                 from rich.text import Text
 
                 live.update(Text(text))
-            elif state.verbose and job.get("progress") != last_text:
+            elif state.verbose and what != last_text:
                 message(text)
-            last_text = job.get("progress")
-            if timeout is not None and elapsed > timeout:
+            last_text = what
+            if timeout is not None and spent > timeout:
                 return job
-            time.sleep(0.25)
+            if job["state"] == "queued" and time.monotonic() >= next_spawn_check:
+                _ensure_worker(state.settings)
+                next_spawn_check = time.monotonic() + 2.0
+            time.sleep(pause)
+            pause = min(0.5, pause * 1.5)
     except KeyboardInterrupt:
         if live is not None:
             live.stop()
             live = None
         raise Interrupted(
-            f"detached from job {job_id}; it goes on", hint=f"follow it: stdq jobs logs {job_id} -f"
+            f"detached from job {job_id}; it goes on",
+            hint=f"follow it: stdq jobs logs {job_id} -f; collect it: "
+            f"stdq jobs wait {job_id} && stdq jobs result {job_id}",
         ) from None
     finally:
         if live is not None:

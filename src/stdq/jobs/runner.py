@@ -183,7 +183,7 @@ def run_job(
                 )
         except StdqError as exc:
             queue.finish(
-                job_id, "failed", owner=owner, error=redact(exc.message, secrets),
+                job_id, "failed", owner=owner, error=redact(str(exc), secrets),
                 exit_code=exc.exit_code,
             )
         except Exception as exc:
