@@ -175,3 +175,22 @@ class transaction:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+
+
+class Database:
+    """A lazily opened connection to a data directory's database (base of Store and JobQueue)."""
+
+    def __init__(self, data_dir: Path | str, conn: sqlite3.Connection | None = None):
+        self.data_dir = Path(data_dir)
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.data_dir)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -79,6 +79,35 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
     return redact(clean, secrets)
 
 
+_SECRET_NAMES = "|".join(sorted(SECRET_PARAMS))
+_SECRET_QUERY = re.compile(rf"([?&](?:{_SECRET_NAMES})=)[^&\s\"']*", re.IGNORECASE)
+
+
+class _RedactUrlFilter(logging.Filter):
+    """Masks secret query parameters in log records (httpx logs full request URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot be formatted: leave it alone
+            return True
+        masked = _SECRET_QUERY.sub(r"\1***", text)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_LOG_FILTER = _RedactUrlFilter()
+
+
+def install_log_filter() -> None:
+    """Redact secret URL parameters from httpx's and httpcore's log records."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
 # -- waits ------------------------------------------------------------------------
 
 
@@ -220,6 +249,7 @@ class Client:
         self._before_request = before_request
         self._on_retry = on_retry
         self._httpx = httpx
+        install_log_filter()
         hooks = [auth.bind] if callable(getattr(auth, "bind", None)) else []
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout),
@@ -255,23 +285,39 @@ class Client:
     def delete(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", url, **kw)
 
+    def _try(self, method: str, url: str, **kw: Any) -> tuple[httpx.Response | None, str]:
+        """One try through the before_request hook (a rate limiter): (response, "") or
+        (None, what went wrong on the network)."""
+        httpx = self._httpx
+        if self._before_request:
+            self._before_request(method, str(url))
+        try:
+            response = self.client.request(method, url, **kw)
+            response.read()
+        except httpx.TimeoutException:
+            return None, "timed out"
+        except httpx.TransportError as exc:
+            return None, f"connection problem ({type(exc).__name__})"
+        return response, ""
+
+    def send_once(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One try, no retry (for requests that must not be repeated blindly, such as a
+        POST that creates a remote task): any status is returned; a network failure is
+        TemporaryFailure."""
+        response, problem = self._try(method, url, **kw)
+        if response is None:
+            raise TemporaryFailure(
+                f"{self.service}: {problem} at {self.safe_url(url)}", hint="try again later"
+            )
+        return response
+
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """Send one request, retrying temporary failures; the final response is returned."""
-        httpx = self._httpx
         retry = 0
         while True:
-            if self._before_request:
-                self._before_request(method, str(url))
-            problem: str
             wait: float | None = None
-            try:
-                response = self.client.request(method, url, **kw)
-                response.read()
-            except httpx.TimeoutException:
-                problem = "timed out"
-            except httpx.TransportError as exc:
-                problem = f"connection problem ({type(exc).__name__})"
-            else:
+            response, problem = self._try(method, url, **kw)
+            if response is not None:
                 if response.status_code not in RETRY_STATUS:
                     return response
                 problem = f"HTTP {response.status_code}"

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,23 +140,8 @@ class DataProduct:
             self.left_out[reason] = self.left_out.get(reason, 0) + int(count)
 
 
-class Store:
+class Store(db.Database):
     """The data directory and its products catalog."""
-
-    def __init__(self, data_dir: Path | str):
-        self.data_dir = Path(data_dir)
-        self._conn: sqlite3.Connection | None = None
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = db.connect(self.data_dir)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     @property
     def products_dir(self) -> Path:

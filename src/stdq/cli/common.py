@@ -69,3 +69,16 @@ def fmt_time(ts: float | None) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def progress_printer():
+    """A callback printing progress lines on stderr when they change (terminal only)."""
+    last = {"text": None}
+
+    def show(text: str) -> None:
+        if text != last["text"]:
+            last["text"] = text
+            if not plain_stderr():
+                message(f"… {text}")
+
+    return show

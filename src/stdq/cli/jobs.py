@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import emit_json, exit_with, fmt_time, message, plain_stderr, print_table
+from stdq.cli.common import (
+    emit_json,
+    exit_with,
+    fmt_time,
+    message,
+    plain_stderr,
+    print_table,
+    progress_printer,
+)
 from stdq.errors import BadInput, Interrupted
 from stdq.jobs.queue import FINAL_STATES, STATES, JobQueue, is_abandoned, public
 
@@ -528,7 +536,7 @@ def retry(ctx, job_id, output, fmt, json_output) -> None:
 
     message(f"job {job_id}: running it again here (from its checkpoint)")
     try:
-        job = api.run_inprocess(session, job_id, on_progress=_progress_printer())
+        job = api.run_inprocess(session, job_id, on_progress=progress_printer())
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted job {job_id}", hint=f"resume it: stdq jobs retry {job_id}"
@@ -538,18 +546,6 @@ def retry(ctx, job_id, output, fmt, json_output) -> None:
         err.exit_code = job.get("exit_code") or 1
         raise err
     exit_with(finish_job_output(state, job, output, fmt))
-
-
-def _progress_printer():
-    last = {"text": None}
-
-    def show(text: str) -> None:
-        if text != last["text"]:
-            last["text"] = text
-            if not plain_stderr():
-                message(f"… {text}")
-
-    return show
 
 
 @jobs.command("prune")

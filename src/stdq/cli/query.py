@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import exit_with, message, plain_stderr
+from stdq.cli.common import exit_with, message, plain_stderr, progress_printer
 
 COMMON_OPTION_NAMES = {"name", "ra", "dec", "background", "sync", "force", "output", "fmt"}
 
@@ -177,7 +177,7 @@ def run_query(
         # Run it here; an identical in-process job whose process died (lease expired)
         # is taken over and resumed from its checkpoint; one that is alive is followed.
         try:
-            job = api.run_inprocess(session, job["id"], on_progress=_progress_printer())
+            job = api.run_inprocess(session, job["id"], on_progress=progress_printer())
         except BadInput:
             job = follow_job(state, job["id"])
         except KeyboardInterrupt:
@@ -202,19 +202,6 @@ def _report_failure(job: dict[str, Any]) -> None:
         err = StdqError(f"job {job['id']} was cancelled")
         err.exit_code = 1
     raise err
-
-
-def _progress_printer():
-    """Progress lines on stderr (only when they change)."""
-    last = {"text": None}
-
-    def show(text: str) -> None:
-        if text != last["text"]:
-            last["text"] = text
-            if not plain_stderr():
-                message(f"… {text}")
-
-    return show
 
 
 def _ensure_worker(settings) -> None:

@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from stdq import db
@@ -127,23 +126,8 @@ def is_abandoned(job: dict[str, Any], now: float | None = None) -> bool:
     return (job.get("lease_expires") or 0) < now or owner_dead(job.get("lease_owner"))
 
 
-class JobQueue:
+class JobQueue(db.Database):
     """The jobs and job_events tables of one data directory."""
-
-    def __init__(self, data_dir: Path | str, conn: sqlite3.Connection | None = None):
-        self.data_dir = Path(data_dir)
-        self._conn = conn
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = db.connect(self.data_dir)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     # -- submitting -----------------------------------------------------------------
     def submit(

@@ -110,7 +110,6 @@ def run_job(
     released with its checkpoint. Once the answer is in, processing finishes.
     """
     from stdq.processing import process_product
-    from stdq.services.base import QueryContext
     from stdq.targets import Target
 
     job_id = job["id"]
@@ -136,19 +135,10 @@ def run_job(
                 if on_progress:
                     on_progress(text)
 
-            context = QueryContext(
-                store=store,
-                settings=settings,
-                service_config=config,
-                job_id=job_id,
-                data_product_type=service.data_product_type,
-                checkpoint=dict(job.get("checkpoint") or {}),
-                on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
-                on_progress=progress,
-                is_cancelled=cancelled,
-                on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
+            context = job_context(
+                service, config, job, settings=settings, store=store, queue=queue,
+                on_progress=progress, is_cancelled=cancelled,
             )
-            context.client_factory = lambda: service.make_client(context)
             if job.get("cancel_requested") or queue.cancel_requested(job_id):
                 raise Cancelled("the job was cancelled")
             target = Target.from_dict(job["target"])
@@ -270,6 +260,31 @@ def _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets
         queue.finish(job_id, "cancelled", owner=owner, note="cancelled by the service", exit_code=1)
 
 
+def job_context(
+    service, config, job: dict[str, Any], *, settings: Settings, store: Store, queue: JobQueue,
+    on_progress=None, is_cancelled=None,
+):
+    """The QueryContext of JOB: checkpoint, events and progress bound to its row, secrets redacted."""
+    from stdq.services.base import QueryContext
+
+    job_id = job["id"]
+    secrets = config.secret_values()
+    context = QueryContext(
+        store=store,
+        settings=settings,
+        service_config=config,
+        job_id=job_id,
+        data_product_type=service.data_product_type,
+        checkpoint=dict(job.get("checkpoint") or {}),
+        on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
+        on_progress=on_progress,
+        is_cancelled=is_cancelled,
+        on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
+    )
+    context.client_factory = lambda: service.make_client(context)
+    return context
+
+
 def cleanup_remote(service, context, queue: JobQueue, job_id: int, secrets: list[str]) -> None:
     """Best-effort remote cleanup of a cancelled job (the service's ``cancel_remote``)."""
     # the context may say "cancelled" already: let the cleanup's own requests through
@@ -282,8 +297,6 @@ def cleanup_remote(service, context, queue: JobQueue, job_id: int, secrets: list
 
 def cleanup_abandoned(settings: Settings, store: Store, queue: JobQueue, job: dict[str, Any]) -> None:
     """Remote cleanup of a job cancelled after its runner died (run by ``stdq jobs cancel``)."""
-    from stdq.services.base import QueryContext
-
     job_id = job["id"]
     if not job.get("checkpoint"):
         return
@@ -292,17 +305,7 @@ def cleanup_abandoned(settings: Settings, store: Store, queue: JobQueue, job: di
     try:
         service, config = build_service(settings, job["service"])
         secrets = config.secret_values()
-        context = QueryContext(
-            store=store,
-            settings=settings,
-            service_config=config,
-            job_id=job_id,
-            data_product_type=service.data_product_type,
-            checkpoint=dict(job.get("checkpoint") or {}),
-            on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
-            on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
-        )
-        context.client_factory = lambda: service.make_client(context)
+        context = job_context(service, config, job, settings=settings, store=store, queue=queue)
         cleanup_remote(service, context, queue, job_id, secrets)
     except Exception as exc:  # best effort
         queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))

@@ -295,24 +295,6 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             )
         http.check_response(response, self.name, self.config.secret_values())
 
-    def _send_once(self, client: Client, method: str, url: str, **kw: Any) -> httpx.Response:
-        """One try of a request through the limiter, any status returned; network
-        failures become TemporaryFailure. Used for the non-idempotent POST."""
-        import httpx
-
-        if client._before_request:  # the shared rate limiter
-            client._before_request(method, url)
-        try:
-            response = client.client.request(method, url, **kw)
-            response.read()
-            return response
-        except httpx.TimeoutException:
-            raise TemporaryFailure(f"atlas: timed out at {client.safe_url(url)}") from None
-        except httpx.TransportError as exc:
-            raise TemporaryFailure(
-                f"atlas: connection problem ({type(exc).__name__}) at {client.safe_url(url)}"
-            ) from None
-
     # -- the query ----------------------------------------------------------------
     def query_service(
         self, target: Target, params: dict[str, Any], context: QueryContext
@@ -361,7 +343,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             ambiguous = False
             wait: float | None = None
             try:
-                response = self._send_once(client, "POST", queue_url, data=form, headers=JSON_HEADERS)
+                response = client.send_once("POST", queue_url, data=form, headers=JSON_HEADERS)
             except TemporaryFailure as exc:
                 problem, ambiguous = exc.message, True
             else:

@@ -44,7 +44,6 @@ finish on its own.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from html.parser import HTMLParser
@@ -82,7 +81,6 @@ _ZERO_RECORDS = re.compile(r"zero records", re.IGNORECASE)
 _UNAVAILABLE_WORDS = re.compile(
     r"unavailable|maintenance|temporarily|try again later|overloaded", re.IGNORECASE
 )
-_SECRET_QUERY = re.compile(r"((?:email|userpass)=)[^&\s\"']*", re.IGNORECASE)
 
 
 class ZtfFpsForm(QueryForm):
@@ -191,29 +189,6 @@ def _page_text(body: bytes, limit: int = 200) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-class _RedactQueryFilter(logging.Filter):
-    """Masks ``email=`` and ``userpass=`` values in log records (httpx logs full URLs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a record that cannot be formatted: leave it alone
-            return True
-        if "email=" in text.lower() or "userpass=" in text.lower():
-            record.msg, record.args = _SECRET_QUERY.sub(r"\1***", text), ()
-        return True
-
-
-_LOG_FILTER = _RedactQueryFilter()
-
-
-def _install_log_filter() -> None:
-    for name in ("httpx", "httpcore"):
-        logger = logging.getLogger(name)
-        if _LOG_FILTER not in logger.filters:
-            logger.addFilter(_LOG_FILTER)
-
-
 class ZtfForcedPhotometryService(SingleTargetDataService):
     """ZTF forced photometry on difference images at the target's position (Masci et al. 2023)."""
 
@@ -264,7 +239,6 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         return make_host_auth(self.url, basic=SHARED_BASIC)
 
     def make_client(self, context: QueryContext) -> Client:
-        _install_log_filter()
         return super().make_client(context)
 
     def _credentials(self) -> dict[str, str]:
