@@ -237,52 +237,49 @@ def normalize(df: pd.DataFrame, product_id: int | None = None) -> pd.DataFrame:
     """DF with the fixed columns in order (missing ones filled), extra columns after.
 
     Fills what can be derived: time_utc from mjd, snr from flux and error,
-    zp/zpsys, err_scale 1, n_combined 1, quality_flag 0. Sorted by mjd.
+    zp/zpsys, err_scale 1, n_combined 1, quality_flag 0. Sorted by mjd (stable;
+    an already sorted table is not copied again).
     """
     import numpy as np
-    import pandas as pd
 
     n = len(df)
-    out: dict[str, Any] = {}
+    table = df.copy(deep=False)
     for name, dtype in COLUMN_TYPES:
-        if name in df.columns:
-            col = df[name]
-        elif name == "time_utc" and "mjd" in df.columns:
-            col = pd.Series(mjd_to_isot(df["mjd"].to_numpy()), index=df.index)
-        elif name == "snr" and "flux_ujy" in df.columns:
-            f = df["flux_ujy"].to_numpy(dtype="float64")
-            e = df["flux_err_ujy"].to_numpy(dtype="float64")
+        if name in table.columns:
+            if dtype != "object" and table[name].dtype != dtype:
+                table[name] = table[name].astype(dtype)
+            continue
+        if name == "time_utc" and "mjd" in table.columns:
+            values = mjd_to_isot(table["mjd"].to_numpy())
+        elif name == "snr" and "flux_ujy" in table.columns:
+            f = table["flux_ujy"].to_numpy(dtype="float64")
+            e = table["flux_err_ujy"].to_numpy(dtype="float64")
             with np.errstate(divide="ignore", invalid="ignore"):
-                col = pd.Series(np.where(e > 0, f / e, np.nan), index=df.index)
+                values = np.where(e > 0, f / e, np.nan)
         elif name == "zp":
-            col = pd.Series(np.full(n, ZP_AB_UJY), index=df.index)
+            values = np.full(n, ZP_AB_UJY)
         elif name == "zpsys":
-            col = pd.Series(["ab"] * n, index=df.index, dtype=object)
-        elif name in ("err_scale",):
-            col = pd.Series(np.ones(n), index=df.index)
-        elif name == "n_combined":
-            col = pd.Series(np.ones(n, dtype="int64"), index=df.index)
-        elif name == "quality_flag":
-            col = pd.Series(np.zeros(n, dtype="int64"), index=df.index)
-        elif name == "product_id":
-            col = pd.Series(np.full(n, product_id or 0, dtype="int64"), index=df.index)
+            values = np.full(n, "ab", dtype=object)
+        elif name == "err_scale":
+            values = np.ones(n)
+        elif name in ("n_combined",):
+            values = np.ones(n, dtype="int64")
+        elif name in ("quality_flag", "product_id"):
+            values = np.full(n, 0, dtype="int64")
         elif name == "detected":
-            col = pd.Series(np.zeros(n, dtype=bool), index=df.index)
+            values = np.zeros(n, dtype=bool)
         elif dtype == "float64":
-            col = pd.Series(np.full(n, np.nan), index=df.index)
+            values = np.full(n, np.nan)
         else:
-            col = pd.Series([None] * n, index=df.index, dtype=object)
-        if dtype != "object":
-            col = col.astype(dtype)
-        out[name] = col
+            values = np.full(n, None, dtype=object)
+        table[name] = values
     if product_id is not None:
-        out["product_id"] = pd.Series(np.full(n, product_id, dtype="int64"), index=df.index)
-    table = pd.DataFrame(out, index=df.index)
-    extras = [c for c in df.columns if c not in out]
-    if extras:
-        table = pd.concat([table, df[extras]], axis=1)
-    table = table.sort_values("mjd", kind="stable").reset_index(drop=True)
-    return table
+        table["product_id"] = np.full(n, product_id, dtype="int64")
+    fixed = set(COLUMNS)
+    table = table[COLUMNS + [c for c in df.columns if c not in fixed]]
+    if not table["mjd"].is_monotonic_increasing:
+        table = table.sort_values("mjd", kind="stable")
+    return table.reset_index(drop=True)
 
 
 def empty_table() -> pd.DataFrame:
