@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,3 +116,45 @@ def assert_clean_error(result, code: int) -> str:
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert lines, "no message on stderr"
     return lines[-1] if not lines[-1].startswith("error:") or len(lines) == 1 else lines[-1]
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll PREDICATE until it is true; AssertionError naming WHAT after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_pids(runner: StdqRunner) -> list[int]:
+    """The pids in the workers table of RUNNER's data dir."""
+    path = runner.data_dir / "stdq.sqlite3"
+    if not path.is_file():
+        return []
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT pid FROM workers")]
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+
+
+def stop_workers(runner: StdqRunner) -> None:
+    """SIGTERM the workers of RUNNER's data dir (by pid, from its workers table) and wait."""
+    pids = worker_pids(runner)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + 15
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)

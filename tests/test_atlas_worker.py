@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import stop_workers, wait_until, worker_pids
 from stdq.testing.atlas import TEST_TOKEN
 
 pytest.importorskip("stdq.jobs.worker")
@@ -33,48 +34,12 @@ def db_job(runner, job_id: int) -> dict:
     return row
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def worker_pids(runner) -> list[int]:
-    path = runner.data_dir / "stdq.sqlite3"
-    if not path.is_file():
-        return []
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return [r[0] for r in conn.execute("SELECT pid FROM workers")]
-    except sqlite3.Error:
-        return []
-    finally:
-        conn.close()
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
-
-
-def stop_workers(runner) -> None:
-    """SIGTERM the workers this test's data dir knows (started by the test), and wait."""
-    pids = worker_pids(runner)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + 15
-    for pid in pids:
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 @pytest.fixture

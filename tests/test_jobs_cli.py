@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import sqlite3
 import time
 
 import pytest
 
-from conftest import StdqRunner, assert_clean_error
+from conftest import StdqRunner, assert_clean_error, stop_workers
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer
 
@@ -23,32 +22,6 @@ BAD = ["--ra", "10", "--dec", "-88"]  # outside the emulator's footprint: 400
 
 def configure(runner, **tasks):
     runner.write_settings(slow.settings_extra(**tasks))
-
-
-def stop_workers(runner) -> None:
-    """Stop the workers these tests started (by pid, from the data dir's workers table)."""
-    path = runner.data_dir / "stdq.sqlite3"
-    if not path.is_file():
-        return
-    conn = sqlite3.connect(path)
-    try:
-        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
-    except sqlite3.Error:
-        pids = []
-    conn.close()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-    deadline = time.monotonic() + 15
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
 
 
 def slow_runner(tmp_path, server) -> StdqRunner:

@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_jobs_cli import configure, slow_runner, stop_workers
+from test_jobs_cli import configure, slow_runner
 
-from conftest import ROOT, STDQ_BIN
+from conftest import ROOT, STDQ_BIN, stop_workers
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer
 

@@ -9,8 +9,9 @@ import subprocess
 import time
 
 import pytest
-from test_jobs_cli import SN, configure, slow_runner, stop_workers, submit
+from test_jobs_cli import SN, configure, slow_runner, submit
 
+from conftest import stop_workers
 from stdq.jobs.queue import JobQueue
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sqlite3
 import time
 
 import pytest
 from test_ztf_fps import CREDS_ENV, SECRET_FORMS, SN, settings_without_credentials
+
+from conftest import stop_workers, wait_until
 
 pytest.importorskip("stdq.jobs.worker")
 
@@ -30,42 +31,6 @@ def db_job(runner, job_id: int) -> dict:
     job["checkpoint"] = json.loads(job["checkpoint_json"] or "{}")
     job["events"] = events
     return job
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def stop_workers(runner) -> None:
-    """SIGTERM the workers of this data dir (by pid, from its workers table) and wait for them."""
-    path = runner.data_dir / "stdq.sqlite3"
-    if not path.is_file():
-        return
-    conn = sqlite3.connect(path)
-    try:
-        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
-    except sqlite3.Error:
-        pids = []
-    finally:
-        conn.close()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            continue
-    deadline = time.monotonic() + 15
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
 
 
 @pytest.fixture

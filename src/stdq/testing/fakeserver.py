@@ -393,9 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", metavar="PATH", help="also write a stdq settings file pointing at the emulators")
     args = parser.parse_args(argv)
     server = FakeServer(port=args.port).start()
-    if args.settings:
-        with open(args.settings, "w", encoding="utf-8") as fh:
-            fh.write(settings_toml(server))
+    if args.settings:  # it holds the emulators' test credentials: 0600 like any settings file
+        from pathlib import Path
+
+        from stdq.config import write_private_file
+
+        write_private_file(Path(args.settings), settings_toml(server))
     for emulator in server.emulators:
         print(f"{emulator.name}: {emulator.base_url}", flush=True)
     try:
