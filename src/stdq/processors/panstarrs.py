@@ -312,90 +312,7 @@ def unknown_columns(metadata: list[dict[str, Any]], wanted: tuple[str, ...] | li
 # -- fast vectorized time helpers ---------------------------------------------------------
 
 
-def tai_to_utc(mjd_tai) -> np.ndarray:
-    """TAI MJD -> UTC MJD, exactly as astropy, but fast for a million values.
-
-    TAI-UTC is a whole number of seconds since 1972 and changes only at a leap
-    second, so it is taken from astropy for each distinct day (and the next),
-    and applied as ``tai - n/86400``; the rows of a day in which it changes (and
-    any value before 1972) go through astropy one by one.
-    """
-    import numpy as np
-
-    values = np.asarray(mjd_tai, dtype="float64")
-    out = np.full(values.shape, np.nan)
-    good = np.isfinite(values)
-    if not good.any():
-        return out
-    tai = values[good]
-    days = np.floor(tai)
-    uniq, inverse = np.unique(days, return_inverse=True)
-    edges = np.concatenate([uniq, uniq + 1.0])
-    offsets = (edges - photometry.tai_to_utc_mjd(edges)) * 86400.0
-    start, end = offsets[: uniq.size], offsets[uniq.size :]
-    # astropy's UTC MJD stretches a leap-second day to 86401 s: the offsets of a TAI day
-    # touching one are off a whole second by >= 0.0004 s; float noise here is < 1e-6 s.
-    steady = np.abs(start - end) < 5e-5
-    whole = np.round(start)
-    if uniq.min() < 41317 or (steady.any() and np.abs(start - whole)[steady].max() > 5e-5):
-        out[good] = photometry.tai_to_utc_mjd(tai)  # before 1972: not whole seconds
-        return out
-    utc = tai - whole[inverse] / 86400.0
-    mixed = (~steady)[inverse]
-    if mixed.any():
-        utc[mixed] = photometry.tai_to_utc_mjd(tai[mixed])
-    out[good] = utc
-    return out
-
-
 _TABLES: dict[str, Any] = {}
-
-
-def _time_tables():
-    """``hh:mm:ss.`` for every second of a day and ``sssZ`` + newline for every millisecond."""
-    import numpy as np
-
-    if not _TABLES:
-        _TABLES["seconds"] = np.array(
-            [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}." for s in range(86400)], dtype="S9"
-        )
-        _TABLES["millis"] = np.array([f"{m:03d}Z\n" for m in range(1000)], dtype="S5")
-    return _TABLES["seconds"], _TABLES["millis"]
-
-
-def isot_utc(mjd) -> np.ndarray:
-    """UTC MJD -> ``YYYY-MM-DDThh:mm:ss.sssZ`` strings (object array; '' for NaN).
-
-    The same text as :func:`stdq.photometry.mjd_to_isot` (calendar arithmetic on
-    the millisecond, 86400 s per day), assembled from small tables -- the date of
-    each day, the time of each second, each millisecond -- in one byte buffer that
-    is split into strings once (several times faster on a million rows).
-    """
-    import numpy as np
-
-    values = np.asarray(mjd, dtype="float64")
-    out = np.full(values.shape, "", dtype=object)
-    good = np.isfinite(values) & (values > -678575) & (values < 2973483)  # years 1..9999
-    if not good.any():
-        return out
-    ms = np.round((values[good] - 40587.0) * 86_400_000.0).astype("int64")
-    days, in_day = np.divmod(ms, 86_400_000)
-    first, last = int(days.min()), int(days.max())
-    if last - first < 400_000:
-        day_index = days - first
-        day_numbers = np.arange(first, last + 1)
-    else:
-        day_numbers, day_index = np.unique(days, return_inverse=True)
-    dates = np.char.add(np.datetime_as_string(day_numbers.astype("datetime64[D]")), "T").astype("S11")
-    seconds, millis = _time_tables()
-    buf = np.empty(ms.size, dtype=[("date", "S11"), ("time", "S9"), ("ms", "S5")])
-    buf["date"] = dates[day_index]
-    buf["time"] = seconds[in_day // 1000]
-    buf["ms"] = millis[in_day % 1000]
-    texts = buf.tobytes().decode("ascii").split("\n")
-    texts.pop()
-    out[good] = texts
-    return out
 
 
 def ids_as_text(values) -> np.ndarray:
@@ -529,7 +446,7 @@ class PanstarrsProcessor(DataProcessor):
         drop(~np.isfinite(obs) | (obs == SENTINEL), "obsTime missing (-999 or null)")
         if not keep.all():
             cols = {name: values[keep] for name, values in cols.items()}
-        mjd = tai_to_utc(cols["obsTime"])
+        mjd = photometry.tai_to_utc_mjd(cols["obsTime"])
         lo, hi = product.params.get("mjd_min"), product.params.get("mjd_max")
         if lo is not None or hi is not None:
             outside = np.zeros(len(mjd), dtype=bool)
@@ -568,7 +485,7 @@ class PanstarrsProcessor(DataProcessor):
         nan = np.full(n, np.nan)
         columns: dict[str, Any] = {
             "mjd": mjd,
-            "time_utc": isot_utc(mjd),
+            "time_utc": photometry.mjd_to_isot(mjd),
             "survey": _const("PS1", n),
             "telescope": _const("PS1", n),
             "instrument": _const("GPC1", n),
@@ -636,7 +553,7 @@ class PanstarrsProcessor(DataProcessor):
         else:
             sep = np.full(n_obj, np.nan)
         epoch = _sentinel_nan(_optional(objects, "epochMean", n_obj))
-        mjd = tai_to_utc(epoch)
+        mjd = photometry.tai_to_utc_mjd(epoch)
         frames = []
         for i, f in enumerate(FILTERS):
             if f"{f}MeanPSFMag" not in objects.columns:
@@ -693,7 +610,7 @@ class PanstarrsProcessor(DataProcessor):
         if not frames:
             return photometry.empty_table()
         table = pd.concat(frames, ignore_index=True)
-        table["time_utc"] = isot_utc(table["mjd"].to_numpy())
+        table["time_utc"] = photometry.mjd_to_isot(table["mjd"].to_numpy())
         return table
 
 
