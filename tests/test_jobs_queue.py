@@ -216,3 +216,22 @@ def test_database_is_wal(queue):
     conn = sqlite3.connect(queue.data_dir / "stdq.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_a_job_whose_runner_always_dies_is_failed_not_claimed_for_ever(tmp_path):
+    """Each expired-lease reclaim is an attempt; at max_attempts the job ends as failed."""
+    import time as _time
+
+    from stdq.jobs.queue import JobQueue
+
+    queue = JobQueue(tmp_path)
+    job, _ = queue.submit("slow", {"name": "x", "ra": 1.0, "dec": 2.0}, {}, max_attempts=2)
+    for attempt in (1, 2):
+        claimed = queue.claim(f"dying-{attempt}", lease_seconds=0.01)
+        assert claimed is not None and claimed["attempts"] == attempt
+        _time.sleep(0.05)  # the runner "dies": its lease runs out
+    assert queue.claim("next", lease_seconds=10) is None
+    ended = queue.require(job["id"])
+    assert ended["state"] == "failed" and ended["exit_code"] == 1
+    assert "2 attempts" in ended["error"] and "jobs retry" in ended["error"]
+    queue.close()

@@ -207,11 +207,28 @@ class JobQueue(db.Database):
             extra += f" AND service IN ({marks})"
             args.update({f"s{i}": s for i, s in enumerate(services)})
         with db.transaction(self.conn) as conn:
-            row = conn.execute(
-                "SELECT id, state, lease_owner FROM jobs WHERE state = 'running'"
-                f" AND lease_expires < :now{extra} ORDER BY id LIMIT 1",
-                args,
-            ).fetchone()
+            while True:
+                row = conn.execute(
+                    "SELECT id, state, lease_owner, attempts, max_attempts FROM jobs"
+                    f" WHERE state = 'running' AND lease_expires < :now{extra} ORDER BY id LIMIT 1",
+                    args,
+                ).fetchone()
+                if row is None or row["attempts"] < row["max_attempts"]:
+                    break
+                # Its runner died on every attempt (a job that kills its process, say):
+                # end it instead of handing it to the next runner for ever.
+                error = (
+                    f"the job's runner stopped without ending it on each of {row['attempts']}"
+                    f" attempts (last: {row['lease_owner']}); not taken up again"
+                    f"\nlook at its events (stdq jobs logs {row['id']}); run it again: stdq jobs retry {row['id']}"
+                )
+                conn.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = :now, updated_at = :now,"
+                    " error = :error, exit_code = 1, lease_owner = NULL, lease_expires = NULL"
+                    " WHERE id = :id",
+                    {"now": now, "error": error, "id": row["id"]},
+                )
+                self._event(conn, row["id"], "failed", error)
             if row is None:
                 row = conn.execute(
                     "SELECT id, state, lease_owner FROM jobs WHERE state = 'queued'"
