@@ -279,3 +279,25 @@ def test_wait_starts_a_worker_for_a_job_due_again(sq):
     done = show(sq, job)
     assert (done["state"], done["attempts"]) == ("succeeded", 2)
     assert len(sq.server.log_of(emulator="slow", method="POST")) == 4
+
+
+def test_foreground_query_says_when_no_worker_will_come(sq):
+    """autostart_worker = false and no worker: the waiting query says so, then finishes
+    once a worker is started."""
+    import subprocess
+
+    configure(sq, autostart_worker=False)
+    proc = sq.popen("query", "slow", *SN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 30
+        while "stdq jobs worker" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "none is running" in line and "stdq jobs worker" in line
+        assert sq.run("jobs", "worker", "--burst").returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "rows" in out

@@ -225,13 +225,14 @@ def follow_job(state, job_id: int, *, timeout: float | None = None) -> dict[str,
     becomes due and none is alive (a job queued again with backoff).
     """
     from stdq.errors import Interrupted, StdqError
-    from stdq.jobs.queue import FINAL_STATES, is_abandoned
+    from stdq.jobs.queue import FINAL_STATES, is_abandoned, live_workers
 
     queue = state.session.queue
     started = time.monotonic()
     live = None
     last_text = None
     next_spawn_check = time.monotonic() + 2.0
+    told_no_worker = False
     pause = 0.1
     try:
         if not plain_stderr():
@@ -268,6 +269,14 @@ def follow_job(state, job_id: int, *, timeout: float | None = None) -> dict[str,
             if job["state"] == "queued" and time.monotonic() >= next_spawn_check:
                 _ensure_worker(state.settings)
                 next_spawn_check = time.monotonic() + 2.0
+                if not told_no_worker and not state.settings.tasks.autostart_worker and not (
+                    live_workers(queue.conn, state.settings.tasks.lease_seconds)
+                ):
+                    told_no_worker = True
+                    message(
+                        f"job {job_id} waits for a worker and none is running ([tasks]"
+                        " autostart_worker = false): start one with `stdq jobs worker`"
+                    )
             time.sleep(pause)
             pause = min(0.5, pause * 1.5)
     except KeyboardInterrupt:
