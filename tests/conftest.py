@@ -32,9 +32,11 @@ def realdata() -> Path:
 
 
 @pytest.fixture
-def fake_server():
-    """Every emulator of stdq.testing, fresh for each test."""
-    server = FakeServer().start()
+def fake_server(request):
+    """The emulators, fresh for each test: every one of stdq.testing, or those a test
+    module lists in its ``EMULATORS`` (a function returning Emulator instances)."""
+    make = getattr(request.module, "EMULATORS", None)
+    server = FakeServer(make() if make else None).start()
     try:
         yield server
     finally:

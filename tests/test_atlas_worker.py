@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 import pytest
+from test_atlas_limiter import max_in_window
 
 from conftest import stop_workers, wait_until, worker_pids
 from stdq.testing.atlas import TEST_TOKEN
@@ -161,14 +162,6 @@ def test_full_queue_is_retried_later_in_the_background(wq):
     assert len(atlas_log(stdq, "POST")) == 1 and not emulator.tasks
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @pytest.mark.slow

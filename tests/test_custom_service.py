@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_clean_error
-from stdq.testing.fakeserver import FakeServer, settings_toml
+from stdq.testing.fakeserver import settings_toml
 
 EXAMPLE = ROOT / "examples" / "custom_service"
 SERVICE_CLASS = "stdq_gaia_alerts.service:GaiaAlertsService"
@@ -48,14 +48,8 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def fake_server():
-    """Only the example's emulator (mounted by the tests): the built-in ones are not needed."""
-    server = FakeServer(emulators=[]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# Only the example's emulator (mounted by the tests): the built-in ones are not needed.
+EMULATORS = list
 
 
 @pytest.fixture(scope="module")

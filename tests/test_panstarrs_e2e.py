@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_panstarrs_processor import sep_arcsec, tai_minus_utc
 
 from conftest import assert_clean_error
 from stdq.testing import sky
@@ -30,20 +31,8 @@ BLEND_BITS = 0x100 | 0x4000
 HAVE_RESOLVERS = (Path(__file__).resolve().parents[1] / "src/stdq/testing/resolvers.py").is_file()
 
 
-def tai_minus_utc(mjd_tai: float) -> int:
-    if mjd_tai < 56109:
-        return 34
-    if mjd_tai < 57204:
-        return 35
-    if mjd_tai < 57754:
-        return 36
-    return 37
 
 
-def haversine_arcsec(ra1, dec1, ra2, dec2) -> float:
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(math.sqrt(h))) * 3600
 
 
 def configure(stdq, *, timeout: float | None = None, max_retries: int | None = None,
@@ -118,7 +107,7 @@ def check_light_curve(product_dir: Path, table: list[dict[str, str]], target_ra:
         flags[raw["detectID"]] = expected
         assert row["detected"] == "True" and row["limit"] == "" and row["flux_kind"] == "total"
         assert float(row["sep_arcsec"]) == pytest.approx(
-            haversine_arcsec(target_ra, target_dec, float(raw["ra"]), float(raw["dec"])), abs=1e-6
+            sep_arcsec(target_ra, target_dec, float(raw["ra"]), float(raw["dec"])), abs=1e-6
         )
     assert seen_offsets == {34, 35, 36}
     assert seen_years == {"2010", "2011", "2013", "2014", "2016"}
@@ -183,7 +172,7 @@ def test_all_objects_adds_the_neighbour_with_its_id_and_separation(stdq):
     raws = {r["detectID"]: r for r in raw_rows(product_dir, "detection-")}
     for row in neighbour:
         raw = raws[row["source_row_id"]]
-        sep = haversine_arcsec(SN.ra, SN.dec, float(raw["ra"]), float(raw["dec"]))
+        sep = sep_arcsec(SN.ra, SN.dec, float(raw["ra"]), float(raw["dec"]))
         assert float(row["sep_arcsec"]) == pytest.approx(sep, abs=1e-6)
         assert float(row["sep_arcsec"]) == pytest.approx(1.5, abs=0.01)  # 1.2" east, 0.9" north
     assert info["rows"] == 47 + 12

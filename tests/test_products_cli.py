@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_clean_error
-from stdq.testing.fakeserver import FakeServer
 
 PLUGINS = ROOT / "tests" / "plugins"
 
@@ -31,14 +30,8 @@ def fake_table(snr_threshold: float) -> str:
     )
 
 
-@pytest.fixture
-def fake_server():
-    """No emulator is needed: the fake service does no HTTP."""
-    server = FakeServer(emulators=[]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# No emulator is needed: the fake service does no HTTP.
+EMULATORS = list
 
 
 @pytest.fixture

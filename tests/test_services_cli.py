@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_clean_error
-from stdq.testing.fakeserver import FakeServer
 
 PLUGINS = ROOT / "tests" / "plugins"
 FAKE_TABLE = """
@@ -30,14 +29,8 @@ fake_photometry = "fake_phot:FakeProcessor"
 SECRET = "hush-0123456789"
 
 
-@pytest.fixture
-def fake_server():
-    """No emulator is needed: the fake service does no HTTP."""
-    server = FakeServer(emulators=[]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# No emulator is needed: the fake service does no HTTP.
+EMULATORS = list
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from conftest import assert_clean_error
 from stdq.errors import BadInput
 from stdq.targets import parse_dec, parse_mast_resolver, parse_position, parse_ra, parse_sesame
-from stdq.testing.fakeserver import FakeServer
 from stdq.testing.resolvers import MastResolverEmulator, SesameEmulator
 
 # The sky of the emulators (stdq.testing.sky), written out here by hand.
@@ -19,14 +18,10 @@ SN_RA, SN_DEC = 210.910674, 54.311650
 NGC_RA, NGC_DEC = 170.5750583, 59.0742417
 
 
-@pytest.fixture
-def fake_server():
+
+def EMULATORS():  # noqa: N802 - read by conftest's fake_server
     """Only the two resolver emulators: these tests need no survey service."""
-    server = FakeServer([SesameEmulator(), MastResolverEmulator()]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return [SesameEmulator(), MastResolverEmulator()]
 
 
 def resolve_json(stdq, name: str, *extra: str) -> dict:

@@ -82,3 +82,16 @@ def progress_printer():
                 message(f"… {text}")
 
     return show
+
+
+def output_options(help_text: str = "Write the table here ('-' = stdout)."):
+    """The -o/--output and --format options of commands that write a photometry table."""
+
+    def decorate(func):
+        func = click.option(
+            "--format", "fmt", type=click.Choice(["csv", "ecsv", "json"]),
+            help="Format for -o (default: from the file name, else csv).",
+        )(func)
+        return click.option("-o", "--output", metavar="PATH|-", help=help_text)(func)
+
+    return decorate

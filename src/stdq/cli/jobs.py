@@ -17,6 +17,7 @@ from stdq.cli.common import (
     exit_with,
     fmt_time,
     message,
+    output_options,
     plain_stderr,
     print_table,
     progress_printer,
@@ -302,8 +303,7 @@ def logs(ctx, job_id, follow, lines, json_output) -> None:
 
 @jobs.command("result")
 @click.argument("job_id", type=int)
-@click.option("-o", "--output", metavar="PATH|-", help="Write the table here ('-' = stdout).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "ecsv", "json"]), help="Format for -o (default: from the file name, else csv).")
+@output_options()
 @json_flag
 @click.pass_context
 def result(ctx, job_id, output, fmt, json_output) -> None:
@@ -505,8 +505,7 @@ def _wait_until_final(queue: JobQueue, job_id: int) -> dict[str, Any]:
 
 @jobs.command("retry")
 @click.argument("job_id", type=int)
-@click.option("-o", "--output", metavar="PATH|-", help="In-process job: also write the table here.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "ecsv", "json"]), help="Format for -o.")
+@output_options("In-process job: also write the table here ('-' = stdout).")
 @json_flag
 @click.pass_context
 def retry(ctx, job_id, output, fmt, json_output) -> None:
