@@ -10,52 +10,16 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from stdq import db
 from stdq.errors import BadInput, QueryFailed, ResolveError, StdqError, TemporaryFailure
+from stdq.records import Target
 
 if TYPE_CHECKING:
     from stdq.config import Settings
     from stdq.store import Store
-
-
-@dataclass(frozen=True)
-class Target:
-    """One position on the sky, with the name it was asked by and who resolved it."""
-
-    ra: float
-    dec: float
-    name: str | None = None
-    resolver: str = "coordinates"
-    canonical: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "ra": self.ra,
-            "dec": self.dec,
-            "resolver": self.resolver,
-            "canonical": self.canonical,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Target:
-        return cls(
-            ra=float(data["ra"]),
-            dec=float(data["dec"]),
-            name=data.get("name"),
-            resolver=data.get("resolver") or "coordinates",
-            canonical=data.get("canonical"),
-        )
-
-    @property
-    def label(self) -> str:
-        from stdq.store import coordinate_name
-
-        return self.name or coordinate_name(self.ra, self.dec)
 
 
 # -- coordinates ------------------------------------------------------------------
