@@ -10,6 +10,7 @@ Layout (DESIGN.md "Data on disk")::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,9 @@ from typing import IO, Any
 
 from stdq import db
 from stdq.errors import BadInput
+from stdq.records import Product, RawFile, coordinate_name
+
+__all__ = ["DataProduct", "Product", "RawFile", "Store", "atomic_write", "coordinate_name", "safe_name", "sha256_file"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -30,11 +34,6 @@ def safe_name(name: str) -> str:
     """NAME made safe for one path component ("SN 2023ixf" -> "SN_2023ixf")."""
     cleaned = _UNSAFE.sub("_", name.strip()).strip("._")
     return cleaned or "target"
-
-
-def coordinate_name(ra: float, dec: float) -> str:
-    """``J<ra>+<dec>`` in degrees with six decimals, for a target given by coordinates."""
-    return f"J{ra:.6f}{dec:+.6f}"
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[IO[bytes]], None]) -> None:
@@ -62,18 +61,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@dataclass
-class RawFile:
-    """One answer of a service, kept byte for byte."""
-
-    name: str
-    path: Path
-    sha256: str
-    bytes: int
-    url: str | None = None  # redacted
-    content_type: str | None = None
 
 
 @dataclass
@@ -252,3 +239,96 @@ class Store(db.Database):
         cols = ", ".join(f"{k} = ?" for k in fields)
         with db.transaction(self.conn) as conn:
             conn.execute(f"UPDATE products SET {cols} WHERE id = ?", (*fields.values(), product_id))
+
+    # -- the catalog as records -----------------------------------------------------------
+    def get_product(self, product_id: int) -> Product | None:
+        """The catalog row of PRODUCT_ID as a Product, or None."""
+        row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
+        return Product.from_row(row) if row else None
+
+    def require_product(self, product_id: int) -> Product:
+        product = self.get_product(product_id)
+        if product is None:
+            raise BadInput(f"no product with id {product_id}", hint="list them: stdq products list")
+        return product
+
+    def products(
+        self, target: str | None = None, *, service: str | None = None, limit: int | None = None
+    ) -> list[Product]:
+        """Catalog rows, newest first; only TARGET's (case ignored) / SERVICE's when given."""
+        sql = "SELECT * FROM products"
+        where: list[str] = []
+        args: list[Any] = []
+        if target:
+            where.append("target = ? COLLATE NOCASE")
+            args.append(target)
+        if service:
+            where.append("service = ?")
+            args.append(service)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [Product.from_row(r) for r in self.conn.execute(sql, args)]
+
+    def inspect_product(self, product_id: int) -> Product:
+        """The product with product.json and every raw file checked against its recorded sha256.
+
+        A raw file's status: "ok", "changed" (sha256 differs), "missing" (recorded,
+        not on disk) or "not recorded" (on disk, not in product.json); every status
+        but "ok" is also a line of ``problems``.
+        """
+        product = self.require_product(product_id)
+        folder = product.path
+        meta, meta_problem = _read_meta(folder / "product.json")
+        recorded = {r.get("name"): r for r in meta.get("raw_files") or [] if isinstance(r, dict)}
+        raw_dir = folder / "raw"
+        on_disk = (
+            sorted(p.name for p in raw_dir.iterdir() if not p.name.startswith("."))
+            if raw_dir.is_dir() else []
+        )
+        raw_files: list[RawFile] = []
+        problems: list[str] = []
+        for name in sorted(set(recorded) | set(on_disk), key=str):
+            info = recorded.get(name, {})
+            path = raw_dir / str(name)
+            actual = sha256_file(path) if path.is_file() else None
+            if actual is None:
+                status = "missing"
+            elif not info.get("sha256"):
+                status = "not recorded"
+            else:
+                status = "ok" if actual == info["sha256"] else "changed"
+            if status != "ok":
+                problems.append(f"raw/{name}: {status}")
+            raw_files.append(
+                RawFile(
+                    name=str(name),
+                    path=path,
+                    sha256=info.get("sha256") or actual or "",
+                    bytes=path.stat().st_size if path.is_file() else int(info.get("bytes") or 0),
+                    url=info.get("url"),
+                    content_type=info.get("content_type"),
+                    status=status,
+                    sha256_on_disk=actual,
+                )
+            )
+        if meta_problem:
+            problems.append(meta_problem)
+        return dataclasses.replace(
+            product, raw_files=tuple(raw_files), problems=tuple(problems), meta=meta,
+            meta_problem=meta_problem,
+        )
+
+
+def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
+    """product.json as a dict, and why it could not be read (None when fine or absent)."""
+    if not path.is_file():
+        return {}, None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {}, f"product.json cannot be read ({type(exc).__name__})"
+    return (meta if isinstance(meta, dict) else {}), None
