@@ -12,6 +12,7 @@ is on the start-up path of every command.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -31,7 +32,12 @@ TASKS_DEFAULTS: dict[str, Any] = {
     "lease_seconds": 30.0,
     "max_attempts": 5,
 }
-HTTP_DEFAULTS: dict[str, Any] = {"timeout": 30.0, "max_retries": 4}
+HTTP_DEFAULTS: dict[str, Any] = {
+    "timeout": 30.0,
+    "max_retries": 4,
+    "deadline": 300.0,
+    "max_bytes": 512 * 1024 * 1024,
+}
 RESOLVER_DEFAULTS: dict[str, Any] = {
     "order": ["local", "sesame", "mast"],
     "sesame_url": "https://cds.unistra.fr/cgi-bin/nph-sesame",
@@ -92,6 +98,8 @@ class TaskSettings:
 class HttpSettings:
     timeout: float = 30.0
     max_retries: int = 4
+    deadline: float = 300.0  # seconds for a whole request, its body included
+    max_bytes: int = 512 * 1024 * 1024  # the most bytes read from one answer
 
 
 @dataclass(frozen=True)
@@ -332,6 +340,9 @@ def load_settings(
     http = _typed_table(raw.get("http"), HTTP_DEFAULTS, "http", path)
     if http["timeout"] <= 0 or http["max_retries"] < 0:
         raise ConfigError(f"{path}: [http] timeout must be > 0 and max_retries >= 0")
+    for key in ("deadline", "max_bytes"):
+        if not (math.isfinite(http[key]) and http[key] > 0):
+            raise ConfigError(f"{path}: [http] {key} must be a finite number > 0, not {http[key]!r}")
     resolver = _typed_table(raw.get("resolver"), RESOLVER_DEFAULTS, "resolver", path)
     if not resolver["order"]:
         raise ConfigError(f"{path}: [resolver] order is empty", hint=f"known resolvers: {', '.join(KNOWN_RESOLVERS)}")

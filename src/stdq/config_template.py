@@ -39,6 +39,11 @@ TEMPLATE = """\
 # timeout = 30
 # Retries of ONE request on connection errors, timeouts, HTTP 5xx and 429.
 # max_retries = 4
+# Seconds for a whole request: its retries and the whole answer, however slowly
+# it comes (on top of `timeout`, which counts between bytes). Finite, > 0.
+# deadline = 300
+# The most bytes read from one answer (512 MiB); a longer answer is an error.
+# max_bytes = 536870912
 
 # [resolver]
 # Resolvers asked in turn for a target name: "local" (the targets table of
