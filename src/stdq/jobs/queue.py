@@ -6,31 +6,52 @@ either by a worker (runner "worker") or in the calling process (runner
 renews; a worker job whose lease expired is claimed again and resumes from its
 checkpoint; an in-process job whose process died waits for ``stdq jobs retry``
 (a process of this host that no longer exists counts as dead at once). Writes
-go through ``BEGIN IMMEDIATE`` transactions, so concurrent processes serialize
-on SQLite's lock (with a long busy timeout) instead of failing with "database
-is locked". Submitting the same service, coordinates (to 1e-6 degree) and
-cleaned parameters while such a job is queued or running returns that job.
+go through ``BEGIN IMMEDIATE`` transactions of :class:`stdq.db.Database`, so
+concurrent processes serialize on SQLite's lock instead of failing with
+"database is locked". Submitting the same service, coordinates (to 1e-6
+degree) and cleaned parameters while such a job is queued or running returns
+that job (``reused``). Time comes from the database's clock, so tests inject one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
-import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
-from stdq import db
+from stdq import db as db_module
+from stdq.db import Database
 from stdq.errors import BadInput
+from stdq.records import (
+    RUNNERS,
+    Job,
+    JobEvent,
+    JobState,
+    Target,
+    hostname,
+    owner_dead,
+    pid_alive,
+)
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-RUNNERS = ("worker", "inprocess")
+__all__ = [
+    "FINAL_STATES", "RETRY_BACKOFF_BASE", "RETRY_BACKOFF_CAP", "RUNNERS", "STATES", "JobQueue",
+    "hostname", "idempotency_key", "is_abandoned", "live_workers", "owner_dead", "owner_id",
+    "pid_alive", "public", "retry_delay", "worker_id",
+]
+
+STATES = tuple(str(s) for s in JobState)
+FINAL_STATES = tuple(str(s) for s in JobState if s.final)
 RETRY_BACKOFF_BASE = 30.0  # seconds before the 2nd attempt of a temporarily failed job
-RETRY_BACKOFF_CAP = 3600.0
+RETRY_BACKOFF_CAP = 3600.0  # the longest wait before a next attempt, whatever a server says
+WORKER_SPAWN_GRACE = 15.0  # a worker row counts as alive this long after its last heartbeat, at least
 
 
-def idempotency_key(service: str, ra: float, dec: float, params: dict[str, Any]) -> str:
+def idempotency_key(service: str, ra: float, dec: float, params: Mapping[str, Any]) -> str:
     """Service + coordinates to 1e-6 degree + cleaned parameters."""
     import hashlib
 
@@ -40,114 +61,129 @@ def idempotency_key(service: str, ra: float, dec: float, params: dict[str, Any])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def hostname() -> str:
-    """This host's name (os.uname: cheaper to import than socket)."""
-    if hasattr(os, "uname"):
-        return os.uname().nodename
-    import socket  # pragma: no cover - Windows
-
-    return socket.gethostname()
-
-
 def owner_id() -> str:
     """Identifies this process as a lease owner: host:pid:random."""
     return f"{hostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process PID exists on this host (a zombie counts as alive)."""
-    if pid <= 0:
-        return False
+def worker_id(pid: int | None = None) -> str:
+    return f"{hostname()}:{pid or os.getpid()}"
+
+
+def _finite_wait(seconds: float | None) -> float | None:
+    """SECONDS as a wait we may store: None when absent, negative or not finite; at most the cap."""
+    if seconds is None:
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def owner_dead(owner: str | None) -> bool:
-    """True when OWNER (host:pid:random) is a process of this host that no longer exists."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != hostname() or not pid_text.isdigit():
-        return False
-    return not pid_alive(int(pid_text))
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, RETRY_BACKOFF_CAP)
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> float:
-    """Wait before attempt ATTEMPTS+1 of a job that failed temporarily."""
-    backoff = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * 2 ** max(0, attempts - 1))
-    return max(backoff, retry_after or 0.0)
+    """Wait before attempt ATTEMPTS+1 of a job that failed temporarily.
 
-
-def _job(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    job = dict(row)
-    job["target"] = json.loads(job.pop("target_json"))
-    job["params"] = json.loads(job.pop("params_json"))
-    job["checkpoint"] = json.loads(job.pop("checkpoint_json") or "{}")
-    job["products"] = json.loads(job.pop("products_json") or "[]")
-    return job
-
-
-PUBLIC_KEYS = (
-    "id", "state", "service", "target", "params", "runner", "attempts", "max_attempts",
-    "progress", "error", "exit_code", "rows", "detections", "products", "note", "checkpoint",
-    "created_at", "started_at", "finished_at", "run_after", "cancel_requested", "lease_expires",
-)
-
-
-def public(job: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """The documented JSON of a job (``stdq jobs list/show``), without events.
-
-    ``abandoned`` is true for a running job whose runner stopped renewing its
-    lease (a worker job is then taken up again; an in-process one waits for
-    ``stdq jobs retry``).
+    30 s doubling per attempt up to an hour; a server's RETRY_AFTER wins when
+    longer, but a negative, non-finite or absurd one never counts past the hour.
     """
-    now = time.time() if now is None else now
-    out = {key: job.get(key) for key in PUBLIC_KEYS}
-    out["cancel_requested"] = bool(job.get("cancel_requested"))
-    out["abandoned"] = is_abandoned(job, now)
-    return out
+    exponent = min(max(0, attempts - 1), 20)
+    backoff = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * 2**exponent)
+    return max(backoff, _finite_wait(retry_after) or 0.0)
 
 
-def is_abandoned(job: dict[str, Any], now: float | None = None) -> bool:
+def is_abandoned(job: Job, now: float | None = None) -> bool:
     """A running job whose lease ran out, or whose runner on this host is gone."""
-    if job.get("state") != "running":
-        return False
-    now = time.time() if now is None else now
-    return (job.get("lease_expires") or 0) < now or owner_dead(job.get("lease_owner"))
+    return job.is_abandoned(now)
 
 
-class JobQueue(db.Database):
-    """The jobs and job_events tables of one data directory."""
+def public(job: Job, now: float | None = None) -> dict[str, Any]:
+    """The documented JSON of a job (``Job.to_json``)."""
+    return job.to_json(now)
+
+
+def _one(row: sqlite3.Row | None) -> Job | None:
+    return None if row is None else Job.from_row(row)
+
+
+def _open(database: Database | Path | str) -> tuple[Database, bool]:
+    """(the Database, whether we opened it and so close it)."""
+    if isinstance(database, (str, os.PathLike)):
+        return Database(Path(database)), True
+    return database, False
+
+
+def _no_job(job_id: int) -> BadInput:
+    return BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
+
+
+class JobQueue:
+    """The jobs, job_events and workers tables of one data directory."""
+
+    def __init__(self, database: Database | Path | str):
+        self.db, self._owned = _open(database)
+
+    # -- the database -----------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.db.data_dir)
+
+    def now(self) -> float:
+        """The time of the database's clock (injectable: tests pass their own)."""
+        clock = getattr(self.db, "clock", None)
+        if clock is None:  # pragma: no cover - an older Database
+            import time
+
+            return time.time()
+        return float(clock())
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        transaction = getattr(self.db, "transaction", None)
+        if transaction is not None:
+            return transaction()  # type: ignore[no-any-return]
+        return db_module.transaction(self.conn)  # pragma: no cover - an older Database
+
+    def _writable(self, what: str) -> None:
+        check = getattr(self.db, "require_writable", None)
+        if check is not None:
+            check(what)
+
+    def close(self) -> None:
+        if self._owned:
+            self.db.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- submitting -----------------------------------------------------------------
     def submit(
         self,
         service: str,
-        target: dict[str, Any],
-        params: dict[str, Any],
+        target: Target | Mapping[str, Any],
+        params: Mapping[str, Any],
         *,
         runner: str = "worker",
         max_attempts: int = 5,
         force: bool = False,
-    ) -> tuple[dict[str, Any], bool]:
-        """Queue a job; returns (job, created). An identical queued or running job is
-        returned instead of a new one (created False) unless FORCE."""
+    ) -> Job:
+        """Queue a job. An identical queued or running job is returned instead of a new
+        one (its ``reused`` is True) unless FORCE."""
         if runner not in RUNNERS:
             raise ValueError(runner)
-        ra, dec = float(target["ra"]), float(target["dec"])
-        key = idempotency_key(service, ra, dec, params)
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+        self._writable("submit a job")
+        target = target if isinstance(target, Target) else Target.from_dict(target)
+        key = idempotency_key(service, target.ra, target.dec, dict(params))
+        now = self.now()
+        with self._tx() as conn:
             if not force:
                 row = conn.execute(
                     "SELECT * FROM jobs WHERE idem_key = ? AND state IN ('queued', 'running')"
@@ -155,29 +191,20 @@ class JobQueue(db.Database):
                     (key,),
                 ).fetchone()
                 if row is not None:
-                    return _job(row), False
+                    return _reused(Job.from_row(row))
             cur = conn.execute(
                 "INSERT INTO jobs (service, target_name, ra, dec, target_json, params_json, idem_key,"
                 " runner, state, max_attempts, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                 (
-                    service,
-                    target.get("name"),
-                    ra,
-                    dec,
-                    json.dumps(target),
-                    json.dumps(params, sort_keys=True),
-                    key,
-                    runner,
-                    max_attempts,
-                    now,
-                    now,
+                    service, target.name, target.ra, target.dec, json.dumps(target.as_dict()),
+                    json.dumps(dict(params), sort_keys=True), key, runner, max_attempts, now, now,
                 ),
             )
-            job_id = int(cur.lastrowid)
-            self._event(conn, job_id, "submitted", f"queued for {runner}")
+            job_id = int(cur.lastrowid or 0)
+            self._event(conn, job_id, "submitted", f"queued for {runner}", now)
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row), True
+        return Job.from_row(row)
 
     # -- claiming and leases -----------------------------------------------------------
     def claim(
@@ -188,15 +215,16 @@ class JobQueue(db.Database):
         job_id: int | None = None,
         runner: str = "worker",
         services: list[str] | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> Job | None:
         """Take the next runnable job (or JOB_ID) with a lease; None when there is none.
 
         Runnable: running with an expired lease (its runner died: taken first, it
         resumes from its checkpoint, or cleans up when a cancel was asked), else
-        queued and due (oldest due first). One ``BEGIN IMMEDIATE`` transaction:
-        two claimers never get the same job.
+        queued and due (oldest due first). Each reclaim counts as an attempt; a job
+        whose runner died on every one of its max_attempts ends as failed. One
+        ``BEGIN IMMEDIATE`` transaction: two claimers never get the same job.
         """
-        now = time.time()
+        now = self.now()
         extra = " AND runner = :runner"
         args: dict[str, Any] = {"now": now, "runner": runner}
         if job_id is not None:
@@ -206,7 +234,7 @@ class JobQueue(db.Database):
             marks = ",".join(f":s{i}" for i in range(len(services)))
             extra += f" AND service IN ({marks})"
             args.update({f"s{i}": s for i, s in enumerate(services)})
-        with db.transaction(self.conn) as conn:
+        with self._tx() as conn:
             while True:
                 row = conn.execute(
                     "SELECT id, state, lease_owner, attempts, max_attempts FROM jobs"
@@ -228,7 +256,7 @@ class JobQueue(db.Database):
                     " WHERE id = :id",
                     {"now": now, "error": error, "id": row["id"]},
                 )
-                self._event(conn, row["id"], "failed", error)
+                self._event(conn, row["id"], "failed", error, now)
             if row is None:
                 row = conn.execute(
                     "SELECT id, state, lease_owner FROM jobs WHERE state = 'queued'"
@@ -251,13 +279,13 @@ class JobQueue(db.Database):
                     f"lease of {row['lease_owner']} expired; resumed by {owner}"
                     f" (attempt {claimed['attempts']})"
                 )
-            self._event(conn, row["id"], "claimed", message)
-        return _job(claimed)
+            self._event(conn, row["id"], "claimed", message, now)
+        return Job.from_row(claimed)
 
     def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> tuple[bool, bool]:
         """Renew the lease; returns (still ours, cancel requested)."""
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+        now = self.now()
+        with self._tx() as conn:
             row = conn.execute(
                 "UPDATE jobs SET lease_expires = ?, updated_at = ? WHERE id = ? AND lease_owner = ?"
                 " AND state = 'running' RETURNING cancel_requested",
@@ -274,40 +302,59 @@ class JobQueue(db.Database):
         return bool(row and row["cancel_requested"])
 
     # -- while running ------------------------------------------------------------------
-    def set_progress(self, job_id: int, text: str) -> None:
-        with db.transaction(self.conn) as conn:
-            row = conn.execute("SELECT progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is not None and row["progress"] == text:
-                return
-            conn.execute(
-                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?",
-                (text, time.time(), job_id),
-            )
-            self._event(conn, job_id, "progress", text)
+    def set_progress(self, job_id: int, text: str, wait_until: float | None = None) -> None:
+        """The job's progress line, and when what it waits for ends (a retry: unix time).
 
-    def save_checkpoint(self, job_id: int, checkpoint: dict[str, Any]) -> None:
-        with db.transaction(self.conn) as conn:
+        A new text is also an event; WAIT_UNTIL is stored only when finite and
+        within the backoff cap of now.
+        """
+        now = self.now()
+        until = None
+        if wait_until is not None:
+            left = _finite_wait(float(wait_until) - now) if math.isfinite(wait_until) else None
+            until = None if left is None else now + left
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return
+            has_wait = "wait_until" in row.keys()  # noqa: SIM118 (a Row: `in` tests values)
+            if row["progress"] == text and (not has_wait or row["wait_until"] == until):
+                return
+            if has_wait:
+                conn.execute(
+                    "UPDATE jobs SET progress = ?, wait_until = ?, updated_at = ? WHERE id = ?",
+                    (text, until, now, job_id),
+                )
+            else:  # a database before migration 2
+                conn.execute(
+                    "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?", (text, now, job_id)
+                )
+            if row["progress"] != text:
+                self._event(conn, job_id, "progress", text, now)
+
+    def save_checkpoint(self, job_id: int, checkpoint: Mapping[str, Any]) -> None:
+        with self._tx() as conn:
             conn.execute(
                 "UPDATE jobs SET checkpoint_json = ?, updated_at = ? WHERE id = ?",
-                (json.dumps(checkpoint, sort_keys=True), time.time(), job_id),
+                (json.dumps(dict(checkpoint), sort_keys=True), self.now(), job_id),
             )
 
     def add_event(self, job_id: int, kind: str, message: str) -> None:
-        with db.transaction(self.conn) as conn:
-            self._event(conn, job_id, kind, message)
+        with self._tx() as conn:
+            self._event(conn, job_id, kind, message, self.now())
 
     @staticmethod
-    def _event(conn: sqlite3.Connection, job_id: int, kind: str, message: str) -> None:
+    def _event(conn: sqlite3.Connection, job_id: int, kind: str, message: str, now: float) -> None:
         conn.execute(
             "INSERT INTO job_events (job_id, ts, kind, message) VALUES (?, ?, ?, ?)",
-            (job_id, time.time(), kind, message),
+            (job_id, now, kind, message),
         )
 
     # -- ending -------------------------------------------------------------------------
     def finish(
         self,
         job_id: int,
-        state: str,
+        state: JobState | str,
         *,
         owner: str | None = None,
         rows: int | None = None,
@@ -318,58 +365,53 @@ class JobQueue(db.Database):
         exit_code: int | None = None,
     ) -> bool:
         """End a job in STATE; False when OWNER no longer holds it (nothing changed)."""
-        if state not in FINAL_STATES:
+        state = JobState(state)
+        if not state.final:
             raise ValueError(state)
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+        now = self.now()
+        with self._tx() as conn:
             sql = (
                 "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, rows = ?,"
                 " detections = ?, products_json = COALESCE(?, products_json), note = ?, error = ?,"
                 " exit_code = ?, lease_owner = NULL, lease_expires = NULL WHERE id = ?"
             )
             args: list[Any] = [
-                state,
-                now,
-                now,
-                rows,
-                detections,
+                str(state), now, now, rows, detections,
                 json.dumps(products) if products is not None else None,
-                note,
-                error,
-                exit_code,
-                job_id,
+                note, error, exit_code, job_id,
             ]
             if owner is not None:
                 sql += " AND lease_owner = ?"
                 args.append(owner)
             cur = conn.execute(sql, args)
             if cur.rowcount:
-                self._event(conn, job_id, state, error or note or state)
+                self._event(conn, job_id, str(state), error or note or str(state), now)
         return bool(cur.rowcount)
 
-    def requeue(
-        self, job_id: int, *, owner: str | None, delay: float, error: str
-    ) -> bool:
-        """Put a running job back in the queue, due after DELAY seconds."""
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+    def requeue(self, job_id: int, *, owner: str | None, delay: float, error: str) -> bool:
+        """Put a running job back in the queue, due after DELAY seconds (at most an hour;
+        a non-finite or negative DELAY counts as the hour)."""
+        wait = _finite_wait(delay)
+        wait = RETRY_BACKOFF_CAP if wait is None else wait
+        now = self.now()
+        with self._tx() as conn:
             sql = (
                 "UPDATE jobs SET state = 'queued', run_after = ?, updated_at = ?, error = ?,"
                 " lease_owner = NULL, lease_expires = NULL WHERE id = ? AND state = 'running'"
             )
-            args: list[Any] = [now + delay, now, error, job_id]
+            args: list[Any] = [now + wait, now, error, job_id]
             if owner is not None:
                 sql += " AND lease_owner = ?"
                 args.append(owner)
             cur = conn.execute(sql, args)
             if cur.rowcount:
-                self._event(conn, job_id, "retry", f"{error}; queued again in {delay:.0f} s")
+                self._event(conn, job_id, "retry", f"{error}; queued again in {wait:.0f} s", now)
         return bool(cur.rowcount)
 
     def release(self, job_id: int, owner: str) -> bool:
         """Give a running job back unchanged (a worker stopping): queued, due now."""
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+        now = self.now()
+        with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state = 'queued', run_after = ?, updated_at = ?, lease_owner = NULL,"
                 " lease_expires = NULL, attempts = MAX(0, attempts - 1)"
@@ -377,26 +419,28 @@ class JobQueue(db.Database):
                 (now, now, job_id, owner),
             )
             if cur.rowcount:
-                self._event(conn, job_id, "released", f"released by {owner}; queued again")
+                self._event(conn, job_id, "released", f"released by {owner}; queued again", now)
         return bool(cur.rowcount)
 
-    def request_cancel(self, job_id: int) -> tuple[dict[str, Any], str]:
+    def request_cancel(self, job_id: int) -> tuple[Job, str]:
         """Cancel a job; returns (job, what happened).
 
         What happened: "cancelled" (a queued job, or a running one whose runner is
         gone: the caller should clean up remotely), "requested" (a running job
         stops at its next check and cleans up itself), or "final" (it had ended).
         """
-        now = time.time()
-        with db.transaction(self.conn) as conn:
+        self._writable("cancel a job")
+        now = self.now()
+        with self._tx() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
-            job = _job(row)
+                raise _no_job(job_id)
+            job = Job.from_row(row)
             outcome = "final"
-            if job["state"] == "queued" or is_abandoned(job, now):
-                note = "cancelled before it ran" if job["state"] == "queued" else (
-                    "cancelled after its runner stopped"
+            if job.state is JobState.QUEUED or job.is_abandoned(now):
+                note = (
+                    "cancelled before it ran" if job.state is JobState.QUEUED
+                    else "cancelled after its runner stopped"
                 )
                 conn.execute(
                     "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"
@@ -404,35 +448,37 @@ class JobQueue(db.Database):
                     " lease_expires = NULL WHERE id = ?",
                     (now, now, note, job_id),
                 )
-                self._event(conn, job_id, "cancelled", note)
+                self._event(conn, job_id, "cancelled", note, now)
                 outcome = "cancelled"
-            elif job["state"] == "running":
+            elif job.state is JobState.RUNNING:
                 conn.execute(
                     "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
                     (now, job_id),
                 )
-                self._event(conn, job_id, "cancel", "cancel requested; the job stops at its next check")
+                self._event(
+                    conn, job_id, "cancel", "cancel requested; the job stops at its next check", now
+                )
                 outcome = "requested"
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row), outcome
+        return Job.from_row(row), outcome
 
-    def retry(self, job_id: int) -> dict[str, Any]:
+    def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again (attempts reset), keeping its checkpoint.
 
         A running job whose lease expired (its process was killed) is also taken:
         it resumes from its checkpoint.
         """
-        now = time.time()
-        with db.transaction(self.conn) as conn:
-            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if job is None:
-                raise BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
-            state = job["state"]
-            dead = is_abandoned(_job(job), now)
-            if state not in ("failed", "cancelled") and not dead:
+        self._writable("retry a job")
+        now = self.now()
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise _no_job(job_id)
+            job = Job.from_row(row)
+            if job.state not in (JobState.FAILED, JobState.CANCELLED) and not job.is_abandoned(now):
                 raise BadInput(
-                    f"job {job_id} is {state}"
-                    + (" and its runner is alive" if state == "running" else "")
+                    f"job {job_id} is {job.state}"
+                    + (" and its runner is alive" if job.state is JobState.RUNNING else "")
                     + "; only failed, cancelled or abandoned jobs can be retried"
                 )
             conn.execute(
@@ -441,28 +487,29 @@ class JobQueue(db.Database):
                 " lease_owner = NULL, lease_expires = NULL WHERE id = ?",
                 (now, now, job_id),
             )
-            self._event(conn, job_id, "retry", f"retry requested (was {state})")
+            self._event(conn, job_id, "retry", f"retry requested (was {job.state})", now)
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row)
+        return Job.from_row(row)
 
     # -- reading ------------------------------------------------------------------------
-    def get(self, job_id: int) -> dict[str, Any] | None:
-        return _job(self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+    def get(self, job_id: int) -> Job | None:
+        return _one(self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def require(self, job_id: int) -> dict[str, Any]:
+    def require(self, job_id: int) -> Job:
         job = self.get(job_id)
         if job is None:
-            raise BadInput(f"no job with id {job_id}", hint="list them: stdq jobs list")
+            raise _no_job(job_id)
         return job
 
     def list(
-        self, state: str | None = None, service: str | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+        self, state: JobState | str | None = None, service: str | None = None, limit: int | None = None
+    ) -> list[Job]:
         sql = "SELECT * FROM jobs"
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if state:
             where.append("state = ?")
-            args.append(state)
+            args.append(str(JobState(state)))
         if service:
             where.append("service = ?")
             args.append(service)
@@ -472,7 +519,7 @@ class JobQueue(db.Database):
         if limit:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_job(r) for r in self.conn.execute(sql, args)]
+        return [Job.from_row(r) for r in self.conn.execute(sql, args)]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -480,28 +527,27 @@ class JobQueue(db.Database):
             counts[row["state"]] = row["n"]
         return counts
 
-    def events(
-        self, job_id: int, after_id: int = 0, last: int | None = None
-    ) -> list[dict[str, Any]]:
+    def events(self, job_id: int, after_id: int = 0, last: int | None = None) -> list[JobEvent]:
         """The job's events after event AFTER_ID (only the LAST ones when given), oldest first."""
         if last is not None:
             rows = self.conn.execute(
-                "SELECT id, ts, kind, message FROM job_events WHERE job_id = ? AND id > ?"
+                "SELECT id, job_id, ts, kind, message FROM job_events WHERE job_id = ? AND id > ?"
                 " ORDER BY id DESC LIMIT ?",
                 (job_id, after_id, int(last)),
             ).fetchall()
-            return [dict(r) for r in reversed(rows)]
+            return [JobEvent.from_row(r) for r in reversed(rows)]
         return [
-            dict(r)
+            JobEvent.from_row(r)
             for r in self.conn.execute(
-                "SELECT id, ts, kind, message FROM job_events WHERE job_id = ? AND id > ? ORDER BY id",
+                "SELECT id, job_id, ts, kind, message FROM job_events WHERE job_id = ? AND id > ?"
+                " ORDER BY id",
                 (job_id, after_id),
             )
         ]
 
     def runnable_now(self, runner: str = "worker") -> bool:
         """Whether a job of RUNNER could be claimed now (queued and due, or abandoned)."""
-        now = time.time()
+        now = self.now()
         row = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ?"
             " AND runner = ? AND cancel_requested = 0)"
@@ -511,10 +557,10 @@ class JobQueue(db.Database):
         ).fetchone()
         return bool(row[0])
 
-    def running(self) -> list[dict[str, Any]]:
+    def running(self) -> list[Job]:
         """The running jobs, oldest first."""
         return [
-            _job(r)
+            Job.from_row(r)
             for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY id")
         ]
 
@@ -525,12 +571,13 @@ class JobQueue(db.Database):
             " AND cancel_requested = 0",
             (runner,),
         ).fetchone()
-        return row[0]
+        return None if row[0] is None else float(row[0])
 
     def prune(self, older_than_seconds: float) -> int:
         """Delete finished jobs (and their events) that ended longer ago than that."""
-        cutoff = time.time() - older_than_seconds
-        with db.transaction(self.conn) as conn:
+        self._writable("prune jobs")
+        cutoff = self.now() - older_than_seconds
+        with self._tx() as conn:
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -546,41 +593,51 @@ class JobQueue(db.Database):
                 conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
         return len(ids)
 
+    # -- the workers table (live workers, for `jobs status` and the autostart) ------------
+    def register_worker(
+        self, pid: int, *, burst: bool, concurrency: int, log_path: str | None = None,
+        running: int = 0,
+    ) -> None:
+        """Insert or renew the row of worker PID (this host)."""
+        now = self.now()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, burst, concurrency,"
+                " running, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
+                " burst = excluded.burst, concurrency = excluded.concurrency,"
+                " running = excluded.running, log_path = COALESCE(excluded.log_path, workers.log_path)",
+                (worker_id(pid), hostname(), pid, now, now, int(burst), concurrency, running, log_path),
+            )
 
-# -- the workers table (live workers, for `jobs status` and the autostart) ----------------
+    def unregister_worker(self, pid: int | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id(pid),))
 
-WORKER_SPAWN_GRACE = 15.0  # a worker row counts as alive this long after its last heartbeat, at least
-
-
-def worker_id(pid: int | None = None) -> str:
-    return f"{hostname()}:{pid or os.getpid()}"
-
-
-def register_worker(
-    conn: sqlite3.Connection, pid: int, *, burst: bool, concurrency: int,
-    log_path: str | None = None, running: int = 0,
-) -> None:
-    """Insert or renew the row of worker PID (this host)."""
-    now = time.time()
-    with db.transaction(conn):
-        conn.execute(
-            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, burst, concurrency,"
-            " running, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
-            " burst = excluded.burst, concurrency = excluded.concurrency,"
-            " running = excluded.running, log_path = COALESCE(excluded.log_path, workers.log_path)",
-            (worker_id(pid), hostname(), pid, now, now, int(burst), concurrency, running, log_path),
-        )
-
-
-def unregister_worker(conn: sqlite3.Connection, pid: int | None = None) -> None:
-    with db.transaction(conn):
-        conn.execute("DELETE FROM workers WHERE id = ?", (worker_id(pid),))
+    def live_workers(self, lease_seconds: float) -> list[dict[str, Any]]:
+        """The workers whose heartbeat is fresh and whose process (on this host) exists."""
+        return live_workers(self.conn, lease_seconds, now=self.now())
 
 
-def live_workers(conn: sqlite3.Connection, lease_seconds: float) -> list[dict[str, Any]]:
+def _reused(job: Job) -> Job:
+    import dataclasses
+
+    return dataclasses.replace(job, reused=True)
+
+
+WORKER_KEYS = (
+    "id", "pid", "host", "started_at", "heartbeat_at", "burst", "concurrency", "running", "log_path",
+)
+
+
+def live_workers(
+    conn: sqlite3.Connection, lease_seconds: float, *, now: float | None = None
+) -> list[dict[str, Any]]:
     """The workers whose heartbeat is fresh and whose process (on this host) exists."""
-    now = time.time()
+    if now is None:
+        import time
+
+        now = time.time()
     stale_after = max(float(lease_seconds), WORKER_SPAWN_GRACE)
     host = hostname()
     alive = []
