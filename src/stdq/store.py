@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,8 +128,38 @@ class DataProduct:
             self.left_out[reason] = self.left_out.get(reason, 0) + int(count)
 
 
-class Store(db.Database):
-    """The data directory and its products catalog."""
+class Store:
+    """The data directory and its products catalog.
+
+    DATABASE is the session's shared :class:`~stdq.db.Database`, or a data directory (the
+    store then opens, and closes, a Database of its own).
+    """
+
+    def __init__(self, database: db.Database | Path | str):
+        if isinstance(database, db.Database):
+            self.db, self._owned = database, False
+        else:
+            self.db, self._owned = db.Database(Path(database)), True
+
+    @property
+    def data_dir(self) -> Path:
+        return self.db.data_dir
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The shared connection (writes go through ``self.db.transaction()``)."""
+        return self.db.conn
+
+    def close(self) -> None:
+        """Close the database if this store opened it."""
+        if self._owned:
+            self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def products_dir(self) -> Path:
@@ -145,11 +176,11 @@ class Store(db.Database):
         job_id: int | None = None,
     ) -> DataProduct:
         """A new, empty product: its catalog row (state 'pending') and its folder."""
-        now = time.time()
+        now = self.db.clock()
         folder_target = safe_name(target.get("name") or "") if target.get("name") else None
         if not folder_target:
             folder_target = coordinate_name(float(target["ra"]), float(target["dec"]))
-        with db.transaction(self.conn) as conn:
+        with self.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO products (job_id, service, data_product_type, target, ra, dec, path,"
                 " state, created_at) VALUES (?, ?, ?, ?, ?, ?, '', 'pending', ?)",
@@ -237,7 +268,7 @@ class Store(db.Database):
         if not fields:
             return
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with db.transaction(self.conn) as conn:
+        with self.db.transaction() as conn:
             conn.execute(f"UPDATE products SET {cols} WHERE id = ?", (*fields.values(), product_id))
 
     # -- the catalog as records -----------------------------------------------------------
