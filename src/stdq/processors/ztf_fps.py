@@ -1,27 +1,57 @@
 """ZFPS light-curve file -> normalized difference-flux photometry (photometry.md 3.2, 4).
 
-The rules of Masci et al. (2023), the ZFPS guide:
+The file (wire-formats.md 3.2; the real ones are in ../shared/realdata/zfps): ``#``
+comment lines (the requested position and JD range, the column definitions), then
+the column line ``" index, field, ..."`` (single requests) or ``" sindex, field, ..."``
+(the batch service), not commented (``#`` in front is accepted too), space-separated
+rows, and a last ``# ----...END...----`` line (its absence is recorded: a file cut
+short). Missing values are ``null`` in single-request files and ``-99999.000000`` in
+batch files.
 
-- rows left out and counted, by the first reason that applies: ``forcediffimflux``
-  null or -99999; ``forcediffimfluxunc`` null or -99999; no ``zpdiff`` or ``jd``;
-  an unknown ``filter``; ``procstatus`` other than "0" (compared as text: it can
-  hold several comma-separated codes; one reason per code).
-- flux: ``flux_ujy = (forcediffimflux - C) * 10**(-0.4 (zpdiff - 23.9))`` and
-  the same factor for the error, with ``C = 0`` unless a baseline correction is
-  asked for; ``flux_kind = difference``.
+``procstatus`` is text, a comma list of codes (``56,57``); the file header calls a
+non-zero code a warning. The code table (PROCSTATUS_CODES): 0 success; 56 bad or NaN
+pixels; 57 no reference source within 5"; 58 reference PSF catalog missing; 59
+suspect uncertainties; 60 PSF size not odd; 61 cutout off the image; 62 start JD reset
+to survey start; 63 no records; 64 catastrophic; 65 end JD before survey start; 255
+database error. The rules, in this order:
+
+- a row carrying a request code (63, 65, 64, 255) is left out, counted by its
+  procstatus; when no row is kept and a request code was seen, the request had no
+  data (63/65: NoData, exit 5) or failed (64/255: QueryFailed, exit 1);
+- a row without a usable flux (``forcediffimflux`` or ``forcediffimfluxunc`` null,
+  ``-99999`` or not finite) is left out: with procstatus 0 under "rows with null or
+  -99999 forcediffimflux" (or ...fluxunc), otherwise counted by its procstatus
+  ("rows without a usable flux, procstatus 57,61 (57 ...; 61 ...)");
+- rows without ``zpdiff`` or ``jd``, or with an unknown ``filter``, are left out;
+- a kept row with a warning code sets FLAG_SURVEY_CODE (quality bit 1), except for
+  the codes that say nothing about the flux: 57 and 58 (only the ``nearestref*``
+  columns are null) and 62 (the request's start JD was moved). An unknown code (the
+  real batch file has 55) is a warning. ``ztf_procstatus`` keeps the text.
+
+Values:
+
+- flux: ``flux_ujy = forcediffimflux * 10**(-0.4 (zpdiff - 23.9))`` epoch by epoch,
+  the same factor for the error; ``flux_kind = difference``.
 - time: ``mjd = jd - 2400000.5 + exptime/2/86400`` (``jd`` is the start of the
   exposure, UTC; 30 s when ``exptime`` is missing).
 - detections: ``snr >= snr_threshold`` (default 3); others get an upper limit
   ``23.9 - 2.5 log10(limit_nsigma * flux_err_ujy)`` at ``limit_nsigma`` (default
   5) sigma; ``image_depth = diffmaglim``.
-- quality_flag: FLAG_SURVEY_CODE ``infobitssci != 0``; FLAG_LARGE_ERROR
-  ``scisigpix > scisigpix_max`` (25 DN); FLAG_BAD_SEEING ``sciinpseeing >
-  seeing_max`` (5 pixels); FLAG_ZERO_ERROR for a non-positive error.
+- quality_flag: FLAG_SURVEY_CODE ``infobitssci != 0`` or a procstatus warning (above);
+  FLAG_LARGE_ERROR ``scisigpix > scisigpix_max`` (25 DN); FLAG_BAD_SEEING
+  ``sciinpseeing > seeing_max`` (5 pixels); FLAG_ZERO_ERROR for a non-positive error.
 - ids: ``object_id = fcqfid`` (field*10000 + ccdid*100 + qid*10 + fid, fid 1/2/3 =
   g/r/i) and ``source_row_id = pid``, as text; ``ra``/``dec`` are the forced
   (requested) position from the file's header.
 
-Baseline correction (``--baseline auto`` or ``--baseline-before MJD``), per fcqfid:
+Error rescaling (setting ``rescale_errors``, off by default; the ZFPS guide,
+"Validating photometric uncertainties"): per fcqfid, the errors are multiplied by
+``sqrt(mean forcediffimchisq)`` over its unflagged kept epochs (all its kept epochs
+when none is unflagged) when that mean is above 1; ``err_scale`` per row (1 when
+off), ``service_notes.err_scale`` per fcqfid.
+
+Baseline correction (``--baseline auto`` or ``--baseline-before MJD``), per fcqfid,
+in microjansky (zpdiff varies inside an fcqfid, so a baseline in DN is wrong):
 
 - baseline epochs are the kept rows without a quality flag that are
   - ``--baseline-before MJD``: earlier than MJD;
@@ -32,21 +62,22 @@ Baseline correction (``--baseline auto`` or ``--baseline-before MJD``), per fcqf
     after it (the BTS rule);
 - an fcqfid with fewer than ``baseline_min_epochs`` (10) baseline epochs is not
   corrected (the reason is recorded);
-- ``C`` = the median ``forcediffimflux`` of its baseline epochs, subtracted from
-  every row of the fcqfid; with ``baseline_rescale_errors`` the errors of the
-  fcqfid are multiplied by ``sqrt(chi2_nu)`` when the baseline's reduced chi2
-  ``sum(((f - C) / unc)**2) / (n - 1)`` is above 1 (``err_scale`` per row).
+- ``C`` = the median ``flux_ujy`` of its baseline epochs (each converted with its
+  own zpdiff), subtracted from ``flux_ujy`` of every row of the fcqfid
+  (``ztf_baseline_offset_ujy``); its error ``sqrt(pi/2) sqrt(sum err**2) / n``.
 - ``service_notes.baseline`` records the rule, the peak, and per fcqfid the pids
-  and MJD range of the epochs used, ``C`` in DN and in microjansky (at the
-  fcqfid's median zpdiff), chi2_nu and err_scale.
+  and MJD range of the epochs used, ``C`` and its error in microjansky, the zpdiff
+  range, and the baseline's reduced chi2 ``sum(((f - C) / err)**2) / (n - 1)``.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
+from stdq.errors import NoData, QueryFailed, StdqError
 from stdq.processors.base import DataProcessor
 
 if TYPE_CHECKING:
@@ -59,6 +90,27 @@ DEFAULT_EXPTIME = 30.0
 FILTERS = {"ZTF_g": ("ztfg", 1), "ZTF_r": ("ztfr", 2), "ZTF_i": ("ztfi", 3)}
 MJD_TO_JD = 2400000.5
 TEXT_COLUMNS = ("filter", "pid", "procstatus")
+PROCSTATUS_CODES: dict[int, str] = {
+    0: "success",
+    56: "bad or NaN pixels",
+    57: 'no reference source within 5"',
+    58: "reference PSF catalog missing",
+    59: "suspect uncertainties",
+    60: "PSF size not odd",
+    61: "cutout off the image",
+    62: "start JD reset to survey start",
+    63: "no records",
+    64: "catastrophic",
+    65: "end JD before survey start",
+    255: "database error",
+}
+INFORMATIONAL_CODES = frozenset({57, 58, 62})  # say nothing about the flux: no quality bit
+NO_DATA_CODES = frozenset({63, 65})
+FAILURE_CODES = frozenset({64, 255})
+REQUEST_CODES = NO_DATA_CODES | FAILURE_CODES
+_COLUMN_LINE = re.compile(r"s?index[\s,]+field\b")
+_END_LINE = re.compile(r"^#\s*-+\s*END\s*-+\s*$")
+_GENERATOR = re.compile(r"Generated by\s+(.+?)\s+on\s+(\S+)(?:\s+at\s+(\S+))?")
 _HEADER_VALUE = {
     "ra": re.compile(r"R\.A\.\s*=\s*([-+0-9.eE]+)"),
     "dec": re.compile(r"Dec\.\s*=\s*([-+0-9.eE]+)"),
@@ -67,12 +119,70 @@ _HEADER_VALUE = {
 }
 EXTRAS = ("field", "ccdid", "qid", "rfid", "infobitssci", "scisigpix", "sciinpseeing", "zpdiff",
           "diffmaglim", "forcediffimflux", "forcediffimfluxunc", "forcediffimsnr", "forcediffimchisq",
+          "forcediffimfluxap", "forcediffimfluxuncap", "forcediffimsnrap",
           "zpmaginpsci", "zpmaginpscirms", "ncalmatches", "clrcoeff", "exptime", "programid", "jd",
           "dnearestrefsrc", "nearestrefmag", "nearestrefmagunc", "refjdstart", "refjdend")
 
 
+def procstatus_codes(text: str) -> tuple[int | None, ...]:
+    """The codes of a procstatus value: ``"56,57"`` -> ``(56, 57)``; a token that is no code -> None."""
+    codes: list[int | None] = []
+    for token in str(text).split(","):
+        token = token.strip()
+        codes.append(int(token) if token.isdigit() and len(token) <= 4 else None)
+    return tuple(codes)
+
+
+def describe_procstatus(text: str) -> str:
+    """``"57,61"`` -> ``'57,61 (57 no reference source within 5"; 61 cutout off the image)'``."""
+    parts = []
+    for token, code in zip(str(text).split(","), procstatus_codes(text), strict=True):
+        meaning = PROCSTATUS_CODES.get(code, "unknown code") if code is not None else "not a code"
+        parts.append(f"{token.strip()} {meaning}")
+    return f"{text} ({'; '.join(parts)})"
+
+
+def procstatus_warns(text: str) -> bool:
+    """True when a kept row with this procstatus gets FLAG_SURVEY_CODE (see the module text)."""
+    return any(code is None or (code != 0 and code not in INFORMATIONAL_CODES)
+               for code in procstatus_codes(text))
+
+
+def request_error(procstatus: str, what: str) -> StdqError | None:
+    """The error a whole-request code means (63/65 NoData, 64/255 QueryFailed), or None.
+
+    PROCSTATUS is a file's procstatus or the status listing's ``exitcode``; WHAT
+    names the request ("ZFPS request 15270").
+    """
+    codes = set(procstatus_codes(procstatus))
+    if codes & FAILURE_CODES:
+        return QueryFailed(f"ztf-fps: {what} failed: procstatus {describe_procstatus(procstatus)}")
+    if codes & NO_DATA_CODES:
+        return NoData(f"ztf-fps: {what} has no data: procstatus {describe_procstatus(procstatus)}")
+    return None
+
+
+def file_notes(data: bytes) -> dict[str, Any]:
+    """What the file says about itself: its generator and version, and whether it has its END line."""
+    notes: dict[str, Any] = {}
+    lines = data.decode("utf-8", "replace").splitlines()
+    for line in lines[:5]:
+        match = _GENERATOR.search(line)
+        if match:
+            notes["generated_by"] = match.group(1).rstrip(",")
+            notes["generated_on"] = " ".join(g for g in match.groups()[1:] if g)
+            break
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    notes["end_line"] = bool(_END_LINE.match(last))
+    return notes
+
+
 def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
-    """The header values (requested ra, dec, jdstart, jdend) and the rows, all as text."""
+    """The header values (requested ra, dec, jdstart, jdend) and the rows, all as text.
+
+    The column line is `` index, field, ...`` or `` sindex, field, ...`` (batch files),
+    with or without a ``#`` in front; every other ``#`` line is a comment.
+    """
     import pandas as pd
 
     text = data.decode("utf-8", "replace")
@@ -84,7 +194,7 @@ def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
         if not stripped:
             continue
         body = stripped.lstrip("#").strip()
-        if columns is None and re.match(r"index[\s,]+field\b", body):
+        if columns is None and _COLUMN_LINE.match(body):
             columns = [c for c in re.split(r"[,\s]+", body) if c]
             continue
         if stripped.startswith("#"):
@@ -94,13 +204,14 @@ def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
                     meta[key] = float(match.group(1))
             continue
         if columns is None:
-            raise ValueError(f"line {number}: a data row before the '# index, field, ...' column line")
+            raise ValueError(f"line {number}: a data row before the ' index, field, ...' column line")
         values = stripped.split()
         if len(values) != len(columns):
             raise ValueError(f"line {number} has {len(values)} values, the column line {len(columns)}")
         rows.append(values)
     if columns is None:
-        raise ValueError("no '# index, field, ...' column line: not a ZFPS light-curve file")
+        raise ValueError("no ' index, field, ...' (or ' sindex, field, ...') column line:"
+                         " not a ZFPS light-curve file")
     needed = {"field", "ccdid", "qid", "filter", "pid", "jd", "zpdiff", "forcediffimflux",
               "forcediffimfluxunc", "procstatus"}
     missing = needed - set(columns)
@@ -124,36 +235,62 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
     """ZFPS forced photometry on difference images -> microjansky, limits, flags, baseline."""
 
     data_product_type = "ztf_fps_photometry"
-    version = "1"
+    version = "2"
+    defaults: ClassVar[dict[str, Any]] = {
+        "snr_threshold": 3.0,
+        "limit_nsigma": 5.0,
+        "scisigpix_max": 25.0,
+        "seeing_max": 5.0,
+        "baseline_pre_peak_days": 100.0,
+        "baseline_post_peak_days": 500.0,
+        "baseline_min_pre_epochs": 25,
+        "baseline_min_epochs": 10,
+        "rescale_errors": False,
+    }
+    settings_help: ClassVar[dict[str, str]] = {
+        "snr_threshold": "snr >= this is a detection",
+        "limit_nsigma": "sigma level of the upper limits of non-detections",
+        "scisigpix_max": "scisigpix above this (DN) sets FLAG_LARGE_ERROR",
+        "seeing_max": "sciinpseeing above this (pixels) sets FLAG_BAD_SEEING",
+        "baseline_pre_peak_days": "--baseline auto: baseline epochs end this long before the peak",
+        "baseline_post_peak_days": "--baseline auto: epochs this long after the peak join the baseline"
+                                   " when there are too few before it",
+        "baseline_min_pre_epochs": "--baseline auto: fewer pre-peak epochs than this adds post-peak ones",
+        "baseline_min_epochs": "an fcqfid with fewer baseline epochs than this is not corrected",
+        "rescale_errors": "multiply the errors of each fcqfid by sqrt(mean forcediffimchisq) when it is > 1",
+    }
+
+    def value(self, key: str) -> Any:
+        """Setting KEY (or its default), as the default's type."""
+        default = self.defaults[key]
+        value = self.setting(key, default)
+        if isinstance(default, bool):
+            return bool(value)
+        return type(default)(value)
 
     def cuts(self) -> dict[str, Any]:
         return {
-            "snr_threshold": float(self.setting("snr_threshold", 3.0)),
-            "limit_nsigma": float(self.setting("limit_nsigma", 5.0)),
-            "scisigpix_max": float(self.setting("scisigpix_max", 25.0)),
-            "seeing_max": float(self.setting("seeing_max", 5.0)),
-            "procstatus": "only '0' kept",
-            "baseline_pre_peak_days": float(self.setting("baseline_pre_peak_days", 100.0)),
-            "baseline_post_peak_days": float(self.setting("baseline_post_peak_days", 500.0)),
-            "baseline_min_pre_epochs": int(self.setting("baseline_min_pre_epochs", 25)),
-            "baseline_min_epochs": int(self.setting("baseline_min_epochs", 10)),
-            "baseline_rescale_errors": bool(self.setting("baseline_rescale_errors", True)),
+            **{key: self.value(key) for key in self.defaults},
+            "procstatus": "0 kept; a warning code kept with FLAG_SURVEY_CODE when the flux is usable"
+                          " (57, 58, 62 without a flag), left out when not; 63 64 65 255 left out",
         }
 
     def process(self, product: DataProduct) -> pd.DataFrame:
         import numpy as np
         import pandas as pd
 
-        meta, raw = parse_result(light_curve_raw(product).path.read_bytes())
+        data = light_curve_raw(product).path.read_bytes()
+        meta, raw = parse_result(data)
+        product.notes["file"] = file_notes(data)
         for name in raw.columns:
             if name not in TEXT_COLUMNS:
                 raw[name] = pd.to_numeric(raw[name], errors="coerce")  # "null" -> NaN
             else:
                 raw[name] = raw[name].str.strip()
-        raw = self._leave_out(product, raw)
+        raw, warned = self._leave_out(product, raw)
 
         zpdiff = raw["zpdiff"].to_numpy(dtype="float64")
-        factor = np.power(10.0, -0.4 * (zpdiff - photometry.ZP_AB_UJY))
+        factor = np.power(10.0, -0.4 * (zpdiff - photometry.ZP_AB_UJY))  # uJy per DN, epoch by epoch
         flux_dn = raw["forcediffimflux"].to_numpy(dtype="float64")
         unc_dn = raw["forcediffimfluxunc"].to_numpy(dtype="float64")
         fid = raw["filter"].map(lambda f: FILTERS[f][1]).to_numpy(dtype="int64")
@@ -162,14 +299,21 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         exptime = raw["exptime"].to_numpy(dtype="float64") if "exptime" in raw else np.full(len(raw), np.nan)
         exptime = np.where(np.isfinite(exptime) & (exptime > 0), exptime, DEFAULT_EXPTIME)
         mjd = raw["jd"].to_numpy(dtype="float64") - MJD_TO_JD + exptime / 2.0 / 86400.0
-        quality = self._quality(raw, unc_dn)
+        quality = self._quality(raw, unc_dn, warned)
+
+        scale = np.ones(len(raw))
+        rescale = product.params.get("rescale_errors")
+        if bool(self.value("rescale_errors") if rescale is None else rescale) and len(raw):
+            scale = self._err_scale(product, raw, fcqfid, quality)
+        flux_ujy = flux_dn * factor
+        err_ujy = unc_dn * factor * scale
 
         mode = str(product.params.get("baseline") or "none")
         offset = np.zeros(len(raw))
-        scale = np.ones(len(raw))
+        applied = np.zeros(len(raw), dtype=bool)
         if mode != "none" and len(raw):
-            offset, scale = self._baseline(product, raw, mode, mjd, fcqfid, flux_dn, unc_dn, zpdiff,
-                                           quality)
+            offset, applied = self._baseline(product, raw, mode, mjd, fcqfid, flux_ujy, err_ujy, zpdiff,
+                                             quality)
         ra = float(meta.get("ra", product.target["ra"]))
         dec = float(meta.get("dec", product.target["dec"]))
         table = pd.DataFrame(
@@ -180,8 +324,8 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
                 "instrument": "ZTF",
                 "filter": raw["filter"].to_numpy(),
                 "band": raw["filter"].map(lambda f: FILTERS[f][0]).to_numpy(),
-                "flux_ujy": (flux_dn - offset) * factor,
-                "flux_err_ujy": unc_dn * scale * factor,
+                "flux_ujy": flux_ujy - offset,
+                "flux_err_ujy": err_ujy,
                 "image_depth": raw["diffmaglim"].to_numpy(dtype="float64") if "diffmaglim" in raw else np.nan,
                 "flux_kind": "difference",
                 "quality_flag": quality,
@@ -204,11 +348,11 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             if f"ztf_{name}" in table:
                 table[f"ztf_{name}"] = pd.array(table[f"ztf_{name}"].round(), dtype="Int64")
         if mode != "none":
-            table["ztf_baseline_offset_dn"] = np.where(offset != 0, offset, np.nan)
+            table["ztf_baseline_offset_ujy"] = np.where(applied, offset, np.nan)
         photometry.fill_detections(
             table,
-            snr_threshold=float(self.setting("snr_threshold", 3.0)),
-            limit_nsigma=float(self.setting("limit_nsigma", 5.0)),
+            snr_threshold=float(self.value("snr_threshold")),
+            limit_nsigma=float(self.value("limit_nsigma")),
         )
         product.notes["time"] = "mjd = jd - 2400000.5 + exptime/2 (mid-exposure, UTC)"
         product.notes["requested_position"] = {k: meta[k] for k in ("ra", "dec", "jdstart", "jdend") if k in meta}
@@ -216,30 +360,59 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
     # -- steps ---------------------------------------------------------------------------------
     @staticmethod
-    def _leave_out(product: DataProduct, raw: pd.DataFrame) -> pd.DataFrame:
+    def _leave_out(product: DataProduct, raw: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+        """RAW without the rows left out (counted in PRODUCT), and which kept rows carry a warning."""
         import numpy as np
 
-        def unusable(column: str):
-            values = raw[column].to_numpy(dtype="float64")
-            return ~np.isfinite(values) | (values == SENTINEL)
+        status = raw["procstatus"].fillna("null").astype(str).to_numpy()
+        values = sorted(set(status))
+        request = {v: bool(set(procstatus_codes(v)) & REQUEST_CODES) for v in values}
+        warns = {v: procstatus_warns(v) for v in values}
 
+        def count(reason: str, bad) -> None:
+            product.leave_out(reason, int(bad.sum()))
+
+        # 1. whole-request codes: the row is no measurement
+        seen_request = [v for v in values if request[v]]
+        bad = np.array([request[v] for v in status], dtype=bool)
+        for value in seen_request:
+            count(f"rows with procstatus {describe_procstatus(value)}", status == value)
+        raw, status = raw[~bad], status[~bad]
+
+        # 2. no usable flux: by procstatus (the warning says why), or by the missing column
+        def unusable(column: str):
+            numbers = raw[column].to_numpy(dtype="float64")
+            return ~np.isfinite(numbers) | (numbers == SENTINEL)
+
+        no_flux, no_unc = unusable("forcediffimflux"), unusable("forcediffimfluxunc")
+        missing = no_flux | no_unc
+        ok_status = status == "0"
+        count("rows with null or -99999 forcediffimflux", missing & ok_status & no_flux)
+        count("rows with null or -99999 forcediffimfluxunc", missing & ok_status & ~no_flux)
+        for value in sorted(set(status[missing & ~ok_status])):
+            count(f"rows without a usable flux, procstatus {describe_procstatus(value)}",
+                  missing & (status == value))
+        raw, status = raw[~missing], status[~missing]
+
+        # 3. rows that cannot be placed in time, flux or band
         checks = [
-            ("rows with null or -99999 forcediffimflux", lambda: unusable("forcediffimflux")),
-            ("rows with null or -99999 forcediffimfluxunc", lambda: unusable("forcediffimfluxunc")),
             ("rows without zpdiff", lambda: ~np.isfinite(raw["zpdiff"].to_numpy(dtype="float64"))),
             ("rows without jd", lambda: ~np.isfinite(raw["jd"].to_numpy(dtype="float64"))),
             ("rows with an unknown filter", lambda: ~raw["filter"].isin(list(FILTERS)).to_numpy()),
         ]
         for reason, test in checks:
             bad = test()
-            product.leave_out(reason, int(bad.sum()))
-            raw = raw[~bad]
-        status = raw["procstatus"].fillna("").astype(str)
-        for code in sorted(set(status[status != "0"])):
-            product.leave_out(f"rows with procstatus {code or '(empty)'}", int((status == code).sum()))
-        return raw[status == "0"]
+            count(reason, bad)
+            raw, status = raw[~bad], status[~bad]
+        if not len(raw) and seen_request:
+            worst = sorted(seen_request, key=lambda v: not set(procstatus_codes(v)) & FAILURE_CODES)[0]
+            req_id = str((product.notes.get("zfps") or {}).get("request_id") or "").strip()
+            error = request_error(worst, f"ZFPS request {req_id}" if req_id else "the ZFPS request")
+            if error is not None:
+                raise error
+        return raw, np.array([warns[v] for v in status], dtype=bool)
 
-    def _quality(self, raw: pd.DataFrame, unc_dn) -> Any:
+    def _quality(self, raw: pd.DataFrame, unc_dn, warned) -> Any:
         import numpy as np
 
         n = len(raw)
@@ -249,35 +422,68 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
         flags = np.zeros(n, dtype="int64")
         infobits = np.nan_to_num(column("infobitssci"), nan=0.0)
-        flags |= np.where(infobits != 0, photometry.FLAG_SURVEY_CODE, 0)
-        flags |= np.where(column("scisigpix") > float(self.setting("scisigpix_max", 25.0)),
+        flags |= np.where((infobits != 0) | warned, photometry.FLAG_SURVEY_CODE, 0)
+        flags |= np.where(column("scisigpix") > float(self.value("scisigpix_max")),
                           photometry.FLAG_LARGE_ERROR, 0)
-        flags |= np.where(column("sciinpseeing") > float(self.setting("seeing_max", 5.0)),
+        flags |= np.where(column("sciinpseeing") > float(self.value("seeing_max")),
                           photometry.FLAG_BAD_SEEING, 0)
         flags |= np.where(~(unc_dn > 0), photometry.FLAG_ZERO_ERROR, 0)
         return flags
 
-    def _baseline(self, product: DataProduct, raw: pd.DataFrame, mode: str, mjd, fcqfid, flux_dn,
-                  unc_dn, zpdiff, quality):
-        """Per-fcqfid offsets C (DN) and error scales; the notes go to product.json."""
+    @staticmethod
+    def _err_scale(product: DataProduct, raw: pd.DataFrame, fcqfid, quality) -> Any:
+        """Per-fcqfid ``sqrt(mean forcediffimchisq)`` when above 1 (the ZFPS guide); notes to product.json."""
         import numpy as np
 
-        min_epochs = int(self.setting("baseline_min_epochs", 10))
-        rescale = bool(self.setting("baseline_rescale_errors", True))
-        offset = np.zeros(len(raw))
         scale = np.ones(len(raw))
+        notes: dict[str, Any] = {
+            "rule": "per fcqfid: errors times sqrt(mean forcediffimchisq) of its unflagged epochs"
+                    " (all its epochs when none is unflagged), when that mean is above 1",
+        }
+        per: dict[str, Any] = {}
+        if "forcediffimchisq" not in raw:
+            notes["reason"] = "the file has no forcediffimchisq column; not rescaled"
+            product.notes["err_scale"] = notes
+            return scale
+        chisq = raw["forcediffimchisq"].to_numpy(dtype="float64")
+        usable = np.isfinite(chisq) & (chisq >= 0)
+        for value in sorted(set(int(v) for v in fcqfid)):
+            rows = fcqfid == value
+            sel = rows & usable & (quality == 0)
+            if not sel.any():
+                sel = rows & usable
+            n = int(sel.sum())
+            if not n:
+                per[str(value)] = {"n_epochs": 0, "err_scale": 1.0, "reason": "no finite forcediffimchisq"}
+                continue
+            mean = float(np.mean(chisq[sel]))
+            s = math.sqrt(mean) if mean > 1.0 else 1.0
+            scale[rows] = s
+            per[str(value)] = {"n_epochs": n, "mean_forcediffimchisq": mean, "err_scale": s}
+        notes["fcqfids"] = per
+        product.notes["err_scale"] = notes
+        return scale
+
+    def _baseline(self, product: DataProduct, raw: pd.DataFrame, mode: str, mjd, fcqfid, flux_ujy,
+                  err_ujy, zpdiff, quality):
+        """Per-fcqfid offsets C (microjansky) and where they apply; the notes go to product.json."""
+        import numpy as np
+
+        min_epochs = int(self.value("baseline_min_epochs"))
+        offset = np.zeros(len(raw))
+        applied = np.zeros(len(raw), dtype=bool)
         clean = quality == 0
-        notes: dict[str, Any] = {"mode": mode}
+        notes: dict[str, Any] = {"mode": mode, "unit": "uJy"}
         if mode == "before":
             cutoff = float(product.params["baseline_before"])
             notes["rule"] = f"unflagged epochs before MJD {cutoff:g}"
             in_window = lambda sel: sel & (mjd < cutoff)  # noqa: E731
         else:
-            pre = float(self.setting("baseline_pre_peak_days", 100.0))
-            post = float(self.setting("baseline_post_peak_days", 500.0))
-            min_pre = int(self.setting("baseline_min_pre_epochs", 25))
+            pre = float(self.value("baseline_pre_peak_days"))
+            post = float(self.value("baseline_post_peak_days"))
+            min_pre = int(self.value("baseline_min_pre_epochs"))
             with np.errstate(divide="ignore", invalid="ignore"):
-                snr = np.where(unc_dn > 0, flux_dn / unc_dn, -np.inf)
+                snr = np.where(err_ujy > 0, flux_ujy / err_ujy, -np.inf)
             candidates = np.where(clean, snr, -np.inf)
             peak_index = int(np.argmax(candidates)) if np.isfinite(candidates).any() else int(np.argmax(snr))
             peak = float(mjd[peak_index])
@@ -306,20 +512,18 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
                                     f"baseline_min_epochs ({min_epochs}); not corrected")
                 per[str(value)] = entry
                 continue
-            c = float(np.median(flux_dn[base]))
-            residual = (flux_dn[base] - c) / unc_dn[base]
-            chi2_nu = float(np.sum(residual**2) / (n - 1))
-            err_scale = float(np.sqrt(chi2_nu)) if rescale and chi2_nu > 1.0 else 1.0
+            c = float(np.median(flux_ujy[base]))
+            c_err = math.sqrt(math.pi / 2) * float(np.sqrt(np.sum(err_ujy[base] ** 2))) / n
+            residual = (flux_ujy[base] - c) / err_ujy[base]
             offset[rows] = c
-            scale[rows] = err_scale
-            median_zp = float(np.median(zpdiff[rows]))
+            applied[rows] = True
             entry.update(
                 applied=True,
-                offset_dn=c,
-                offset_ujy=c * 10 ** (-0.4 * (median_zp - photometry.ZP_AB_UJY)),
-                offset_ujy_zpdiff=median_zp,
-                chi2_nu=chi2_nu,
-                err_scale=err_scale,
+                offset_ujy=c,
+                offset_err_ujy=c_err,
+                chi2_nu=float(np.sum(residual**2) / (n - 1)),
+                zpdiff_min=float(zpdiff[base].min()),
+                zpdiff_max=float(zpdiff[base].max()),
                 mjd_min=float(mjd[base].min()),
                 mjd_max=float(mjd[base].max()),
                 epochs=[str(p) for p in pids[base]],
@@ -327,4 +531,4 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             per[str(value)] = entry
         notes["fcqfids"] = per
         product.notes["baseline"] = notes
-        return offset, scale
+        return offset, applied
