@@ -184,7 +184,10 @@ class FakeServer:
         return self.emulator(name).base_url
 
     def start(self) -> FakeServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fakeserver", daemon=True)
+        # a short poll interval: stop() (socketserver's shutdown) waits up to one interval
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fakeserver", daemon=True
+        )
         self._thread.start()
         return self
 
