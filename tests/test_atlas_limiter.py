@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
+from stdq.db import Database
 from stdq.limiter import RateLimiter, ReadWriteLimiter
 
 
@@ -77,15 +79,55 @@ def test_methods_go_to_their_limiter(tmp_path):
     assert waits == ["write", "read"] and clock.slept == [60.0, 60.0]
 
 
+def test_a_shared_database_gives_its_clock_and_connection(tmp_path):
+    clock = FakeClock()
+    database = Database(tmp_path, clock=clock)
+    a = RateLimiter(database, "s", 2, 30.0, margin=0, sleep=clock.sleep)
+    b = RateLimiter(database, "s", 2, 30.0, margin=0, sleep=clock.sleep)
+    assert a.db is database and b.db is database
+    assert a.acquire() == 0.0 and b.acquire() == 0.0
+    assert a.acquire() == 30.0  # the two slots are shared, and time is the database's clock
+    assert clock.slept == [30.0] and b.in_window() == 1  # the first two left the window
+    # every row is the injected time: nothing read the real clock
+    assert [r[0] for r in database.conn.execute("SELECT ts FROM limiter")] == [1_000_030.0]
+    database.close()
+
+
+def test_a_limiter_used_from_two_threads_opens_one_connection_per_thread(tmp_path):
+    clock = FakeClock()
+    limiter = RateLimiter(tmp_path, "t", 10, 60.0, sleep=clock.sleep, clock=clock)
+    limiter.acquire()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            limiter.acquire()
+            limiter.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(10)
+    assert errors == [] and limiter.in_window() == 2
+    limiter.close()
+
+
+# Each process prints the time its slots were taken (the clock value the limiter stored), so
+# the check below does not depend on how fast the processes are scheduled.
 SCRIPT = textwrap.dedent(
     """
     import sys, time
     from stdq.limiter import RateLimiter
     data_dir, n = sys.argv[1], int(sys.argv[2])
-    limiter = RateLimiter(data_dir, "atlas:write", 4, 1.0, margin=0.1)
+    last = [0.0]
+    def clock():
+        last[0] = time.time()
+        return last[0]
+    limiter = RateLimiter(data_dir, "atlas:write", 4, 0.15, margin=0.05, clock=clock)
     for _ in range(n):
         limiter.acquire()
-        print(repr(time.time()), flush=True)
+        print(repr(last[0]), flush=True)
     """
 )
 
@@ -101,6 +143,6 @@ def test_three_processes_share_the_window(tmp_path):
         assert proc.returncode == 0
         times += [float(line) for line in out.split()]
     assert len(times) == 15
-    # 15 slots at 4 per 1.1 s: never more than 4 in any 1 s window, and it had to wait
-    assert max_in_window(times, 1.0) <= 4
-    assert max(times) - min(times) >= 3 * 1.0
+    # 15 slots at 4 per 0.2 s (window + margin): never more than 4 in any 0.2 s, so it waited
+    assert max_in_window(times, 0.2) <= 4
+    assert max(times) - min(times) >= 3 * 0.2

@@ -15,11 +15,12 @@ server cannot put one request too many into the server's own window.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stdq import db
+from stdq.db import Database
 
 STALE_SECONDS = 86_400.0  # rows older than this are removed, whatever their scope
 
@@ -27,29 +28,46 @@ STALE_SECONDS = 86_400.0  # rows older than this are removed, whatever their sco
 class RateLimiter:
     """At most LIMIT events of SCOPE in any WINDOW seconds, across processes.
 
-    ``acquire()`` waits (through SLEEP, which may raise to cancel) until a slot
-    is free, takes it and returns the seconds waited. A LIMIT of 0 or less
-    means no limit.
+    DATABASE is the session's shared :class:`~stdq.db.Database` (or a data directory, for
+    which the limiter opens its own). ``acquire()`` waits (through SLEEP, which may raise to
+    cancel) until a slot is free, takes it and returns the seconds waited. A LIMIT of 0 or
+    less means no limit. Time comes from CLOCK, by default the database's clock.
     """
 
     def __init__(
         self,
-        data_dir: Path | str,
+        database: Database | Path | str,
         scope: str,
         limit: int,
         window: float,
         *,
         margin: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ):
-        self.data_dir = Path(data_dir)
+        self._shared = database if isinstance(database, Database) else None
+        self._data_dir = Path(database.data_dir if isinstance(database, Database) else database)
+        self._local = threading.local()  # an own Database per thread, when none is shared
         self.scope = scope
         self.limit = int(limit)
         self.window = float(window)
         self.margin = max(0.25, 0.01 * self.window) if margin is None else float(margin)
         self._sleep = sleep
-        self._clock = clock
+        self._clock = clock or (self._shared.clock if self._shared else time.time)
+
+    @property
+    def db(self) -> Database:
+        """The shared Database, or this thread's own one (sqlite3 connections stay in a thread)."""
+        if self._shared is not None:
+            return self._shared
+        own: Database | None = getattr(self._local, "db", None)
+        if own is None:
+            own = self._local.db = Database(self._data_dir, clock=self._clock)
+        return own
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
 
     @property
     def span(self) -> float:
@@ -70,39 +88,36 @@ class RateLimiter:
 
     def try_acquire(self) -> float:
         """Take a slot now if one is free (returns 0), else how long to wait for one."""
-        conn = db.connect(self.data_dir)
-        try:
-            with db.transaction(conn):
-                now = self._clock()
-                conn.execute(
-                    "DELETE FROM limiter WHERE (scope = ? AND ts <= ?) OR ts < ?",
-                    (self.scope, now - self.span, now - STALE_SECONDS),
-                )
-                rows = conn.execute(
-                    "SELECT ts FROM limiter WHERE scope = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
-                    (self.scope, now - self.span, self.limit),
-                ).fetchall()
-                if len(rows) < self.limit:
-                    conn.execute(
-                        "INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now)
-                    )
-                    return 0.0
-                # the LIMIT-th most recent slot must leave the window first
-                return max(0.01, rows[-1][0] + self.span - now)
-        finally:
-            conn.close()
+        with self.db.transaction() as conn:
+            now = self._clock()
+            conn.execute(
+                "DELETE FROM limiter WHERE (scope = ? AND ts <= ?) OR ts < ?",
+                (self.scope, now - self.span, now - STALE_SECONDS),
+            )
+            rows = conn.execute(
+                "SELECT ts FROM limiter WHERE scope = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
+                (self.scope, now - self.span, self.limit),
+            ).fetchall()
+            if len(rows) < self.limit:
+                conn.execute("INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now))
+                return 0.0
+            # the LIMIT-th most recent slot must leave the window first
+            return max(0.01, float(rows[-1][0]) + self.span - now)
 
     def in_window(self) -> int:
         """How many slots of this scope lie within the window now (for tests and display)."""
-        conn = db.connect(self.data_dir)
-        try:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM limiter WHERE scope = ? AND ts > ?",
-                (self.scope, self._clock() - self.span),
-            ).fetchone()
-            return int(row[0])
-        finally:
-            conn.close()
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM limiter WHERE scope = ? AND ts > ?",
+            (self.scope, self._clock() - self.span),
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close this thread's own database, if the limiter opened one."""
+        own: Database | None = getattr(self._local, "db", None)
+        if own is not None:
+            own.close()
+            self._local.db = None
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -136,3 +151,7 @@ class ReadWriteLimiter:
         waited = limiter.acquire()
         if waited > 1.0 and self.on_wait:
             self.on_wait(kind, waited)
+
+    def close(self) -> None:
+        self.writes.close()
+        self.reads.close()
