@@ -116,13 +116,35 @@ def test_retries_spent_is_a_temporary_failure_naming_the_service():
     assert len(script.requests) == 3 and len(waits) == 2
 
 
-def test_too_long_a_wait_ends_at_once():
-    script = Script(httpx.Response(429, headers={"Retry-After": str(int(MAX_HONOURED_WAIT) + 100)}))
+@pytest.mark.parametrize(
+    "header", [str(int(MAX_HONOURED_WAIT) + 100), "1e9", "inf", "-inf", "nan", "-5", "soon", ""]
+)
+@pytest.mark.parametrize("status", [429, 503])
+def test_an_unusable_wait_ends_at_once_and_is_not_stored(header, status):
+    script = Script(httpx.Response(status, headers={"Retry-After": header}))
     client, waits = client_for(script)
     with pytest.raises(TemporaryFailure) as err:
         client.get(SERVICE_URL)
-    assert err.value.retry_after == MAX_HONOURED_WAIT + 100
+    assert err.value.retry_after is None  # the job's own backoff applies
+    assert "more than stdq waits" in err.value.message
     assert waits == [] and len(script.requests) == 1
+
+
+@pytest.mark.parametrize("detail", ["Expected available in 99999 seconds.", "Expected available in inf seconds."])
+def test_an_unusable_wait_in_the_text_ends_at_once(detail):
+    script = Script(httpx.Response(429, json={"detail": f"Request was throttled. {detail}"}))
+    client, waits = client_for(script)
+    with pytest.raises(TemporaryFailure) as err:
+        client.get(SERVICE_URL)
+    assert err.value.retry_after is None and waits == []
+
+
+def test_a_past_http_date_means_now():
+    when = email.utils.formatdate(time.time() - 120, usegmt=True)
+    script = Script(httpx.Response(503, headers={"Retry-After": when}), httpx.Response(200))
+    client, waits = client_for(script)
+    assert client.get(SERVICE_URL).status_code == 200
+    assert waits == [0.0]
 
 
 def test_timeouts_are_retried():

@@ -1,23 +1,46 @@
-"""The one HTTP client factory of stdq.
+"""The one HTTP client of stdq, and the request policy it applies.
 
-Every service and resolver gets its client from :func:`make_client`: explicit
-timeouts, per-request retries with exponential backoff and jitter on connection
-errors, timeouts, 5xx and 429 (honouring Retry-After and the ATLAS "Expected
-available in N seconds." text), a ``stdq/<version>`` User-Agent, credentials
-sent only to their own service's host, and secrets redacted from every URL and
-message shown to a user. Tests swap the network for ``httpx.MockTransport`` or
-an emulator on 127.0.0.1 through the ``transport`` argument or the service URL.
+Every service and resolver gets its client from :func:`make_client`. Each request
+has a :class:`RequestPolicy`, known to the client:
+
+- whether a send may be repeated. GET/HEAD/DELETE (and the other idempotent
+  methods) are retried with exponential backoff and jitter on connection errors,
+  timeouts, 5xx and 429 (honouring Retry-After and the ATLAS "Expected available
+  in N seconds." text). A POST creates remote work: it is retried only when the
+  server cannot have acted on it (the connection was never made, or a 429); after
+  a send that may have reached the server (a reset after the bytes went out, a
+  read timeout, a lost or cut answer, a 5xx) it raises :class:`AmbiguousSend` and
+  is never sent again by this client (:mod:`stdq.remote` then looks for the task);
+- an overall deadline (``[http] deadline``): the whole request -- its tries, the
+  waits between them and the whole body, however slowly it comes -- on top of the
+  per-read ``timeout``; passing it is a :class:`TemporaryFailure` (exit 75);
+- a cap on the bytes read from one answer (``[http] max_bytes``): the body is
+  streamed and never buffered past the cap (:class:`ResponseTooLarge`, exit 1);
+- whether the body carries a secret: such a body is never re-sent to another
+  origin on a 307/308 redirect (:class:`QueryFailed`, nothing sent there).
+
+A Retry-After (or wait text) above ``MAX_HONOURED_WAIT``, negative, not a number,
+NaN or infinite is never slept on nor stored: the try ends as a TemporaryFailure
+with ``retry_after=None``, so the job's own backoff applies. Each retry is
+reported to ``on_retry`` as a :class:`RetryInfo` (service, why, attempt k of n,
+delay). Also: a ``stdq/<version>`` User-Agent, credentials sent only to their own
+service's origin (:func:`make_host_auth`), and secrets redacted from every URL
+and message shown to a user. Tests swap the network for ``httpx.MockTransport``
+or an emulator on 127.0.0.1, and inject ``sleep`` and ``clock``.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import io
 import logging
+import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -33,11 +56,15 @@ USER_AGENT = f"stdq/{__version__}"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE = 0.5  # seconds; the n-th retry waits about BACKOFF_BASE * 2**n
 BACKOFF_CAP = 60.0
-MAX_HONOURED_WAIT = 600.0  # a server asking for a longer wait ends the request as temporary
+MAX_HONOURED_WAIT = 600.0  # a server asking for a longer wait ends the try as temporary
+DEFAULT_DEADLINE = 300.0
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+MAX_REDIRECTS = 10
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "PUT", "TRACE"})
 SECRET_PARAMS = frozenset(
     {"token", "api_key", "apikey", "key", "password", "userpass", "passwd", "mast_token", "email"}
 )
-_AVAILABLE_IN = re.compile(r"available in (\d+(?:\.\d+)?) (second|seconds|minute|minutes)\b")
+_AVAILABLE_IN = re.compile(r"available in (\S+) (second|seconds|minute|minutes)\b")
 
 
 # -- redaction --------------------------------------------------------------------
@@ -108,47 +135,167 @@ def install_log_filter() -> None:
             logger.addFilter(_LOG_FILTER)
 
 
+# -- errors ---------------------------------------------------------------------------
+
+
+class AmbiguousSend(TemporaryFailure):
+    """A request that must not be repeated failed after it may have reached the server.
+
+    The remote work may exist: look for it before any new send (:mod:`stdq.remote`).
+    """
+
+
+class ResponseTooLarge(QueryFailed):
+    """An answer longer than the ``max_bytes`` of its request (exit 1)."""
+
+
+class _Problem(Exception):
+    """One try that got no complete answer: what went wrong, and whether the send may
+    have reached the server."""
+
+    def __init__(self, text: str, *, reached: bool, deadline: bool = False):
+        super().__init__(text)
+        self.text = text
+        self.reached = reached
+        self.deadline = deadline
+
+
+# -- the policy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """How one request is sent.
+
+    ``repeatable``: may be sent again after a send that may have reached the server
+    (None: by method, GET/HEAD/DELETE/PUT/OPTIONS yes, POST/PATCH no).
+    ``deadline``: seconds for the whole request, retries and body included (None:
+    the client's ``[http] deadline``). ``max_bytes``: the most bytes read from the
+    answer (None: the client's ``[http] max_bytes``). ``secret_body``: the body
+    carries a secret (a password, personal credentials): never re-sent to another
+    origin on a 307/308 redirect.
+    """
+
+    repeatable: bool | None = None
+    deadline: float | None = None
+    max_bytes: int | None = None
+    secret_body: bool = False
+
+    @classmethod
+    def for_method(cls, method: str) -> RequestPolicy:
+        """The default policy of METHOD."""
+        return cls(repeatable=method.upper() in REPEATABLE_METHODS)
+
+    def may_repeat(self, method: str) -> bool:
+        if self.repeatable is None:
+            return method.upper() in REPEATABLE_METHODS
+        return self.repeatable
+
+
+CREATE_ONCE = RequestPolicy(repeatable=False)
+"""A request that creates remote work (a task, a login): never re-sent after it may have
+reached the server."""
+
+
+@dataclass(frozen=True)
+class RetryInfo:
+    """One retry, as reported to ``on_retry``: SERVICE retries after WHY (at URL,
+    redacted) for the ATTEMPT-th time of OF, in DELAY seconds."""
+
+    service: str
+    why: str
+    url: str
+    attempt: int
+    of: int
+    delay: float
+
+    @property
+    def text(self) -> str:
+        """The live-line text: ``"atlas: HTTP 503 at <url>; retry 2/4"``."""
+        return f"{self.service}: {self.why} at {self.url}; retry {self.attempt}/{self.of}"
+
+    @property
+    def message(self) -> str:
+        """The log and job-event text (with the delay)."""
+        return f"{self.text} in {self.delay:.1f} s"
+
+
 # -- waits ------------------------------------------------------------------------
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """How long the server asks us to wait: Retry-After (seconds or HTTP date), else its text."""
+def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:
+    """The wait the server asks for, as it says it (Retry-After in seconds or as an HTTP
+    date, else the ATLAS text); None when it gives none. The value may be unusable
+    (negative, NaN, infinite, huge): check it with :func:`honoured_wait`."""
     header = response.headers.get("Retry-After")
-    if header:
-        header = header.strip()
+    if header is not None:
+        text = header.strip()
         try:
-            return max(0.0, float(header))
+            return float(text)
         except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(header)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return math.nan
+        if when is None or when.tzinfo is None:
+            return math.nan
+        # a date already past means "now"
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
     try:
-        text = response.text[:2000]
+        body = response.text[:2000]
     except Exception:  # undecodable body: no hint
         return None
-    match = _AVAILABLE_IN.search(text)
-    if match:
-        value = float(match.group(1))
-        return value * 60 if match.group(2).startswith("minute") else value
-    return None
+    match = _AVAILABLE_IN.search(body)
+    if not match:
+        return None
+    try:
+        value = float(match.group(1).rstrip(".,"))
+    except ValueError:
+        return math.nan
+    return value * 60 if match.group(2).startswith("minute") else value
+
+
+def honoured_wait(seconds: float) -> bool:
+    """Whether a server's wait may become a sleep or a stored time: finite, 0..600 s."""
+    return math.isfinite(seconds) and 0.0 <= seconds <= MAX_HONOURED_WAIT
+
+
+def _wait_text(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "an unreadable wait"
+    if math.isinf(seconds):
+        return "an endless wait"
+    if seconds < 0:
+        return f"a negative wait ({seconds:g} s)"
+    return f"a wait of {seconds:.0f} s"
 
 
 def backoff_delay(retry: int) -> float:
     """Exponential backoff with jitter for the RETRY-th retry (0-based)."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2**retry))
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2.0**retry))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-# -- authentication bound to one host --------------------------------------------
+# -- origins and authentication bound to one host ------------------------------------------
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of URL: what "the same origin" compares."""
+    parts = urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+_origin = origin
+
+
+def same_origin(url: str, other: str) -> bool:
+    return origin(url) == origin(other)
 
 
 def make_host_auth(
@@ -156,17 +303,16 @@ def make_host_auth(
     headers: Mapping[str, str] | None = None,
     cookies: Mapping[str, str] | None = None,
     basic: tuple[str, str] | None = None,
-):
+) -> httpx.Auth:
     """An ``httpx.Auth`` that adds credentials only to requests for SERVICE_URL's origin.
 
     Its ``bind(request)`` adds them to a request for that origin and takes them
     off any other request; :class:`Client` calls it for every request it sends,
-    redirects included (httpx runs an Auth only on the first request of a
-    redirect chain and copies custom headers to the next hop, whatever its host).
+    redirects included.
     """
     import httpx
 
-    origin = _origin(service_url)
+    own_origin = origin(service_url)
     header_items = dict(headers or {})
     cookie_items = dict(cookies or {})
     if basic:
@@ -175,7 +321,7 @@ def make_host_auth(
 
     class HostBoundAuth(httpx.Auth):
         def bind(self, request: httpx.Request) -> None:
-            own = _origin(str(request.url)) == origin
+            own = origin(str(request.url)) == own_origin
             for name, value in header_items.items():
                 if own:
                     request.headers[name] = value
@@ -194,7 +340,9 @@ def make_host_auth(
                 else:
                     request.headers.pop("Cookie", None)
 
-        def auth_flow(self, request: httpx.Request):
+        def auth_flow(
+            self, request: httpx.Request
+        ) -> Generator[httpx.Request, httpx.Response, None]:
             self.bind(request)
             yield request
 
@@ -217,13 +365,14 @@ def shared_ssl_context() -> Any:
     return _SSL_CONTEXT
 
 
-
 class Client:
-    """An httpx.Client with stdq's retry policy; one per job, closed when done.
+    """An httpx.Client with stdq's request policy; one per job, closed when done.
 
-    ``request`` retries one request up to ``max_retries`` times and raises
-    :class:`TemporaryFailure` naming the service when they are spent. Any other
-    status is returned to the caller, who decides what it means.
+    ``request`` sends one request under its :class:`RequestPolicy` and returns the
+    final response for any status it does not retry; the caller decides what it
+    means. Retries spent, the deadline passed or a server's unusable wait raise
+    :class:`TemporaryFailure` naming the service; a request that must not be
+    repeated and may have reached the server raises :class:`AmbiguousSend`.
     """
 
     def __init__(
@@ -232,32 +381,39 @@ class Client:
         *,
         timeout: float = 30.0,
         max_retries: int = 4,
+        deadline: float = DEFAULT_DEADLINE,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         auth: Any = None,
         secrets: Iterable[str] = (),
         transport: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         before_request: Callable[[str, str], None] | None = None,
-        on_retry: Callable[[str], None] | None = None,
+        on_retry: Callable[[RetryInfo], None] | None = None,
         follow_redirects: bool = True,
     ):
         import httpx
 
         self.service = service
+        self.timeout = float(timeout)
         self.max_retries = max_retries
+        self.deadline = float(deadline)
+        self.max_bytes = int(max_bytes)
         self.secrets = [s for s in secrets if s]
+        self.follow_redirects = follow_redirects
         self._sleep = sleep
+        self._clock = clock
         self._before_request = before_request
         self._on_retry = on_retry
-        self._httpx = httpx
         install_log_filter()
         hooks = [auth.bind] if callable(getattr(auth, "bind", None)) else []
         self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(self.timeout),
             headers={"User-Agent": USER_AGENT},
             verify=shared_ssl_context(),
             auth=auth,
             transport=transport,
-            follow_redirects=follow_redirects,
+            follow_redirects=False,  # followed here, one hop at a time, under the policy
             event_hooks={"request": hooks},
         )
 
@@ -285,68 +441,183 @@ class Client:
     def delete(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", url, **kw)
 
-    def _try(self, method: str, url: str, **kw: Any) -> tuple[httpx.Response | None, str]:
-        """One try through the before_request hook (a rate limiter): (response, "") or
-        (None, what went wrong on the network)."""
-        httpx = self._httpx
-        if self._before_request:
-            self._before_request(method, str(url))
-        try:
-            response = self.client.request(method, url, **kw)
-            response.read()
-        except httpx.TimeoutException:
-            return None, "timed out"
-        except httpx.TransportError as exc:
-            return None, f"connection problem ({type(exc).__name__})"
-        return response, ""
-
-    def send_once(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """One try, no retry (for requests that must not be repeated blindly, such as a
-        POST that creates a remote task): any status is returned; a network failure is
-        TemporaryFailure."""
-        response, problem = self._try(method, url, **kw)
-        if response is None:
-            raise TemporaryFailure(
-                f"{self.service}: {problem} at {self.safe_url(url)}", hint="try again later"
-            )
-        return response
-
-    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """Send one request, retrying temporary failures; the final response is returned."""
-        retry = 0
+    # -- one request -------------------------------------------------------------------
+    def request(
+        self, method: str, url: str, *, policy: RequestPolicy | None = None, **kw: Any
+    ) -> httpx.Response:
+        """Send one request under POLICY (default: by method); the final response."""
+        policy = policy or RequestPolicy.for_method(method)
+        repeatable = policy.may_repeat(method)
+        deadline = self.deadline if policy.deadline is None else float(policy.deadline)
+        max_bytes = self.max_bytes if policy.max_bytes is None else int(policy.max_bytes)
+        shown = self.safe_url(url)
+        started = self._clock()
+        queued = 0.0  # time spent waiting for a rate-limit slot: not the request's own
+        tries = 0
         while True:
+            if self._before_request:
+                before = self._clock()
+                self._before_request(method, str(url))
+                queued += self._clock() - before
+            end = started + queued + deadline
             wait: float | None = None
-            response, problem = self._try(method, url, **kw)
-            if response is not None:
-                if response.status_code not in RETRY_STATUS:
-                    return response
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    problem = "throttled (HTTP 429)"
-                wait = retry_after_seconds(response)
-                if wait is not None and wait > MAX_HONOURED_WAIT:
-                    raise TemporaryFailure(
-                        f"{self.service}: {problem}; the server asks to wait {wait:.0f} s",
+            try:
+                response = self._send_once(method, url, policy, end, max_bytes, kw)
+            except _Problem as problem:
+                if problem.deadline:
+                    failure = AmbiguousSend if problem.reached and not repeatable else TemporaryFailure
+                    raise failure(
+                        f"{self.service}: no complete answer from {shown} within the"
+                        f" [http] deadline of {deadline:g} s",
                         hint="try again later",
-                        retry_after=wait,
+                    ) from None
+                if problem.reached and not repeatable:
+                    raise self._ambiguous(problem.text, shown) from None
+                why = problem.text
+            else:
+                status = response.status_code
+                if status not in RETRY_STATUS:
+                    return response
+                why = "throttled (HTTP 429)" if status == 429 else f"HTTP {status}"
+                if status != 429 and not repeatable:
+                    # a 5xx may come after the server acted on the request
+                    raise self._ambiguous(why, shown)
+                asked = retry_after_seconds(response)
+                if asked is not None and not honoured_wait(asked):
+                    raise TemporaryFailure(
+                        f"{self.service}: {why} at {shown}; the server asks for"
+                        f" {_wait_text(asked)}, more than stdq waits in one request"
+                        f" ({MAX_HONOURED_WAIT:.0f} s)",
+                        hint="try again later",
+                        retry_after=None,
                     )
-            if retry >= self.max_retries:
+                wait = asked
+            if tries >= self.max_retries:
                 raise TemporaryFailure(
-                    f"{self.service}: {problem} at {self.safe_url(url)} "
-                    f"(gave up after {retry + 1} tries)",
+                    f"{self.service}: {why} at {shown} (gave up after {tries + 1} tries)",
                     hint="try again later",
                     retry_after=wait,
                 )
-            delay = wait if wait is not None else backoff_delay(retry)
-            message = (
-                f"{self.service}: {problem} at {self.safe_url(url)}; "
-                f"retry {retry + 1}/{self.max_retries} in {delay:.1f} s"
-            )
-            log.info(message)
+            delay = wait if wait is not None else backoff_delay(tries)
+            if self._clock() + delay > end:
+                raise TemporaryFailure(
+                    f"{self.service}: {why} at {shown}; the next try would pass the"
+                    f" [http] deadline of {deadline:g} s (gave up after {tries + 1} tries)",
+                    hint="try again later",
+                    retry_after=wait,
+                )
+            info = RetryInfo(self.service, why, shown, tries + 1, self.max_retries, delay)
+            log.info(info.message)
             if self._on_retry:
-                self._on_retry(message)
+                self._on_retry(info)
             self._sleep(delay)
-            retry += 1
+            tries += 1
+
+    def _ambiguous(self, why: str, shown: str) -> AmbiguousSend:
+        return AmbiguousSend(
+            f"{self.service}: {why} at {shown} after the request was sent; it may have"
+            " reached the server, so it is not sent again",
+            hint="try again later",
+        )
+
+    def _timeout(self, end: float) -> httpx.Timeout:
+        import httpx
+
+        left = end - self._clock()
+        if left <= 0:
+            raise _Problem("deadline passed", reached=False, deadline=True)
+        return httpx.Timeout(min(self.timeout, left))
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        policy: RequestPolicy,
+        end: float,
+        max_bytes: int,
+        kw: dict[str, Any],
+    ) -> httpx.Response:
+        """One try: send (following redirects under POLICY) and read the whole body.
+
+        Raises _Problem for a try without a complete answer, QueryFailed for a
+        refused redirect, ResponseTooLarge past MAX_BYTES."""
+        import httpx
+
+        request = self.client.build_request(method, url, timeout=self._timeout(end), **kw)
+        first_origin = origin(str(request.url))
+        hops = 0
+        while True:
+            try:
+                response = self.client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise _Problem(self._network_text(exc), reached=False) from None
+            except (httpx.UnsupportedProtocol, httpx.ProxyError, httpx.LocalProtocolError) as exc:
+                raise _Problem(self._network_text(exc), reached=False) from None
+            except httpx.TransportError as exc:  # read/write timeouts, resets, lost answers
+                raise _Problem(self._network_text(exc), reached=True) from None
+            next_request = response.next_request
+            if next_request is None or not self.follow_redirects:
+                break
+            response.close()
+            hops += 1
+            target = self.safe_url(next_request.url)
+            if hops > MAX_REDIRECTS:
+                raise QueryFailed(f"{self.service}: more than {MAX_REDIRECTS} redirects from"
+                                  f" {self.safe_url(url)}")
+            keeps_body = next_request.method == request.method and method.upper() not in (
+                "GET", "HEAD"
+            )
+            if policy.secret_body and keeps_body and origin(str(next_request.url)) != first_origin:
+                raise QueryFailed(
+                    f"{self.service}: the server redirected a request that carries credentials"
+                    f" to another origin ({target}, HTTP {response.status_code}); not followed,"
+                    " nothing was sent there",
+                    hint=f"check the {self.service} url setting: stdq services show {self.service}",
+                )
+            next_request.extensions["timeout"] = self._timeout(end).as_dict()
+            request = next_request
+        self._read_body(response, end, max_bytes)
+        return response
+
+    def _read_body(self, response: httpx.Response, end: float, max_bytes: int) -> None:
+        """Stream the body into the response; never past MAX_BYTES nor the deadline END."""
+        import httpx
+
+        try:
+            length = response.headers.get("Content-Length")
+            if length and length.strip().isdigit() and int(length) > max_bytes:
+                raise self._too_large(response, max_bytes)
+            buffer = io.BytesIO()
+            total = 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise self._too_large(response, max_bytes)
+                buffer.write(chunk)
+                if self._clock() > end:
+                    raise _Problem("deadline passed", reached=True, deadline=True)
+            response._content = buffer.getvalue()
+        except httpx.TransportError as exc:
+            raise _Problem(self._network_text(exc), reached=True) from None
+        except httpx.DecodingError as exc:
+            raise _Problem(f"an undecodable answer ({type(exc).__name__})", reached=True) from None
+        finally:
+            response.close()
+
+    def _too_large(self, response: httpx.Response, max_bytes: int) -> ResponseTooLarge:
+        return ResponseTooLarge(
+            f"{self.service}: the answer from {self.safe_url(response.request.url)} is larger"
+            f" than [http] max_bytes ({max_bytes} bytes); not read further",
+            hint="raise [http] max_bytes if this answer is expected to be so large",
+        )
+
+    @staticmethod
+    def _network_text(exc: Exception) -> str:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return "timed out"
+        return f"connection problem ({type(exc).__name__})"
 
 
 def make_client(
@@ -357,18 +628,23 @@ def make_client(
     secrets: Iterable[str] = (),
     transport: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     before_request: Callable[[str, str], None] | None = None,
-    on_retry: Callable[[str], None] | None = None,
+    on_retry: Callable[[RetryInfo], None] | None = None,
 ) -> Client:
-    """The client for SERVICE with the [http] settings (timeout, max_retries)."""
+    """The client for SERVICE with the [http] settings (timeout, max_retries, deadline,
+    max_bytes)."""
     return Client(
         service,
         timeout=float(http_settings.timeout),
         max_retries=int(http_settings.max_retries),
+        deadline=float(getattr(http_settings, "deadline", DEFAULT_DEADLINE)),
+        max_bytes=int(getattr(http_settings, "max_bytes", DEFAULT_MAX_BYTES)),
         auth=auth,
         secrets=secrets,
         transport=transport,
         sleep=sleep,
+        clock=clock,
         before_request=before_request,
         on_retry=on_retry,
     )

@@ -209,10 +209,6 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         "poll_interval": 5.0,
         "max_poll_interval": 120.0,
         "task_timeout": 172800.0,
-        "snr_threshold": 3.0,
-        "limit_nsigma": 3.0,
-        "chi2_max": 10.0,
-        "dujy_max": 160.0,
         "writes_per_minute": 60,
         "reads_per_minute": 600,
         "rate_window": 60.0,
@@ -223,10 +219,6 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         "max_poll_interval": "the wait grows up to this while the task is queued, seconds",
         "task_timeout": "give up (and delete the remote task) when it has not finished after"
         " this many seconds",
-        "snr_threshold": "uJy/duJy >= this is a detection",
-        "limit_nsigma": "non-detections get the limit 23.9 - 2.5 log10(n * duJy) with this n",
-        "chi2_max": "quality_flag 2 (poor fit) when chi/N is above this (ATClean default 10)",
-        "dujy_max": "quality_flag 4 (large error) when duJy is above this, uJy (ATClean: 160)",
         "writes_per_minute": "POST/DELETE requests allowed in any rate_window (server: 60;"
         " 0 = no limit)",
         "reads_per_minute": "GET requests allowed in any rate_window (server: 600; 0 = no limit)",
@@ -279,7 +271,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             secrets=self.config.secret_values(),
             sleep=sleep,
             before_request=limiter.before_request,
-            on_retry=lambda msg: context.event("retry", msg),
+            on_retry=context.report_retry,
         )
 
     def _check(self, response: httpx.Response) -> None:

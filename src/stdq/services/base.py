@@ -20,7 +20,7 @@ from stdq.errors import BadInput, Cancelled
 
 if TYPE_CHECKING:
     from stdq.config import ServiceConfig, Settings
-    from stdq.http import Client
+    from stdq.http import Client, RetryInfo
     from stdq.store import DataProduct, Store
     from stdq.targets import Target
 
@@ -201,10 +201,11 @@ class QueryContext:
     data_product_type: str = ""
     checkpoint: dict[str, Any] = field(default_factory=dict)
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None
-    on_progress: Callable[[str], None] | None = None
+    on_progress: Callable[..., None] | None = None  # (text, wait_until: unix time | None)
     is_cancelled: Callable[[], bool] | None = None
     on_event: Callable[[str, str], None] | None = None
     client_factory: Callable[[], Client] | None = None
+    clock: Callable[[], float] = time.time  # unix time (wait_until, checkpoint times)
     _client: Client | None = None
 
     @property
@@ -227,14 +228,20 @@ class QueryContext:
         if self.on_checkpoint:
             self.on_checkpoint(dict(self.checkpoint))
 
-    def progress(self, text: str) -> None:
+    def progress(self, text: str, wait_until: float | None = None) -> None:
+        """Show TEXT as the job's progress; WAIT_UNTIL (unix time) when it waits for that."""
         if self.on_progress:
-            self.on_progress(text)
+            self.on_progress(text, wait_until)
 
     def event(self, kind: str, message: str) -> None:
         """Record an event in the job's history (no secrets: pass redacted text)."""
         if self.on_event:
             self.on_event(kind, message)
+
+    def report_retry(self, retry: RetryInfo) -> None:
+        """A retry of the HTTP client: a job event, and the progress line with its wait."""
+        self.event("retry", retry.message)
+        self.progress(retry.text, wait_until=self.clock() + retry.delay)
 
     def check_cancelled(self) -> None:
         if self.is_cancelled and self.is_cancelled():
@@ -316,7 +323,7 @@ class SingleTargetDataService:
             auth=self.http_auth(),
             secrets=self.config.secret_values(),
             sleep=context.sleep,
-            on_retry=lambda msg: context.event("retry", msg),
+            on_retry=context.report_retry,
         )
 
     def require_secret(self, fieldname: str) -> str:
