@@ -7,7 +7,9 @@ prefix; services and resolvers are pointed at ``server.url(name)`` through their
 (``server.add_fault(...)``) or over HTTP (``POST /_control/fault``), so tests
 that run the real ``stdq`` command in a subprocess can use them too.
 
-Run it standalone: ``python -m stdq.testing.fakeserver --port 8765``.
+Run it standalone: ``python -m stdq.testing.fakeserver --port 8765 --settings emulators.toml``
+(every registered emulator, including those of installed plug-ins; the settings file
+points their services at them).
 
 Fault kinds (answered instead of the emulator's own answer, ``times`` times):
 
@@ -19,6 +21,9 @@ Fault kinds (answered instead of the emulator's own answer, ``times`` times):
 - ``truncate``: the real answer cut in half, with the full Content-Length, then
   the connection closed;
 - ``empty``: 200 with an empty body.
+
+More kinds (a lost answer after the emulator acted, a redirect to another origin, a
+slow or endless body, an unusable Retry-After) are in :mod:`stdq.testing.faults`.
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # writes the whole answer itself, given the request handler (stdq.testing.faults:
+    # a lost, slow or endless answer); the log still shows STATUS
+    writer: Any = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -121,6 +129,7 @@ class Fault:
     retry_after: int | None = 1
     seconds: float = 5.0
     body: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # for stdq.testing.faults kinds
 
     def matches(self, method: str, full_path: str) -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -249,6 +258,11 @@ class FakeServer:
             body=body,
             server=self,
         )
+        if fault is not None:
+            from stdq.testing import faults
+
+            if fault.kind in faults.KINDS:
+                return faults.answer(fault, request, emulator.handle), fault, emulator.name
         if fault is not None and fault.kind not in ("hang", "truncate"):
             return self._fault_response(fault), fault, emulator.name
         if fault is not None and fault.kind == "hang":
@@ -325,6 +339,9 @@ class FakeServer:
                 if emulator != "_control":
                     with server.lock:
                         server.requests.append(entry)
+                if response.writer is not None:
+                    response.writer(self)
+                    return
                 payload = response.body
                 self.send_response(response.status)
                 for name, value in response.headers.items():
@@ -347,31 +364,14 @@ class FakeServer:
 
 
 def default_emulators() -> list[Emulator]:
-    """One instance of every emulator stdq ships (those whose modules exist)."""
-    import importlib
+    """One instance of every registered emulator: stdq's own and those of installed plug-ins
+    (entry-point group ``stdq.emulators``, see :mod:`stdq.registry`).
 
-    found: list[Emulator] = []
-    for module_name, class_name in EMULATORS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        found.append(getattr(module, class_name)())
-    return found
+    Test-only emulators (``stdq.testing.slow``) are not registered: tests mount them.
+    """
+    from stdq.registry import emulator_factories
 
-
-# module, class: every emulator of stdq.testing
-EMULATORS: list[tuple[str, str]] = [
-    ("stdq.testing.mast", "MastCatalogsEmulator"),
-    ("stdq.testing.resolvers", "SesameEmulator"),
-    ("stdq.testing.resolvers", "MastResolverEmulator"),
-    ("stdq.testing.atlas", "AtlasEmulator"),
-    ("stdq.testing.irsa", "IrsaLightCurveEmulator"),
-    ("stdq.testing.zfps", "ZfpsEmulator"),
-    ("stdq.testing.slow", "SlowServiceEmulator"),
-]
+    return [factory() for factory in emulator_factories()]
 
 
 def settings_toml(server: FakeServer, extra: str = "") -> str:
