@@ -24,20 +24,25 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stdq import errors
 from stdq.errors import Cancelled, NoData, StdqError, TemporaryFailure
 from stdq.http import redact
 from stdq.jobs.queue import JobQueue, retry_delay
+from stdq.records import Job, JobState
 
 if TYPE_CHECKING:
-    from stdq.config import Settings
-    from stdq.store import Store
+    from stdq.config import ServiceConfig, Settings
+    from stdq.services.base import QueryContext, SingleTargetDataService
+    from stdq.store import DataProduct, Store
 
 log = logging.getLogger("stdq.jobs")
 
 HEARTBEAT_MAX_INTERVAL = 5.0  # seconds between lease renewals (at most); also the cancel latency
+
+ProgressCallback = Callable[[str, "float | None"], None]
 
 
 class Heartbeat:
@@ -48,6 +53,7 @@ class Heartbeat:
         self.owner = owner
         self.lease_seconds = float(lease_seconds)
         self.data_dir = queue.data_dir
+        self.clock = getattr(queue.db, "clock", None)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -66,7 +72,11 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        queue = JobQueue(self.data_dir)  # its own connection: sqlite3 objects stay in one thread
+        from stdq.db import Database
+
+        # its own Database: sqlite3 objects stay in the thread that made them
+        database = Database(self.data_dir, clock=self.clock) if self.clock else Database(self.data_dir)
+        queue = JobQueue(database)
         try:
             while not self._stop.wait(self.interval):
                 try:
@@ -81,41 +91,39 @@ class Heartbeat:
                     self.cancelled.set()
                     return
         finally:
-            queue.close()
+            database.close()
 
 
-def build_service(settings: Settings, name: str):
-    """The service instance NAME, from its merged settings."""
-    from stdq import plugins
+def build_service(settings: Settings, name: str) -> tuple[SingleTargetDataService, ServiceConfig]:
+    """The service instance NAME and its merged settings, from the registry."""
+    from stdq.registry import registry_for
 
-    config = settings.service(name)
-    cls = plugins.load_class(config.class_path, where=f"[services.{name}] class")
-    return cls(config, settings), config
+    registry = registry_for(settings)
+    config = registry.service_config(name)
+    return registry.service(name), config
 
 
 def run_job(
-    job: dict[str, Any],
+    job: Job,
     *,
     settings: Settings,
     store: Store,
     queue: JobQueue,
     owner: str,
-    on_progress=None,
+    on_progress: ProgressCallback | None = None,
     stop_event: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Run the claimed JOB to its end; returns the job row as it ended (or was released).
+) -> Job:
+    """Run the claimed JOB to its end; returns the job as it ended (or was released).
 
     STOP_EVENT (a worker shutting down) makes the service stop at its next
     cancellation check while it talks to the remote service; the job is then
     released with its checkpoint. Once the answer is in, processing finishes.
+    ON_PROGRESS gets (text, wait_until) of each progress line.
     """
-    from stdq.processing import process_product
-    from stdq.targets import Target
-
-    job_id = job["id"]
+    job_id = job.id
     secrets: list[str] = []
-    context = None
-    service = None
+    context: QueryContext | None = None
+    service: SingleTargetDataService | None = None
     querying = {"now": False}
     heartbeat = Heartbeat(queue, job_id, owner, settings.tasks.lease_seconds)
 
@@ -126,35 +134,33 @@ def run_job(
 
     with heartbeat:
         try:
-            service, config = build_service(settings, job["service"])
+            service, config = build_service(settings, job.service)
             secrets = config.secret_values()
 
-            def progress(text: str) -> None:
+            def progress(text: str, wait_until: float | None = None, *_: Any) -> None:
                 text = redact(text, secrets)
-                queue.set_progress(job_id, text)
+                queue.set_progress(job_id, text, wait_until)
                 if on_progress:
-                    on_progress(text)
+                    on_progress(text, wait_until)
 
             context = job_context(
                 service, config, job, settings=settings, store=store, queue=queue,
                 on_progress=progress, is_cancelled=cancelled,
             )
-            if job.get("cancel_requested") or queue.cancel_requested(job_id):
+            if job.cancel_requested or queue.cancel_requested(job_id):
                 raise Cancelled("the job was cancelled")
-            target = Target.from_dict(job["target"])
-            params = dict(job["params"])
             progress("querying")
             querying["now"] = True
-            products = service.query_service(target, params, context)
+            products = service.query_service(job.target, dict(job.params), context)
             querying["now"] = False
             if heartbeat.cancelled.is_set():
                 raise Cancelled("the job was cancelled")
             progress("processing")
-            _process(job, products, settings, store, queue, owner, service, config, process_product)
+            _process(job, products, settings, store, queue, owner, service, config)
         except NoData as exc:
             product_ids = list((context.checkpoint.get("products") or {}).values()) if context else []
             queue.finish(
-                job_id, "succeeded", owner=owner, rows=0, detections=0, products=product_ids,
+                job_id, JobState.SUCCEEDED, owner=owner, rows=0, detections=0, products=product_ids,
                 note=redact(f"no data: {exc.message}", secrets), exit_code=errors.EXIT_NO_DATA,
             )
         except Cancelled:
@@ -162,25 +168,26 @@ def run_job(
         except TemporaryFailure as exc:
             message = redact(str(exc.message), secrets)
             fresh = queue.get(job_id) or job
-            if job.get("runner") == "worker" and fresh["attempts"] < fresh["max_attempts"]:
-                delay = retry_delay(fresh["attempts"], exc.retry_after)
+            if job.runner == "worker" and fresh.attempts < fresh.max_attempts:
+                delay = retry_delay(fresh.attempts, exc.retry_after)
                 queue.requeue(job_id, owner=owner, delay=delay, error=message)
             else:
-                if fresh["attempts"] > 1:
-                    message += f" (after {fresh['attempts']} attempts)"
+                if fresh.attempts > 1:
+                    message += f" (after {fresh.attempts} attempts)"
                 queue.finish(
-                    job_id, "failed", owner=owner, error=message, exit_code=errors.EXIT_TEMPORARY
+                    job_id, JobState.FAILED, owner=owner, error=message,
+                    exit_code=errors.EXIT_TEMPORARY,
                 )
         except StdqError as exc:
             queue.finish(
-                job_id, "failed", owner=owner, error=redact(str(exc), secrets),
+                job_id, JobState.FAILED, owner=owner, error=redact(str(exc), secrets),
                 exit_code=exc.exit_code,
             )
         except Exception as exc:
             text = redact(traceback.format_exc(), secrets)
             queue.add_event(job_id, "traceback", text)
             queue.finish(
-                job_id, "failed", owner=owner,
+                job_id, JobState.FAILED, owner=owner,
                 error=redact(f"internal error: {type(exc).__name__}: {exc}", secrets),
                 exit_code=errors.EXIT_FAILED,
             )
@@ -188,7 +195,7 @@ def run_job(
             # An in-process query interrupted: the job ends as failed (130) with its
             # checkpoint kept, so `stdq jobs retry` resumes the remote task.
             queue.finish(
-                job_id, "failed", owner=owner,
+                job_id, JobState.FAILED, owner=owner,
                 error=f"interrupted; resume it with: stdq jobs retry {job_id}",
                 exit_code=errors.EXIT_INTERRUPTED,
             )
@@ -205,13 +212,24 @@ def safe_checkpoint(checkpoint: dict[str, Any], secrets: list[str]) -> dict[str,
 
     text = json.dumps(checkpoint, sort_keys=True, default=str)
     masked = redact(text, secrets)
-    return checkpoint if masked == text else json.loads(masked)
+    return checkpoint if masked == text else dict(json.loads(masked))
 
 
-def _process(job, products, settings, store, queue, owner, service, config, process_product) -> None:
+def _process(
+    job: Job,
+    products: list[DataProduct],
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    owner: str,
+    service: SingleTargetDataService,
+    config: ServiceConfig,
+) -> None:
     """Process the products of a finished query and end the job as succeeded."""
-    job_id = job["id"]
-    params = dict(job["params"])
+    from stdq.processing import process_product
+
+    job_id = job.id
+    params = dict(job.params)
     rows = detections = 0
     product_ids: list[int] = []
     left_notes: list[str] = []
@@ -220,7 +238,7 @@ def _process(job, products, settings, store, queue, owner, service, config, proc
             settings,
             store,
             product,
-            query={"service": job["service"], "params": params, "job_id": job_id},
+            query={"service": job.service, "params": params, "job_id": job_id},
             service_info={"class": config.class_path, "version": service.version},
         )
         rows += result.rows
@@ -232,7 +250,7 @@ def _process(job, products, settings, store, queue, owner, service, config, proc
         if left_notes:
             note += " (left out: " + "; ".join(left_notes) + ")"
         queue.finish(
-            job_id, "succeeded", owner=owner, rows=0, detections=0,
+            job_id, JobState.SUCCEEDED, owner=owner, rows=0, detections=0,
             products=product_ids, note=note, exit_code=errors.EXIT_NO_DATA,
         )
         return
@@ -240,34 +258,52 @@ def _process(job, products, settings, store, queue, owner, service, config, proc
     if left_notes:
         note += "; left out: " + "; ".join(left_notes)
     queue.finish(
-        job_id, "succeeded", owner=owner, rows=rows, detections=detections,
+        job_id, JobState.SUCCEEDED, owner=owner, rows=rows, detections=detections,
         products=product_ids, note=note, exit_code=errors.EXIT_OK,
     )
 
 
-def _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets) -> None:
+def _stopped(
+    job: Job,
+    queue: JobQueue,
+    owner: str,
+    heartbeat: Heartbeat,
+    stop_event: threading.Event | None,
+    service: SingleTargetDataService | None,
+    context: QueryContext | None,
+    secrets: list[str],
+) -> None:
     """The service stopped at a cancellation check: find out why and act on it."""
-    job_id = job["id"]
+    job_id = job.id
     if queue.cancel_requested(job_id):
         if service is not None and context is not None:
             cleanup_remote(service, context, queue, job_id, secrets)
-        queue.finish(job_id, "cancelled", note="cancelled while running", exit_code=1)
+        queue.finish(job_id, JobState.CANCELLED, note="cancelled while running", exit_code=1)
     elif heartbeat.lost.is_set():
         log.warning("job %s: its lease was taken by another runner; this one stops", job_id)
     elif stop_event is not None and stop_event.is_set():
         queue.release(job_id, owner)
     else:  # a Cancelled raised by the service itself
-        queue.finish(job_id, "cancelled", owner=owner, note="cancelled by the service", exit_code=1)
+        queue.finish(
+            job_id, JobState.CANCELLED, owner=owner, note="cancelled by the service", exit_code=1
+        )
 
 
 def job_context(
-    service, config, job: dict[str, Any], *, settings: Settings, store: Store, queue: JobQueue,
-    on_progress=None, is_cancelled=None,
-):
+    service: SingleTargetDataService,
+    config: ServiceConfig,
+    job: Job,
+    *,
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    on_progress: Callable[..., None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> QueryContext:
     """The QueryContext of JOB: checkpoint, events and progress bound to its row, secrets redacted."""
     from stdq.services.base import QueryContext
 
-    job_id = job["id"]
+    job_id = job.id
     secrets = config.secret_values()
     context = QueryContext(
         store=store,
@@ -275,7 +311,7 @@ def job_context(
         service_config=config,
         job_id=job_id,
         data_product_type=service.data_product_type,
-        checkpoint=dict(job.get("checkpoint") or {}),
+        checkpoint=dict(job.checkpoint),
         on_checkpoint=lambda cp: queue.save_checkpoint(job_id, safe_checkpoint(cp, secrets)),
         on_progress=on_progress,
         is_cancelled=is_cancelled,
@@ -285,7 +321,13 @@ def job_context(
     return context
 
 
-def cleanup_remote(service, context, queue: JobQueue, job_id: int, secrets: list[str]) -> None:
+def cleanup_remote(
+    service: SingleTargetDataService,
+    context: QueryContext,
+    queue: JobQueue,
+    job_id: int,
+    secrets: list[str],
+) -> None:
     """Best-effort remote cleanup of a cancelled job (the service's ``cancel_remote``)."""
     # the context may say "cancelled" already: let the cleanup's own requests through
     context.is_cancelled = None
@@ -295,20 +337,19 @@ def cleanup_remote(service, context, queue: JobQueue, job_id: int, secrets: list
         queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
 
 
-def cleanup_abandoned(settings: Settings, store: Store, queue: JobQueue, job: dict[str, Any]) -> None:
-    """Remote cleanup of a job cancelled after its runner died (run by ``stdq jobs cancel``)."""
-    job_id = job["id"]
-    if not job.get("checkpoint"):
+def cleanup_abandoned(settings: Settings, store: Store, queue: JobQueue, job: Job) -> None:
+    """Remote cleanup of a job cancelled after its runner died (run by ``Stdq.cancel``)."""
+    if not job.checkpoint:
         return
     secrets: list[str] = []
     context = None
     try:
-        service, config = build_service(settings, job["service"])
+        service, config = build_service(settings, job.service)
         secrets = config.secret_values()
         context = job_context(service, config, job, settings=settings, store=store, queue=queue)
-        cleanup_remote(service, context, queue, job_id, secrets)
+        cleanup_remote(service, context, queue, job.id, secrets)
     except Exception as exc:  # best effort
-        queue.add_event(job_id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
+        queue.add_event(job.id, "cancel", redact(f"remote cleanup failed: {exc}", secrets))
     finally:
         if context is not None:
             context.close()

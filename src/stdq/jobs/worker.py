@@ -41,17 +41,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stdq import db
-from stdq.jobs.queue import (
-    JobQueue,
-    live_workers,
-    owner_id,
-    register_worker,
-    unregister_worker,
-    worker_id,
-)
+from stdq.db import Database
+from stdq.jobs.queue import JobQueue, owner_id, worker_id
+from stdq.records import JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from stdq.config import Settings
 
 log = logging.getLogger("stdq.worker")
@@ -62,14 +58,13 @@ IDLE_POLL = 1.0  # seconds between claims of an idle (non-burst) worker thread
 AUTOSTART_CONCURRENCY = 4
 LOCK_NAME = "worker-spawn.lock"
 
-
 def logs_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "logs"
 
 
-# the workers table lives with the queue (``jobs status`` reads it without this module)
-register = register_worker
-unregister = unregister_worker
+def _database(settings: Settings, clock: Callable[[], float] | None) -> Database:
+    """A Database of its own for one thread (sqlite3 objects never cross threads)."""
+    return Database(settings.data_dir, clock=clock or time.time)
 
 
 # -- running --------------------------------------------------------------------------
@@ -85,13 +80,15 @@ class _Pool:
 
 
 def _thread_main(
-    settings: Settings, *, burst: bool, stop: threading.Event, pool: _Pool, name: str
+    settings: Settings, *, burst: bool, stop: threading.Event, pool: _Pool, name: str,
+    clock: Callable[[], float] | None = None,
 ) -> None:
     from stdq.jobs.runner import run_job
     from stdq.store import Store
 
-    queue = JobQueue(settings.data_dir)
-    store = Store(settings.data_dir)
+    database = _database(settings, clock)
+    queue = JobQueue(database)
+    store = Store(database)
     owner = f"{owner_id()}/{name}"
     lease = float(settings.tasks.lease_seconds)
     try:
@@ -113,23 +110,22 @@ def _thread_main(
                 stop.wait(_idle_wait(queue, burst))
                 continue
             try:
-                log.info("job %s (%s) claimed, attempt %s", job["id"], job["service"], job["attempts"])
+                log.info("job %s (%s) claimed, attempt %s", job.id, job.service, job.attempts)
                 ended = run_job(
                     job, settings=settings, store=store, queue=queue, owner=owner, stop_event=stop
                 )
-                what = ended["state"]
-                if ended["state"] == "queued":
+                what = str(ended.state)
+                if ended.state is JobState.QUEUED:
                     what = "released" if stop.is_set() else "queued again"
-                detail = ended.get("error") or ended.get("note") or ""
-                log.info("job %s %s%s", job["id"], what, f": {detail}" if detail else "")
+                detail = ended.error or ended.note or ""
+                log.info("job %s %s%s", job.id, what, f": {detail}" if detail else "")
             except Exception as exc:  # run_job ends jobs itself; this is a bug or a dead database
-                log.error("job %s: %s: %s", job["id"], type(exc).__name__, exc)
+                log.error("job %s: %s: %s", job.id, type(exc).__name__, exc)
             finally:
                 with pool.lock:
                     pool.busy -= 1
     finally:
-        queue.close()
-        store.close()
+        database.close()
 
 
 def _claimable(queue: JobQueue) -> bool:
@@ -147,7 +143,7 @@ def _idle_wait(queue: JobQueue, burst: bool) -> float:
     except Exception:
         return wait
     if due is not None:
-        wait = min(wait, max(0.05, due - time.time()))
+        wait = min(wait, max(0.05, due - queue.now()))
     return wait
 
 
@@ -156,7 +152,7 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 
-    def handler(signum, frame) -> None:
+    def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             log.warning("second signal: exiting now; running jobs are taken up after their lease")
             os._exit(128 + signum)
@@ -178,32 +174,38 @@ def run_worker(
     burst: bool = False,
     concurrency: int = 1,
     stop_event: threading.Event | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> int:
     """Run jobs until stopped (or, with BURST, until nothing is claimable); returns 0."""
     concurrency = max(1, int(concurrency))
     stop = stop_event or threading.Event()
     previous = _install_signals(stop)
-    conn = db.connect(settings.data_dir)
+    database = _database(settings, clock)
+    queue = JobQueue(database)
+    queue.db.require_writable("run a worker")
     pid = os.getpid()
     lease = float(settings.tasks.lease_seconds)
     beat_stop = threading.Event()
     pool = _Pool()
 
     def beat() -> None:
-        beat_conn = db.connect(settings.data_dir)
+        beat_db = _database(settings, clock)
+        beat_queue = JobQueue(beat_db)
         try:
             while not beat_stop.wait(max(0.2, min(5.0, lease / 3))):
                 with contextlib.suppress(Exception):
-                    register(beat_conn, pid, burst=burst, concurrency=concurrency, running=pool.busy)
+                    beat_queue.register_worker(
+                        pid, burst=burst, concurrency=concurrency, running=pool.busy
+                    )
         finally:
-            beat_conn.close()
+            beat_db.close()
 
     log.info(
         "worker %s started (%s, concurrency %d, data dir %s)",
         worker_id(), "burst" if burst else "until stopped", concurrency, settings.data_dir,
     )
     try:
-        register(conn, pid, burst=burst, concurrency=concurrency)
+        queue.register_worker(pid, burst=burst, concurrency=concurrency)
         beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
         beater.start()
         while True:
@@ -212,7 +214,9 @@ def run_worker(
                 threading.Thread(
                     target=_thread_main,
                     args=(settings,),
-                    kwargs={"burst": burst, "stop": stop, "pool": pool, "name": f"t{i}"},
+                    kwargs={
+                        "burst": burst, "stop": stop, "pool": pool, "name": f"t{i}", "clock": clock,
+                    },
                     name=f"worker-{i}",
                     daemon=True,
                 )
@@ -229,18 +233,18 @@ def run_worker(
             # were deciding to exit is not stranded (its submitter saw us alive).
             beat_stop.set()
             beater.join(timeout=5)
-            unregister(conn, pid)
-            if not JobQueue(settings.data_dir, conn).runnable_now():
+            queue.unregister_worker(pid)
+            if not queue.runnable_now():
                 break
-            register(conn, pid, burst=burst, concurrency=concurrency)
+            queue.register_worker(pid, burst=burst, concurrency=concurrency)
             beat_stop.clear()
             beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
             beater.start()
     finally:
         beat_stop.set()
         with contextlib.suppress(Exception):
-            unregister(conn, pid)
-        conn.close()
+            queue.unregister_worker(pid)
+        database.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("worker %s stopped", worker_id())
@@ -251,7 +255,7 @@ def run_worker(
 
 
 @contextlib.contextmanager
-def _spawn_lock(data_dir: Path):
+def _spawn_lock(data_dir: Path) -> Iterator[None]:
     """An exclusive lock on a file of the data dir (no-op where flock does not exist)."""
     try:
         import fcntl
@@ -302,25 +306,29 @@ def spawn_worker(settings: Settings) -> tuple[int, Path]:
     return proc.pid, path
 
 
-def ensure_worker(settings: Settings) -> int | None:
+def ensure_worker(settings: Settings, queue: JobQueue | None = None) -> int | None:
     """Spawn a detached burst worker when a job is claimable and no worker is alive.
 
     Returns the new worker's pid, or None when none was needed (or autostart is off).
+    QUEUE: the caller's (its Database and clock); else one is opened for this call.
     """
     if not settings.tasks.autostart_worker or settings.tasks.backend != "database":
         return None
-    conn = db.connect(settings.data_dir)
+    own = queue is None
+    queue = queue or JobQueue(settings.data_dir)
     try:
-        queue = JobQueue(settings.data_dir, conn)
         if not queue.runnable_now():
             return None
         with _spawn_lock(settings.data_dir):
-            if live_workers(conn, settings.tasks.lease_seconds):
+            if queue.live_workers(settings.tasks.lease_seconds):
                 return None
             pid, path = spawn_worker(settings)
             # Registered by us before the lock is released: the next submitter sees it.
-            register(conn, pid, burst=True, concurrency=AUTOSTART_CONCURRENCY, log_path=str(path))
+            queue.register_worker(
+                pid, burst=True, concurrency=AUTOSTART_CONCURRENCY, log_path=str(path)
+            )
             log.info("started worker %s (log: %s)", pid, path)
             return pid
     finally:
-        conn.close()
+        if own:
+            queue.close()
