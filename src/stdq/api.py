@@ -62,10 +62,9 @@ class QueryResult:
 
 
 def service_class(session: Session, name: str):
-    from stdq import plugins
+    from stdq.registry import registry_for
 
-    config = session.settings.service(name)
-    return plugins.load_class(config.class_path, where=f"[services.{name}] class")
+    return registry_for(session.settings).service_class(name)
 
 
 def resolve_target(

@@ -38,12 +38,9 @@ HTTP_DEFAULTS: dict[str, Any] = {
     "deadline": 300.0,
     "max_bytes": 512 * 1024 * 1024,
 }
-RESOLVER_DEFAULTS: dict[str, Any] = {
-    "order": ["local", "sesame", "mast"],
-    "sesame_url": "https://cds.unistra.fr/cgi-bin/nph-sesame",
-    "mast_url": "https://mastresolver.stsci.edu/Santa-war/query",
-}
-KNOWN_RESOLVERS = ("local", "sesame", "mast")
+# The other keys of [resolver] belong to the resolver plug-ins (stdq.resolvers), which
+# declare them with their defaults; the registry checks them.
+RESOLVER_DEFAULTS: dict[str, Any] = {"order": ["local", "sesame", "mast"]}
 TASK_BACKENDS = ("database", "immediate")
 TOP_LEVEL_KEYS = {
     "data_dir",
@@ -104,9 +101,10 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class ResolverSettings:
+    """[resolver]: the order, and the keys of the resolvers (``values``, as in the file)."""
+
     order: tuple[str, ...] = ("local", "sesame", "mast")
-    sesame_url: str = RESOLVER_DEFAULTS["sesame_url"]
-    mast_url: str = RESOLVER_DEFAULTS["mast_url"]
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,108 +160,6 @@ class Settings:
     services_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_product_types: dict[str, str] = field(default_factory=dict)
     data_processors: dict[str, str] = field(default_factory=dict)
-
-    # -- services -------------------------------------------------------------
-    def service_names(self) -> list[str]:
-        """Built-in and plug-in services plus those the file adds."""
-        from stdq import plugins
-
-        names = set(plugins.service_entry_points())
-        names.update(self.services_raw)
-        return sorted(names)
-
-    def service(self, name: str) -> ServiceConfig:
-        """The merged settings of service NAME; ConfigError when unknown."""
-        from stdq import plugins
-
-        table = self.services_raw.get(name, {})
-        class_path = table.get("class") or plugins.service_entry_points().get(name)
-        if not class_path:
-            known = ", ".join(self.service_names()) or "none"
-            raise ConfigError(f"unknown service {name!r}", hint=f"known services: {known}")
-        where = (
-            f"{self.path}: [services.{name}] class"
-            if table.get("class")
-            else f"service {name!r} (registered as {class_path!r})"
-        )
-        cls = load_class(class_path, where=where)
-        defaults = dict(getattr(cls, "settings_defaults", {}) or {})
-        values: dict[str, Any] = {"url": getattr(cls, "default_url", "")}
-        values.update(defaults)
-        secret_fields = tuple(getattr(cls, "secret_fields", ("api_key",)))
-        if "api_key" in table and "api_key" not in secret_fields:
-            # every table accepts api_key: it is a secret even where the class does not use it
-            secret_fields += ("api_key",)
-        for key, value in table.items():
-            if key == "class" or key in secret_fields:
-                continue
-            values[key] = value
-        secrets: dict[str, str] = {}
-        sources: dict[str, str] = {}
-        conventional = getattr(cls, "secret_env", {}) or {}
-        for fieldname in secret_fields:
-            candidates = [env_var_name(name, fieldname), *conventional.get(fieldname, ())]
-            for var in candidates:
-                value = os.environ.get(var)
-                if value:
-                    secrets[fieldname], sources[fieldname] = value, f"${var}"
-                    break
-            else:
-                if table.get(fieldname):
-                    secrets[fieldname] = str(table[fieldname])
-                    sources[fieldname] = str(self.path)
-        return ServiceConfig(
-            name=name,
-            class_path=class_path,
-            values=values,
-            secret_fields=secret_fields,
-            _secrets=secrets,
-            secret_sources=sources,
-        )
-
-    def processor_path(self, data_product_type: str) -> str | None:
-        from stdq import plugins
-
-        return self.data_processors.get(data_product_type) or plugins.processor_entry_points().get(
-            data_product_type
-        )
-
-    def as_display_dict(self) -> dict[str, Any]:
-        """The merged settings with secrets masked (``stdq config show``)."""
-        services: dict[str, Any] = {}
-        for name in self.service_names():
-            try:
-                services[name] = self.service(name).masked()
-            except ConfigError as exc:
-                services[name] = {"error": exc.message}
-        return {
-            "config_file": str(self.path) + ("" if self.file_exists else " (absent: defaults)"),
-            "data_dir": str(self.data_dir),
-            "tasks": dict(self.tasks.__dict__),
-            "http": dict(self.http.__dict__),
-            "resolver": {**self.resolver.__dict__, "order": list(self.resolver.order)},
-            "services": services,
-            "data_product_types": dict(self.data_product_types),
-            "data_processors": dict(self.data_processors),
-        }
-
-
-def load_class(class_path: str, *, where: str) -> Any:
-    """plugins.load_class, with any failure of the import (not only ImportError) as
-    ConfigError naming WHERE, and a check that the result is a class."""
-    from stdq import plugins
-
-    try:
-        cls = plugins.load_class(class_path, where=where)
-    except ConfigError:
-        raise
-    except Exception as exc:  # the module raised while it was imported
-        raise ConfigError(
-            f"{where}: importing {class_path!r} failed ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(cls, type):
-        raise ConfigError(f"{where}: {class_path!r} is not a class")
-    return cls
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any] | set, where: str, path: Path):
@@ -343,15 +239,17 @@ def load_settings(
     for key in ("deadline", "max_bytes"):
         if not (math.isfinite(http[key]) and http[key] > 0):
             raise ConfigError(f"{path}: [http] {key} must be a finite number > 0, not {http[key]!r}")
-    resolver = _typed_table(raw.get("resolver"), RESOLVER_DEFAULTS, "resolver", path)
-    if not resolver["order"]:
-        raise ConfigError(f"{path}: [resolver] order is empty", hint=f"known resolvers: {', '.join(KNOWN_RESOLVERS)}")
-    for name in resolver["order"]:
-        if name not in KNOWN_RESOLVERS:
-            raise ConfigError(
-                f"{path}: [resolver] order names an unknown resolver {name!r}",
-                hint=f"known resolvers: {', '.join(KNOWN_RESOLVERS)}",
-            )
+    resolver_raw = raw.get("resolver")
+    if resolver_raw is None:
+        resolver_raw = {}
+    if not isinstance(resolver_raw, dict):
+        raise ConfigError(f"{path}: [resolver] must be a table")
+    order = _check_type(
+        resolver_raw.get("order", RESOLVER_DEFAULTS["order"]), RESOLVER_DEFAULTS["order"],
+        "[resolver] order", path,
+    )
+    # the order's names and the other keys are checked by the registry (plug-ins)
+    resolver_values = {k: v for k, v in resolver_raw.items() if k != "order"}
 
     services_raw = raw.get("services") or {}
     if not isinstance(services_raw, dict) or not all(
@@ -374,55 +272,12 @@ def load_settings(
         data_dir=Path(data_dir_value).expanduser(),
         tasks=TaskSettings(**tasks),
         http=HttpSettings(**http),
-        resolver=ResolverSettings(
-            order=tuple(resolver["order"]),
-            sesame_url=resolver["sesame_url"],
-            mast_url=resolver["mast_url"],
-        ),
+        resolver=ResolverSettings(order=tuple(order), values=resolver_values),
         services_raw={k: dict(v) for k, v in services_raw.items()},
         data_product_types=dict(raw.get("data_product_types") or {}),
         data_processors=dict(raw.get("data_processors") or {}),
     )
-    if services_raw or settings.data_processors:
-        _check_services(settings)
     return settings
-
-
-def _check_services(settings: Settings) -> None:
-    """Every [services.NAME] table names a loadable class and only keys that class knows."""
-    from stdq import plugins
-
-    path = settings.path
-    known = plugins.service_entry_points()
-    for name, table in settings.services_raw.items():
-        if "class" not in table and name not in known:
-            raise ConfigError(
-                f"{path}: [services.{name}] is not a built-in or installed service and has no 'class'",
-                hint='add class = "package.module:ServiceClass"',
-            )
-        class_path = table.get("class") or known[name]
-        if not isinstance(class_path, str):
-            raise ConfigError(f"{path}: [services.{name}] class must be a string")
-        where = (
-            f"{path}: [services.{name}] class"
-            if "class" in table
-            else f"{path}: [services.{name}]: service {name!r} (registered as {class_path!r})"
-        )
-        cls = load_class(class_path, where=where)
-        defaults = dict(getattr(cls, "settings_defaults", {}) or {})
-        secret_fields = tuple(getattr(cls, "secret_fields", ()) or ())
-        allowed = {*COMMON_SERVICE_KEYS, *defaults, *secret_fields}
-        _check_keys(table, allowed, f"[services.{name}] ", path)
-        for key, value in table.items():
-            if key in defaults:
-                table[key] = _check_type(value, defaults[key], f"[services.{name}] {key}", path)
-            elif key in ("class", "url", "api_key", *secret_fields) and not isinstance(value, str):
-                # the value is not shown: it may be a secret
-                raise ConfigError(
-                    f"{path}: [services.{name}] {key} must be a string, not {type(value).__name__}"
-                )
-    for dptype, class_path in settings.data_processors.items():
-        load_class(class_path, where=f"{path}: [data_processors] {dptype}")
 
 
 # -- writing ---------------------------------------------------------------------
@@ -460,10 +315,3 @@ def set_service_value(path: Path, service: str, key: str, value: Any) -> None:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     data.setdefault("services", {}).setdefault(service, {})[key] = value
     write_private_file(path, tomli_w.dumps(data))
-
-
-def template_text() -> str:
-    """The commented settings file written by ``stdq config init`` (and config.example.toml)."""
-    from stdq.config_template import TEMPLATE
-
-    return TEMPLATE

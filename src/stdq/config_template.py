@@ -1,12 +1,23 @@
 """The commented settings file that ``stdq config init`` writes (also ``config.example.toml``).
 
-Every key of DESIGN.md's Settings section is here with its default, commented
-out, so that the defaults stay in the code: uncomment a line to change it.
-A line ``# key = value`` or ``# [table]`` is a setting; other comment lines explain.
-Secrets appear only as commented placeholders: the environment is preferred.
+Every key of docs/settings.md is here with its default, commented out: uncomment
+a line to change it. A line ``# key = value`` or ``# [table]`` is a setting; other
+comment lines explain. Secrets appear only as commented placeholders: the
+environment is preferred.
+
+The core tables ([tasks], [http], [resolver] order) are text below (their
+defaults are checked against stdq.config by the tests). The keys of the
+resolvers and of the built-in services are written from the classes that
+declare them (the resolvers, the services' transport keys, the processors' cut
+keys), with their defaults and help, so that each default lives in one place.
 """
 
-TEMPLATE = """\
+from __future__ import annotations
+
+import json
+from typing import Any
+
+HEAD = """\
 # stdq settings (TOML). Written by `stdq config init`; see `stdq config show`
 # for the merged settings in use, and `stdq services show NAME` for the keys
 # and defaults of each service.
@@ -50,48 +61,17 @@ TEMPLATE = """\
 # `stdq targets add`), "sesame" (CDS Sesame), "mast" (the MAST name resolver).
 # Answers of remote resolvers are cached in the data directory.
 # order = ["local", "sesame", "mast"]
-# CDS Sesame (plain-text answers); the resolver appends /-oI/A?NAME.
-# sesame_url = "https://cds.unistra.fr/cgi-bin/nph-sesame"
-# The MAST (SANTA) name resolver (JSON answers).
-# mast_url = "https://mastresolver.stsci.edu/Santa-war/query"
+"""
 
+SERVICES_INTRO = """\
 # Services. The built-in ones (atlas, panstarrs, ztf, ztf-fps) are registered
 # already; a table here overrides their settings. A table for a new service
 # needs `class = "package.module:ServiceClass"`. Every table accepts `class`,
-# `url`, `api_key` and the service's own keys (`stdq services show NAME`).
+# `url`, `api_key` and the service's own keys (`stdq services show NAME`): the
+# service's transport keys and its processor's cut keys.
+"""
 
-# [services.atlas]
-# The service class (built-in default shown).
-# class = "stdq.services.atlas:AtlasForcedPhotometryService"
-# The ATLAS forced-photometry server.
-# url = "https://fallingstar-data.com/forcedphot"
-# First wait between polls of a remote task, seconds (float).
-# poll_interval = 5
-# The wait grows up to this many seconds while the task is queued.
-# max_poll_interval = 120
-# A row with snr >= this is a detection.
-# snr_threshold = 3
-# Secret: prefer the environment, STDQ_ATLAS_API_KEY or
-# ATLAS_FORCED_PHOTOMETRY_API_KEY (`stdq config atlas-login` gets a token).
-# api_key = "<your ATLAS token>"
-
-# [services.panstarrs]
-# The MAST catalogs API for Pan-STARRS.
-# url = "https://catalogs.mast.stsci.edu/api/v0.1/panstarrs"
-# Optional secret: prefer the environment, STDQ_PANSTARRS_API_KEY or MAST_API_TOKEN.
-# api_key = "<your MAST token>"
-
-# [services.ztf]
-# The IRSA ZTF light-curve API.
-# url = "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves"
-
-# [services.ztf-fps]
-# The ZTF forced-photometry service (its paths are appended by the service).
-# url = "https://ztfweb.ipac.caltech.edu"
-# Secrets: prefer the environment, STDQ_ZTF_FPS_EMAIL and STDQ_ZTF_FPS_USERPASS.
-# email = "<the e-mail address registered with ZFPS>"
-# userpass = "<your ZFPS password>"
-
+TAIL = """\
 # [data_product_types]
 # Data product type -> its title. The built-in types are registered already.
 # atlas_photometry = "ATLAS photometry"
@@ -101,3 +81,69 @@ TEMPLATE = """\
 # are registered already; a line here overrides one or adds a new type.
 # atlas_photometry = "stdq.processors.atlas:AtlasProcessor"
 """
+
+# What the template says of a secret besides the environment variables.
+SECRET_NOTES = {("atlas", "api_key"): "`stdq config atlas-login` gets a token"}
+
+
+def _toml(value: Any) -> str:
+    """VALUE as TOML writes it (strings, numbers, booleans, lists of strings)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 5.0 -> 5: floats accept integers
+    return json.dumps(value)
+
+
+def _comment(text: str) -> list[str]:
+    """TEXT as comment lines, wrapped at 88 columns."""
+    import textwrap
+
+    text = text.strip()
+    return ["# " + line for line in textwrap.wrap(text, 86)] if text else []
+
+
+def _resolver_lines() -> list[str]:
+    from stdq.registry import BUILTIN, RESOLVER_GROUP, load_class
+
+    lines: list[str] = []
+    for name, path in BUILTIN[RESOLVER_GROUP].items():
+        cls = load_class(path, where=f"resolver {name!r}")
+        for key, default in cls.settings_defaults.items():  # type: ignore[attr-defined]
+            lines += _comment(cls.settings_help.get(key, ""))  # type: ignore[attr-defined]
+            lines.append(f"# {key} = {_toml(default)}")
+    return lines
+
+
+def _service_lines(name: str, registry: Any) -> list[str]:
+    from stdq.config import env_var_name
+
+    cls = registry.service_class(name)
+    lines = ["", f"# [services.{name}]", "# The service class (built-in default shown).",
+             f"# class = {_toml(registry.service_path(name))}"]
+    for key, spec in registry.settings_keys(name).items():
+        note = spec["help"] or ("the service's URL" if key == "url" else "")
+        if spec["owner"] == "processor":
+            note = f"{note} [a cut of the processor]" if note else "[a cut of the processor]"
+        lines += _comment(note)
+        lines.append(f"# {key} = {_toml(spec['default'])}")
+    conventional = getattr(cls, "secret_env", {}) or {}
+    for fieldname in getattr(cls, "secret_fields", ()) or ():
+        env = [env_var_name(name, fieldname), *conventional.get(fieldname, ())]
+        extra = SECRET_NOTES.get((name, fieldname))
+        text = f"secret: prefer the environment, {' or '.join(env)}"
+        lines += _comment(text + (f" ({extra})" if extra else ""))
+        lines.append(f'# {fieldname} = "<your {name} {fieldname}>"')
+    return lines
+
+
+def template_text() -> str:
+    """The commented settings file written by ``stdq config init`` (and config.example.toml)."""
+    from pathlib import Path
+
+    from stdq.config import Settings
+    from stdq.registry import BUILTIN, SERVICE_GROUP, Registry
+
+    registry = Registry(Settings(path=Path("config.toml"), file_exists=False, data_dir=Path(".")))
+    lines = [HEAD.rstrip("\n"), *_resolver_lines(), "", SERVICES_INTRO.rstrip("\n")]
+    for name in BUILTIN[SERVICE_GROUP]:
+        lines += _service_lines(name, registry)
+    return "\n".join(lines) + "\n\n" + TAIL

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stdq import __version__, photometry, plugins
-from stdq.errors import ConfigError, QueryFailed, StdqError
+from stdq import __version__, photometry
+from stdq.errors import QueryFailed, StdqError
 from stdq.store import DataProduct, Store, atomic_write
 
 if TYPE_CHECKING:
@@ -34,21 +34,23 @@ class ProcessResult:
 
 
 def processor_for(settings: Settings, data_product_type: str, service_name: str | None):
-    """An instance of the processor registered for DATA_PRODUCT_TYPE."""
-    path = settings.processor_path(data_product_type)
-    if not path:
-        raise ConfigError(
-            f"no processor registered for data product type {data_product_type!r}",
-            hint="add it under [data_processors] in the settings file",
-        )
-    cls = plugins.load_class(path, where=f"[data_processors] {data_product_type}")
-    values: dict[str, Any] = {}
-    if service_name:
-        try:
-            values = dict(settings.service(service_name).values)
-        except ConfigError:
-            values = {}
-    return cls(values), path
+    """(processor, its "module:Class", where its settings came from) for DATA_PRODUCT_TYPE.
+
+    The settings are those of service SERVICE_NAME; when that service is no longer
+    configured, the processor's own defaults (and product.json says so).
+    """
+    from stdq.registry import registry_for
+
+    registry = registry_for(settings)
+    processor, config = registry.processor_for(data_product_type, service_name)
+    path = registry.processor_path(data_product_type) or ""
+    if config is not None:
+        source = f"[services.{config.name}]"
+    else:
+        source = "processor defaults"
+        if service_name:
+            source += f" (service {service_name!r} is no longer configured)"
+    return processor, path, source
 
 
 def process_product(
@@ -64,23 +66,26 @@ def process_product(
     QueryFailed (exit 1) when the raw answer cannot be parsed; the product is then
     marked 'failed' with the reason, and no photometry.csv is written.
     """
-    processor, processor_path = processor_for(settings, product.data_product_type, product.service)
+    processor, processor_path, source = processor_for(
+        settings, product.data_product_type, product.service
+    )
+
     product.left_out = {}
     try:
         table: pd.DataFrame = processor.process(product)
     except StdqError as exc:
         store.mark_product(product.id, state="failed", error=exc.message)
-        _write_product_json(product, query, service_info, processor, processor_path, None, exc.message)
+        _write_product_json(product, query, service_info, (processor, processor_path, source), None, exc.message)
         raise
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         message = f"{product.service}: the answer could not be parsed ({type(exc).__name__}: {exc})"
         store.mark_product(product.id, state="failed", error=message)
-        _write_product_json(product, query, service_info, processor, processor_path, None, message)
+        _write_product_json(product, query, service_info, (processor, processor_path, source), None, message)
         raise QueryFailed(message) from exc
     table = photometry.normalize(table, product_id=product.id)
     atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
     summary = photometry.summarize(table)
-    _write_product_json(product, query, service_info, processor, processor_path, summary, None)
+    _write_product_json(product, query, service_info, (processor, processor_path, source), summary, None)
     left = sum(product.left_out.values())
     store.mark_product(
         product.id,
@@ -106,11 +111,11 @@ def _write_product_json(
     product: DataProduct,
     query: dict[str, Any] | None,
     service_info: dict[str, Any] | None,
-    processor: Any,
-    processor_path: str,
+    used: tuple[Any, str, str],
     summary: dict[str, Any] | None,
     error: str | None,
 ) -> None:
+    processor, processor_path, settings_source = used
     previous: dict[str, Any] = {}
     if product.json_path.is_file():
         try:
@@ -132,6 +137,8 @@ def _write_product_json(
             "class": processor_path,
             "version": getattr(processor, "version", "1"),
             "cuts": processor.cuts(),
+            # "[services.NAME]", or "processor defaults (service ... no longer configured)"
+            "settings": settings_source,
         },
         "counts": None
         if summary is None

@@ -1,4 +1,7 @@
-"""Targets: coordinate parsing, name resolvers (local, CDS Sesame, MAST) and their cache.
+"""Targets: coordinate parsing, the local targets table, and name resolution with its cache.
+
+The remote resolvers are plug-ins (:mod:`stdq.resolvers`, entry-point group
+``stdq.resolvers``), asked in the order of ``[resolver] order``.
 
 Stdlib only at import time; resolvers import the HTTP layer when they run.
 """
@@ -11,11 +14,17 @@ import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from stdq import db
-from stdq.errors import BadInput, QueryFailed, ResolveError, StdqError, TemporaryFailure
+from stdq.errors import BadInput, ResolveError, StdqError, TemporaryFailure
 from stdq.records import Target
+from stdq.resolvers import looks_like_sesame, parse_mast_resolver, parse_sesame
+
+__all__ = [
+    "Resolver", "Target", "add_target", "cache_key", "list_targets", "looks_like_sesame",
+    "parse_dec", "parse_mast_resolver", "parse_position", "parse_ra", "parse_sesame",
+    "remove_target", "sexagesimal", "target_key",
+]
 
 if TYPE_CHECKING:
     from stdq.config import Settings
@@ -101,39 +110,6 @@ def parse_position(ra: Any, dec: Any) -> tuple[float, float]:
 
 # -- resolvers --------------------------------------------------------------------
 
-_SESAME_J = re.compile(r"^%J\s*([0-9.]+)\s*([+\-.0-9]+)", re.MULTILINE)
-_SESAME_NAME = re.compile(r"^%I\.0\s+(.+?)\s*$", re.MULTILINE)
-
-
-def parse_sesame(text: str) -> tuple[float, float, str | None] | None:
-    """The first ``%J ra dec`` of a Sesame plain-text answer; None when nothing was found."""
-    match = _SESAME_J.search(text)
-    if not match:
-        return None
-    name = _SESAME_NAME.search(text)
-    return float(match.group(1)), float(match.group(2)), (name.group(1) if name else None)
-
-
-def looks_like_sesame(text: str) -> bool:
-    """True for a Sesame plain-text answer (found or not): '#' lines, no HTML page."""
-    head = text.lstrip()[:200].lower()
-    if not head or head.startswith("<"):
-        return False
-    return any(line.startswith("#") for line in text.splitlines())
-
-
-def parse_mast_resolver(payload: Any) -> tuple[float, float, str | None] | None:
-    """The first resolved coordinate of a MAST (SANTA) resolver JSON answer, or None."""
-    if not isinstance(payload, dict):
-        raise ValueError("not a JSON object")
-    for entry in payload.get("resolvedCoordinate") or []:
-        ra, dec = entry.get("ra"), entry.get("decl")
-        if ra is None or dec is None:
-            continue
-        return float(ra), float(dec), entry.get("canonicalName")
-    return None
-
-
 def cache_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
@@ -194,42 +170,19 @@ class Resolver:
                 ),
             )
 
-    # remote resolvers ------------------------------------------------------------------
-    def _client(self, service: str):
-        from stdq import http
+    # remote resolvers (plug-ins of the stdq.resolvers group) ---------------------------
+    def remote(self, resolver: str, name: str) -> Target | None:
+        """Ask the remote resolver RESOLVER (a registered NameResolver) for NAME."""
+        from stdq.registry import registry_for
 
-        return http.make_client(service, self.settings.http, transport=self.transport)
+        plugin = registry_for(self.settings).resolver(resolver, transport=self.transport)
+        return plugin.resolve(name)
 
     def sesame(self, name: str) -> Target | None:
-        url = f"{self.settings.resolver.sesame_url.rstrip('/')}/-oI/A?{quote(name.strip())}"
-        with self._client("sesame") as client:
-            response = client.get(url)
-            from stdq.http import check_response
-
-            check_response(response, "sesame")
-            text = response.text
-            if not looks_like_sesame(text):
-                raise QueryFailed("sesame: the answer was not a Sesame answer")
-            found = parse_sesame(text)
-        if found is None:
-            return None
-        return Target(ra=found[0], dec=found[1], name=name.strip(), resolver="sesame", canonical=found[2])
+        return self.remote("sesame", name)
 
     def mast(self, name: str) -> Target | None:
-        url = self.settings.resolver.mast_url
-        params = {"name": name.strip(), "outputFormat": "json", "resolveAll": "true"}
-        with self._client("mast-resolver") as client:
-            response = client.get(url, params=params)
-            from stdq.http import check_response
-
-            check_response(response, "mast-resolver")
-            try:
-                found = parse_mast_resolver(response.json())
-            except ValueError:
-                raise QueryFailed("mast-resolver: the answer was not the expected JSON") from None
-        if found is None:
-            return None
-        return Target(ra=found[0], dec=found[1], name=name.strip(), resolver="mast", canonical=found[2])
+        return self.remote("mast", name)
 
     def resolve(self, name: str, *, use_cache: bool = True) -> Target:
         """NAME -> Target, trying the resolvers of [resolver] order in turn.
@@ -264,7 +217,7 @@ class Resolver:
                     return found
             tried.append(resolver)
             try:
-                found = self.sesame(name) if resolver == "sesame" else self.mast(name)
+                found = self.remote(resolver, name)
             except StdqError as exc:
                 down.append(resolver)
                 self.warn(f"warning: resolver {resolver} is not answering ({exc.message}); skipping it")

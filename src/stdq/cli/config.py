@@ -1,7 +1,8 @@
 """`stdq config`: where the settings file is, what is in effect, a commented starter file.
 
-More subcommands (``atlas-login``) attach to the ``config`` group below with
-``@config.command(...)``.
+Plug-ins add subcommands to this group through the ``stdq.commands`` entry
+points, named ``config.SUB``; the ATLAS service registers ``config.atlas-login``
+(:mod:`stdq.services.atlas_login`) that way.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import Any
 
 import click
 
+from stdq.cli import PluginGroup
 from stdq.cli.common import emit_json, message, pass_state
 
 
-@click.group(short_help="The settings file.")
+@click.group(cls=PluginGroup, short_help="The settings file.")
 def config() -> None:
     """The settings file: its path, the merged settings in effect, a commented starter file.
 
@@ -50,7 +52,8 @@ def init(state, force: bool) -> None:
     file is kept: without --force this exits 2 (bad usage: add --force to
     replace it) and changes nothing. Prints the path written.
     """
-    from stdq.config import config_path, template_text, write_private_file
+    from stdq.config import config_path, write_private_file
+    from stdq.config_template import template_text
     from stdq.errors import BadInput, ConfigError
 
     where = config_path(state.config)
@@ -80,8 +83,9 @@ def init(state, force: bool) -> None:
 @pass_state
 def show(state) -> None:
     """The merged settings (defaults, file, environment) with secrets masked."""
-    settings = state.settings
-    shown = settings.as_display_dict()
+    from stdq.registry import registry_for
+
+    shown = registry_for(state.settings).display_dict()
     if state.json:
         emit_json(shown)
         return
@@ -106,7 +110,7 @@ def _table(lines: list[str], header: str, table: dict[str, Any]) -> None:
 
 
 def render(shown: dict[str, Any]) -> str:
-    """The display dict of Settings.as_display_dict as TOML-like text."""
+    """The display dict of Registry.display_dict as TOML-like text."""
     lines = [f"# settings file: {shown['config_file']}", f"data_dir = {_value(shown['data_dir'])}"]
     for section in ("tasks", "http", "resolver"):
         _table(lines, section, shown[section])
@@ -117,43 +121,3 @@ def render(shown: dict[str, Any]) -> str:
         if shown[section]:
             _table(lines, section, shown[section])
     return "\n".join(lines)
-
-
-@config.command("atlas-login")
-@click.option("--username", help="Your ATLAS forced photometry account (asked for when not given).")
-@click.option(
-    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin (scripts)."
-)
-@pass_state
-def atlas_login(state, username: str | None, password_stdin: bool) -> None:
-    """Exchange your ATLAS username and password for an API token and store the token.
-
-    The password is asked for without echo (never give it as an option) and is
-    not stored: only the token goes into [services.atlas] api_key of the
-    settings file (written with mode 0600; comments in the file are not kept).
-    STDQ_ATLAS_API_KEY or ATLAS_FORCED_PHOTOMETRY_API_KEY, when set, still win.
-    """
-    import sys
-
-    from stdq.errors import BadInput
-    from stdq.services import atlas
-
-    if not username:
-        username = click.prompt("ATLAS username", err=True).strip()
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("ATLAS password", hide_input=True, err=True)
-    if not username or not password:
-        raise BadInput("atlas-login needs a username and a password")
-    settings = state.settings
-    token = atlas.obtain_token(settings, username, password)
-    atlas.save_token(settings, token)
-    if state.json:
-        emit_json({"path": str(settings.path), "service": "atlas", "stored": "api_key"})
-    else:
-        click.echo(str(settings.path))
-    message(f"ATLAS token stored as [services.atlas] api_key in {settings.path} (mode 0600)")
-    overriding = atlas.env_token_source()
-    if overriding:
-        message(f"note: ${overriding} is set and takes precedence over the stored token")

@@ -1,8 +1,9 @@
 """`stdq services list | show SERVICE`: the registered services, their options and settings keys.
 
-Services come from the ``stdq.services`` entry points (built-in and installed
-plug-ins) and from ``[services.NAME]`` tables with a ``class``. A service whose
-module fails to import is listed with its error instead of breaking the list.
+Services come from the registry (:mod:`stdq.registry`): the built-in ones, the
+``stdq.services`` entry points of installed plug-ins, and ``[services.NAME]``
+tables with a ``class``. A service whose module fails to import is listed with
+its error instead of breaking the list.
 """
 
 from __future__ import annotations
@@ -20,54 +21,18 @@ def services() -> None:
     """The survey services: which are registered, their options and settings keys."""
 
 
-def _load(settings, name: str):
-    """(ServiceConfig, class) of service NAME; ConfigError when it cannot be loaded."""
-    from stdq import plugins
-    from stdq.errors import ConfigError
+def _registry(state):
+    """The registry of this run's settings."""
+    from stdq.registry import registry_for
 
-    config = settings.service(name)
-    try:
-        cls = plugins.load_class(config.class_path, where=f"service {name!r}")
-    except ConfigError:
-        raise
-    except Exception as exc:  # the module raised while it was imported
-        raise ConfigError(
-            f"service {name!r}: importing {config.class_path!r} failed ({type(exc).__name__}: {exc})"
-        ) from None
-    return config, cls
+    return registry_for(state.settings)
 
 
 def service_entries(settings) -> list[dict[str, Any]]:
     """One dict per service: name, title, async, url, class, data product type, error."""
-    from stdq import plugins
+    from stdq.registry import registry_for
 
-    entries = []
-    registered = plugins.service_entry_points()
-    for name in settings.service_names():
-        table = settings.services_raw.get(name, {})
-        entry: dict[str, Any] = {
-            "name": name,
-            "title": None,
-            "supports_async": None,
-            "url": table.get("url"),
-            "class": table.get("class") or registered.get(name),
-            "registered_by": "settings" if table.get("class") else "entry point",
-            "data_product_type": None,
-            "error": None,
-        }
-        try:
-            config, cls = _load(settings, name)
-        except Exception as exc:  # one broken service must not hide the others
-            entry["error"] = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        else:
-            entry.update(
-                title=getattr(cls, "title", "") or name,
-                supports_async=bool(getattr(cls, "supports_async", False)),
-                url=config.url,
-                data_product_type=getattr(cls, "data_product_type", "") or None,
-            )
-        entries.append(entry)
-    return entries
+    return registry_for(settings).entries()
 
 
 @services.command("list")
@@ -77,7 +42,7 @@ def list_services(state) -> None:
 
     A service that cannot be loaded is listed with its error.
     """
-    entries = service_entries(state.settings)
+    entries = _registry(state).entries()
     if state.json:
         emit_json(entries)
         return
@@ -91,45 +56,9 @@ def list_services(state) -> None:
 
 def describe_service(settings, name: str) -> dict[str, Any]:
     """The documented description of one service, merged with its current settings."""
-    from stdq.config import MASK, env_var_name
+    from stdq.registry import registry_for
 
-    config, cls = _load(settings, name)
-    info = cls.describe()
-    secret_fields = tuple(config.secret_fields)
-    keys: dict[str, Any] = {}
-    for key, spec in info["settings"].items():
-        if key in secret_fields:
-            continue
-        keys[key] = {"default": spec["default"], "value": config.values.get(key), "help": spec["help"]}
-    for key, value in config.values.items():  # keys the class does not describe (none expected)
-        if key not in keys and key not in secret_fields:
-            keys[key] = {"default": None, "value": value, "help": ""}
-    conventional = getattr(cls, "secret_env", {}) or {}
-    secrets = {}
-    for fieldname in secret_fields:
-        is_set = bool(config.secret(fieldname))
-        secrets[fieldname] = {
-            "set": is_set,
-            "value": MASK if is_set else None,
-            "source": config.secret_sources.get(fieldname) if is_set else None,
-            "env": [env_var_name(name, fieldname), *conventional.get(fieldname, ())],
-        }
-    dptype = info["data_product_type"]
-    return {
-        "name": name,
-        "title": info["title"],
-        "info_url": info["info_url"],
-        "class": config.class_path,
-        "data_product_type": dptype,
-        "data_product_title": settings.data_product_types.get(dptype),
-        "processor": settings.processor_path(dptype) if dptype else None,
-        "supports_async": info["supports_async"],
-        "url": config.url,
-        "options": info["options"],
-        "settings": keys,
-        "secrets": secrets,
-        "settings_file": str(settings.path),
-    }
+    return registry_for(settings).describe(name)
 
 
 def _value(value: Any) -> str:
@@ -147,7 +76,7 @@ def _value(value: Any) -> str:
 @pass_state
 def show_service(state, service: str) -> None:
     """One service: its options (from its query form), settings keys, defaults and secrets."""
-    data = describe_service(state.settings, service)
+    data = _registry(state).describe(service)
     if state.json:
         emit_json(data)
         return

@@ -285,18 +285,24 @@ class AtlasProcessor(DataProcessor):
 
     data_product_type = "atlas_photometry"
     version = "1"
-    defaults: ClassVar[dict[str, float]] = {
+    settings_defaults: ClassVar[dict[str, Any]] = {
         "snr_threshold": 3.0,
         "limit_nsigma": 3.0,
         "chi2_max": 10.0,
         "dujy_max": 160.0,
     }
+    settings_help: ClassVar[dict[str, str]] = {
+        "snr_threshold": "uJy/duJy >= this is a detection",
+        "limit_nsigma": "non-detections get the limit 23.9 - 2.5 log10(n * duJy) with this n",
+        "chi2_max": "quality_flag 2 (poor fit) when chi/N is above this (ATClean default 10)",
+        "dujy_max": "quality_flag 4 (large error) when duJy is above this, uJy (ATClean: 160)",
+    }
 
     def value(self, key: str) -> float:
-        return float(self.setting(key, self.defaults[key]))
+        return float(self.setting(key))
 
     def cuts(self) -> dict[str, Any]:
-        return {key: self.value(key) for key in self.defaults}
+        return {key: self.value(key) for key in self.settings_defaults}
 
     def process(self, product: DataProduct) -> pd.DataFrame:
         raws = [r for r in product.raw_files if r.name.endswith(".txt")] or list(product.raw_files)

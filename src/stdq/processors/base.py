@@ -16,27 +16,42 @@ if TYPE_CHECKING:
     from stdq.store import DataProduct
 
 
+_UNSET: Any = object()
+
+
 class DataProcessor:
     """Base class: subclass it and implement :meth:`process`.
 
-    ``settings`` holds the service's settings values (e.g. ``snr_threshold``,
-    quality-cut thresholds), so cuts are settings keys, not constants.
+    ``settings_defaults`` declares the processor's cut keys (detection
+    threshold, quality cuts, ...) with their defaults, and ``settings_help``
+    their meaning: they are settings keys of every service whose products this
+    processor reads (``[services.NAME]``), shown by ``stdq services show NAME``,
+    type-checked by the registry, and defined here only. ``settings`` holds the
+    service's merged values (or only these defaults when the service is no
+    longer configured).
     """
 
     data_product_type: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    settings_defaults: ClassVar[dict[str, Any]] = {}
+    settings_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        self.settings = dict(settings or {})
+        self.settings = {**self.settings_defaults, **(settings or {})}
 
-    def setting(self, key: str, default: Any) -> Any:
+    def setting(self, key: str, default: Any = _UNSET) -> Any:
+        """The value of settings key KEY (its declared default when unset)."""
         value = self.settings.get(key)
-        return default if value is None else value
+        if value is not None:
+            return value
+        if default is _UNSET:
+            return self.settings_defaults.get(key)
+        return default
 
     def process(self, product: DataProduct) -> pd.DataFrame:
         """The product's photometry as a DataFrame in the normalized schema."""
         raise NotImplementedError
 
     def cuts(self) -> dict[str, Any]:
-        """The thresholds this processor applied, for product.json."""
-        return {}
+        """The thresholds this processor applied, for product.json (default: its declared keys)."""
+        return {key: self.setting(key) for key in self.settings_defaults}

@@ -47,7 +47,7 @@ import io
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
 from stdq.errors import QueryFailed
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 SENTINEL = -999.0
 FILTERS = "grizy"
 BANDS = tuple(f"ps1::{f}" for f in FILTERS)
-DEFAULT_MIN_PSF_QF_PERFECT = 0.9
 
 # Columns the service asks for (and the processor reads), from the STScI light-curve example.
 DETECTION_COLUMNS: tuple[str, ...] = (
@@ -370,10 +369,14 @@ class PanstarrsProcessor(DataProcessor):
 
     data_product_type = "panstarrs_photometry"
     version = "1"
+    settings_defaults: ClassVar[dict[str, Any]] = {"min_psf_qf_perfect": 0.9}
+    settings_help: ClassVar[dict[str, str]] = {
+        "min_psf_qf_perfect": "psfQfPerfect below this sets quality_flag bit 8 (masked pixels)",
+    }
 
     @property
     def min_psf_qf_perfect(self) -> float:
-        return float(self.setting("min_psf_qf_perfect", DEFAULT_MIN_PSF_QF_PERFECT))
+        return float(self.setting("min_psf_qf_perfect"))
 
     def cuts(self) -> dict[str, Any]:
         return {

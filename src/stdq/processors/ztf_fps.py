@@ -236,7 +236,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
     data_product_type = "ztf_fps_photometry"
     version = "2"
-    defaults: ClassVar[dict[str, Any]] = {
+    settings_defaults: ClassVar[dict[str, Any]] = {
         "snr_threshold": 3.0,
         "limit_nsigma": 5.0,
         "scisigpix_max": 25.0,
@@ -262,7 +262,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
     def value(self, key: str) -> Any:
         """Setting KEY (or its default), as the default's type."""
-        default = self.defaults[key]
+        default = self.settings_defaults[key]
         value = self.setting(key, default)
         if isinstance(default, bool):
             return bool(value)
@@ -270,7 +270,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
     def cuts(self) -> dict[str, Any]:
         return {
-            **{key: self.value(key) for key in self.defaults},
+            **{key: self.value(key) for key in self.settings_defaults},
             "procstatus": "0 kept; a warning code kept with FLAG_SURVEY_CODE when the flux is usable"
                           " (57, 58, 62 without a flag), left out when not; 63 64 65 255 left out",
         }
@@ -282,6 +282,8 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         data = light_curve_raw(product).path.read_bytes()
         meta, raw = parse_result(data)
         product.notes["file"] = file_notes(data)
+        for stale in ("baseline", "err_scale"):  # from an earlier processing with other settings
+            product.notes.pop(stale, None)
         for name in raw.columns:
             if name not in TEXT_COLUMNS:
                 raw[name] = pd.to_numeric(raw[name], errors="coerce")  # "null" -> NaN

@@ -599,14 +599,15 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             )
 
 
-# -- stdq config atlas-login ---------------------------------------------------------------
+# -- stdq config atlas-login (the command: stdq.services.atlas_login) ---------------------------------------------------------------
 
 
 def obtain_token(settings: Settings, username: str, password: str) -> str:
     """Exchange USERNAME and PASSWORD for an API token at the server's api-token-auth/."""
     from stdq import http
+    from stdq.registry import registry_for
 
-    config = settings.service("atlas")
+    config = registry_for(settings).service_config("atlas")
     url = config.url.rstrip("/") + "/api-token-auth/"
     hidden = [password, *config.secret_values()]
     client = http.make_client("atlas", settings.http, secrets=hidden)

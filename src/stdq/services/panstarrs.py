@@ -106,9 +106,9 @@ class PanstarrsService(SingleTargetDataService):
     supports_async = False
     form = PanstarrsForm
     default_url = "https://catalogs.mast.stsci.edu/api/v0.1/panstarrs"
-    settings_defaults: ClassVar[dict[str, Any]] = {"min_psf_qf_perfect": 0.9, "pagesize": 50000}
+    settings_defaults: ClassVar[dict[str, Any]] = {"pagesize": 50000}
     settings_help: ClassVar[dict[str, str]] = {
-        "min_psf_qf_perfect": "psfQfPerfect below this sets quality_flag bit 8 (masked pixels)",
+        "url": "the MAST catalogs API for Pan-STARRS",
         "pagesize": "rows asked per page of a MAST answer (pages are fetched until one is short)",
     }
     secret_fields = ("api_key",)
@@ -126,7 +126,7 @@ class PanstarrsService(SingleTargetDataService):
 
     @property
     def pagesize(self) -> int:
-        value = int(self.config.get("pagesize", 50000))
+        value = int(self.config["pagesize"])
         if value < 1:
             from stdq.errors import ConfigError
 

@@ -130,6 +130,7 @@ class ZtfLightCurveService(SingleTargetDataService):
     form = ZtfLightCurveForm
     default_url = "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves"
     settings_defaults: ClassVar[dict[str, Any]] = {}
+    settings_help: ClassVar[dict[str, str]] = {"url": "the IRSA ZTF light-curve API"}
     secret_fields: ClassVar[tuple[str, ...]] = ()
     version = "1"
 

@@ -203,30 +203,11 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         "poll_interval": 30.0,
         "max_poll_interval": 600.0,
         "max_wait": 259200.0,
-        "snr_threshold": 3.0,
-        "limit_nsigma": 5.0,
-        "scisigpix_max": 25.0,
-        "seeing_max": 5.0,
-        "baseline_pre_peak_days": 100.0,
-        "baseline_post_peak_days": 500.0,
-        "baseline_min_pre_epochs": 25,
-        "baseline_min_epochs": 10,
-        "baseline_rescale_errors": True,
     }
     settings_help: ClassVar[dict[str, str]] = {
         "poll_interval": "first wait between polls of the status listing, seconds",
         "max_poll_interval": "the wait grows by half each poll up to this, seconds",
         "max_wait": "a run that has waited this long for the request fails (jobs retry resumes it)",
-        "snr_threshold": "snr >= this is a detection",
-        "limit_nsigma": "sigma level of the upper limits of non-detections",
-        "scisigpix_max": "scisigpix above this (DN) sets FLAG_LARGE_ERROR",
-        "seeing_max": "sciinpseeing above this (pixels) sets FLAG_BAD_SEEING",
-        "baseline_pre_peak_days": "--baseline auto: baseline epochs end this long before the peak",
-        "baseline_post_peak_days": "--baseline auto: epochs this long after the peak join the baseline"
-                                   " when there are too few before it",
-        "baseline_min_pre_epochs": "--baseline auto: fewer pre-peak epochs than this adds post-peak ones",
-        "baseline_min_epochs": "an fcqfid with fewer baseline epochs than this is not corrected",
-        "baseline_rescale_errors": "scale errors by sqrt(reduced chi2) of the baseline when it is > 1",
     }
     secret_fields: ClassVar[tuple[str, ...]] = ("email", "userpass")
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import ConfigError
 from stdq.processors.base import DataProcessor
@@ -106,9 +106,20 @@ class GaiaAlertsProcessor(DataProcessor):
 
     data_product_type = "gaia_alerts_photometry"
     version = "1"
+    # its settings keys (in [services.gaia-alerts]), with their defaults and meaning
+    settings_defaults: ClassVar[dict[str, Any]] = {
+        "ab_offset": 0.1136,
+        "error_model": "hodgkin2021",
+    }
+    settings_help: ClassVar[dict[str, str]] = {
+        "ab_offset": "G_AB - G_Vega in mag, added to the alert magnitudes (EDR3 zero points "
+        "25.8010 - 25.6874, Riello et al. 2021)",
+        "error_model": "'hodgkin2021' (an estimated error from the magnitude, as SkyPortal does) "
+        "or 'none' (errors left empty: the light curves carry none)",
+    }
 
     def _error_model(self) -> str:
-        model = str(self.setting("error_model", "hodgkin2021"))
+        model = str(self.setting("error_model"))
         if model not in ERROR_MODELS:
             raise ConfigError(
                 f"gaia-alerts: error_model must be one of {', '.join(ERROR_MODELS)}, not {model!r}"
@@ -117,7 +128,7 @@ class GaiaAlertsProcessor(DataProcessor):
 
     def cuts(self) -> dict[str, Any]:
         return {
-            "ab_offset": float(self.setting("ab_offset", 0.1136)),
+            "ab_offset": float(self.setting("ab_offset")),
             "error_model": self._error_model(),
         }
 

@@ -157,16 +157,10 @@ class GaiaAlertsService(SingleTargetDataService):
     supports_async = False  # two short GETs: run in the calling process
     form = GaiaAlertsForm
     default_url = DEFAULT_URL
-    settings_defaults = {
-        "ab_offset": 0.1136,
-        "error_model": "hodgkin2021",
-    }
+    # its own keys are transport keys (url only); the conversion keys (ab_offset,
+    # error_model) are declared by the processor, which uses them
     settings_help = {
         "url": "base URL of the alerts pages; {url}/alerts.csv and {url}/alert/NAME/lightcurve.csv",
-        "ab_offset": "G_AB - G_Vega in mag, added to the alert magnitudes (EDR3 zero points "
-        "25.8010 - 25.6874, Riello et al. 2021)",
-        "error_model": "'hodgkin2021' (an estimated error from the magnitude, as SkyPortal does) "
-        "or 'none' (errors left empty: the light curves carry none)",
     }
     secret_fields = ()  # a public service
     version = "1"
