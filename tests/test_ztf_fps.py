@@ -525,7 +525,7 @@ def test_baseline_auto_uses_post_peak_epochs_and_settings(tmp_path):
     # baseline_min_epochs 5 corrects the i band too: its 9 deviations -3 2 0 5 -1 4 -2 1 3,
     # sorted -3 -2 -1 0 1 2 3 4 5, have median 1, so C = 15 + 1
     product, _ = process_constructed(tmp_path, {"baseline": "auto"}, {"baseline_min_epochs": 5})
-    assert product.notes["baseline"]["fcqfids"]["5000523"]["offset_dn"] == 16.0
+    assert product.notes["baseline"]["fcqfids"]["5000523"]["offset_ujy"] == pytest.approx(16.0 * K)
 
 
 def test_no_baseline_by_default_and_thresholds_are_settings(tmp_path):
