@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,30 @@ def test_many_first_opens_at_once_all_succeed(tmp_path, start):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     assert sorted(p.name for p in data_dir.iterdir() if not p.name.startswith(DB_NAME)) == []
+
+
+UPGRADE = """
+import sys
+from stdq.db import Database
+database = Database(sys.argv[1])
+with database.transaction() as conn:
+    conn.execute("UPDATE jobs SET wait_until = 1.0")
+print(database.conn.execute("PRAGMA user_version").fetchone()[0])
+"""
+
+
+def test_processes_upgrading_one_old_database_at_once_apply_each_migration_once(tmp_path):
+    data_dir = tmp_path / "data"
+    make_db_at(data_dir, 1)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", UPGRADE, str(data_dir)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err  # a second ALTER TABLE would fail: "duplicate column"
+        assert out.strip() == str(SCHEMA_VERSION)
 
 
 # -- the Database object ------------------------------------------------------------------------
