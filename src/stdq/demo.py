@@ -1,29 +1,52 @@
 """`stdq demo`: the real query paths against the bundled emulators, no network needed.
 
-Starts every emulator of ``stdq.testing`` on 127.0.0.1 in this process, writes a
-settings file pointing the services at them into a fresh data directory, then
-runs the real ``stdq`` command for each built-in service — Pan-STARRS by name
-in the foreground, ATLAS and the ZTF forced-photometry service through a
-background worker — and returns every file written.
+Starts every registered emulator (``stdq.testing`` and the plugins' ``stdq.emulators``)
+on 127.0.0.1 in this process, writes a settings file pointing the services at
+them into a fresh data directory, then uses the library (:class:`stdq.Stdq`) as
+``stdq query`` does — Pan-STARRS and the ZTF light curve by name, in this
+process; ATLAS and the ZTF forced-photometry service as jobs of a background
+worker, waited for by the one poll loop (``Stdq.wait``) — and returns every file
+written.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stdq.errors import QueryFailed
 
+if TYPE_CHECKING:
+    from stdq.records import Job
+
 DEMO_TARGET = "SN 2023ixf"
+FOREGROUND = (("panstarrs", "mast"), ("ztf", "irsa"))  # (service, emulator it needs)
+BACKGROUND = (("atlas", "atlas"), ("ztf-fps", "zfps"))
+WAIT_SECONDS = 120.0
+# Variables that would point the demo's services at real credentials (the environment
+# wins over the settings file): left out while the demo runs.
+SECRET_VARIABLES = ("ATLAS_FORCED_PHOTOMETRY_API_KEY", "MAST_API_TOKEN")
 
 
-def demo_settings(server, data_dir: Path) -> str:
+@dataclass
+class DemoResult:
+    """What the demo wrote: its folder and every file, one per line of `stdq demo`."""
+
+    dir: Path
+    files: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of `stdq demo --json`."""
+        return {"dir": str(self.dir), "files": [str(p) for p in self.files]}
+
+
+def demo_settings(server: Any, data_dir: Path) -> str:
     """Settings for the demo: emulator URLs, short polls, the emulators' test credentials.
 
     Each emulator that needs more than its URL (credentials, short poll intervals)
@@ -44,18 +67,60 @@ def demo_settings(server, data_dir: Path) -> str:
         extra = getattr(emulator, "demo_settings", None)
         if service and extra:
             data.setdefault("services", {}).setdefault(service, {}).update(extra)
-    return tomli_w.dumps(data)
+    return str(tomli_w.dumps(data))
 
 
-def _stdq(args: list[str], config: Path, data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
-    env["NO_COLOR"] = "1"
-    cmd = [sys.executable, "-m", "stdq", "--config", str(config), "--data-dir", str(data_dir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+@contextlib.contextmanager
+def _demo_environment() -> Iterator[None]:
+    """Leave out STDQ_* and the services' secret variables while the demo runs (the
+    autostarted worker inherits the environment too); restored afterwards."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("STDQ_") or k in SECRET_VARIABLES}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
-def run_demo(directory: str | None = None, say: Callable[[str], None] = print) -> list[Path]:
-    """Run the demo in DIRECTORY (default: a new temporary folder); returns the files written."""
+class _JobReporter:
+    """The wait's callback: one line per job whenever its state or progress changes."""
+
+    def __init__(self, services: dict[int, str], say: Callable[[str], None]):
+        self.services = services
+        self.say = say
+        self.last: dict[int, str] = {}
+
+    def __call__(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            detail = job.progress or "waiting for the worker"
+            if job.final:
+                detail = job.note or job.error or ""
+            text = f"{job.state}: {detail}"
+            if self.last.get(job.id) != text:
+                self.last[job.id] = text
+                self.say(f"  {self.services.get(job.id, job.service)} job {job.id} {text}")
+
+
+def _write_table(table: Any, dest: Path) -> None:
+    from stdq import photometry
+    from stdq.store import atomic_write
+
+    atomic_write(dest, lambda fh: photometry.write_table(table, fh, "csv"))
+
+
+def run_demo(
+    directory: str | Path | None = None,
+    say: Callable[[str], None] = print,
+    on_progress: Callable[[Sequence[Job]], None] | None = None,
+) -> DemoResult:
+    """Run the demo in DIRECTORY (default: a new temporary folder); returns what it wrote.
+
+    SAY gets the progress lines; ON_PROGRESS, when given, also gets the jobs at
+    each turn of the wait (the CLI's live line).
+    """
+    from stdq.config import write_private_file
+    from stdq.core import Stdq
     from stdq.testing.fakeserver import FakeServer
 
     base = Path(directory).expanduser() if directory else Path(tempfile.mkdtemp(prefix="stdq-demo-"))
@@ -65,74 +130,51 @@ def run_demo(directory: str | None = None, say: Callable[[str], None] = print) -
     out_dir = base / "tables"
     out_dir.mkdir(exist_ok=True)
     started = time.monotonic()
-    with FakeServer() as server:
+    with _demo_environment(), FakeServer() as server:
         names = {e.name for e in server.emulators}
-        from stdq.config import write_private_file
-
         write_private_file(config, demo_settings(server, data_dir))
         say(f"emulators on {server.base_url}; data directory {data_dir}")
+        with Stdq(config, data_dir) as sdq:
+            # 1. Pan-STARRS DR2 and the ZTF light curve by name, in this process.
+            for service, emulator in FOREGROUND:
+                if emulator not in names:
+                    continue
+                say(f"{service}: {DEMO_TARGET} (name -> coordinates -> photometry)")
+                result = sdq.query(service, DEMO_TARGET)
+                _write_table(result.table, out_dir / f"{service}.csv")
+                say(f"  {result.rows} rows, {result.detections} detections")
+            # 2. ATLAS and ZTF forced photometry: queued, run by a background worker.
+            services: dict[int, str] = {}
+            for service, emulator in BACKGROUND:
+                if emulator not in names:
+                    continue
+                job = sdq.submit(service, DEMO_TARGET, runner="worker")
+                services[job.id] = service
+                say(f"{service}: queued as job {job.id} for a background worker")
+            if services:
+                report = _JobReporter(services, say)
 
-        # 1. Pan-STARRS DR2 by name: Sesame resolves, MAST answers, in the foreground.
-        if "mast" in names:
-            say(f"panstarrs: {DEMO_TARGET} (name -> coordinates -> DR2 detections)")
-            _foreground("panstarrs", config, data_dir, out_dir, say)
-        # 2. ZTF light curve from IRSA, in the foreground.
-        if "irsa" in names:
-            say(f"ztf: {DEMO_TARGET} (IRSA light curve)")
-            _foreground("ztf", config, data_dir, out_dir, say)
-        # 3. ATLAS and ZTF forced photometry: queued, run by a background worker.
-        background = [s for s, e in (("atlas", "atlas"), ("ztf-fps", "zfps")) if e in names]
-        jobs: dict[str, int] = {}
-        for service in background:
-            result = _stdq(["--json", "query", service, DEMO_TARGET, "--background"], config, data_dir)
-            if result.returncode != 0:
-                raise QueryFailed(f"demo: {service} could not be queued: {result.stderr.strip()}")
-            jobs[service] = json.loads(result.stdout)["job_id"]
-            say(f"{service}: queued as job {jobs[service]} for a background worker")
-        _watch(jobs, config, data_dir, say)
-        for service, job_id in jobs.items():
-            dest = out_dir / f"{service}.csv"
-            result = _stdq(["jobs", "result", str(job_id), "-o", str(dest)], config, data_dir)
-            if result.returncode != 0:
-                raise QueryFailed(f"demo: {service} job {job_id}: {result.stderr.strip()}")
+                def progress(jobs: Sequence[Job]) -> None:
+                    report(jobs)
+                    if on_progress is not None:
+                        on_progress(jobs)
+
+                ended = sdq.wait(list(services), timeout=WAIT_SECONDS, on_progress=progress)
+                report(ended)
+                late = [j.id for j in ended if not j.final]
+                if late:
+                    raise QueryFailed(f"demo: job(s) {late} did not finish in {WAIT_SECONDS:g} s")
+                for job_id, service in services.items():
+                    _write_table(sdq.result(job_id).table, out_dir / f"{service}.csv")
     say(f"done in {time.monotonic() - started:.1f} s")
+    return DemoResult(base, written_files(base))
+
+
+def written_files(base: Path) -> list[Path]:
+    """The files the demo wrote under BASE: tables, products, raw answers, settings, database."""
     files = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return [p for p in files if "logs" not in p.parts and p.suffix in (".csv", ".json", ".txt", ".toml", ".sqlite3")
-            or p.parent.name == "raw"]
-
-
-def _foreground(service: str, config: Path, data_dir: Path, out_dir: Path, say) -> None:
-    dest = out_dir / f"{service}.csv"
-    result = _stdq(["--json", "query", service, DEMO_TARGET, "-o", str(dest)], config, data_dir)
-    if result.returncode != 0:
-        raise QueryFailed(f"demo: {service} failed: {result.stderr.strip()}")
-    info = json.loads(result.stdout)
-    say(f"  {info['rows']} rows, {info['detections']} detections")
-
-
-def _watch(jobs: dict[str, int], config: Path, data_dir: Path, say, timeout: float = 120) -> None:
-    """Show the jobs' progress until they end."""
-    from stdq.jobs.queue import FINAL_STATES, JobQueue
-
-    queue = JobQueue(data_dir)
-    last: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while jobs and time.monotonic() < deadline:
-            done = True
-            for service, job_id in jobs.items():
-                job = queue.require(job_id)
-                detail = job.get("progress") or "waiting for the worker"
-                if job["state"] in FINAL_STATES:
-                    detail = job.get("note") or job.get("error") or ""
-                text = f"{job['state']}: {detail}"
-                if last.get(job_id) != text:
-                    last[job_id] = text
-                    say(f"  {service} job {job_id} {text}")
-                done = done and job["state"] in FINAL_STATES
-            if done:
-                return
-            time.sleep(0.3)
-        raise QueryFailed("demo: the background jobs did not finish in time")
-    finally:
-        queue.close()
+    return [
+        p for p in files
+        if "logs" not in p.parts and p.suffix in (".csv", ".json", ".txt", ".toml", ".sqlite3")
+        or p.parent.name == "raw"
+    ]

@@ -1,13 +1,22 @@
-"""The `stdq` command: global options and lazily imported command groups.
+"""The `stdq` command: global options, lazily imported command groups, plugin commands.
 
 Only click is imported here; each command group's module is imported when that
-group runs, and heavy libraries only inside the functions that need them.
+group runs, and heavy libraries only inside the functions that need them. Every
+command parses its arguments, calls one method of :class:`stdq.Stdq` (opened on
+first use by :class:`AppState`) and renders what it returns.
+
+Plugins add commands through the ``stdq.commands`` entry points (see
+``stdq.registry``): a plain name adds a top-level command, ``GROUP.SUB`` a
+subcommand of an existing group (``config.atlas-login``). The built-in
+commands are found without looking at entry points; the entry points are read
+once, when a listing (``--help``) or an unknown name asks for them.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -25,57 +34,114 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when they are used."""
+def plugin_commands() -> dict[str, str]:
+    """{name or "group.sub": "module:attr"} of the commands plugins add (entry points, read once)."""
+    from stdq.registry import command_entry_points
+
+    return command_entry_points()
+
+
+def load_command(name: str, target: str) -> click.Command:
+    """The click command a plugin registered as "module:attr"; ConfigError when it is not one."""
+    from stdq.errors import ConfigError
+    from stdq.registry import load_command as load
+
+    command = load(name, target)
+    if not isinstance(command, click.Command):
+        raise ConfigError(f"the command {name!r} ({target}) is not a click command")
+    return command
+
+
+class PluginGroup(click.Group):
+    """A command group to which plugins may add subcommands (entry point name "GROUP.SUB")."""
+
+    def _plugin_subcommands(self, ctx: click.Context) -> dict[str, str]:
+        prefix = f"{self.name}."
+        return {
+            name[len(prefix):]: target
+            for name, target in plugin_commands().items()
+            if name.startswith(prefix) and name[len(prefix):] not in self.commands
+        }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [*super().list_commands(ctx), *sorted(self._plugin_subcommands(ctx))]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module_name, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module_name), attr)
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        target = self._plugin_subcommands(ctx).get(name)
+        return load_command(f"{self.name} {name}", target) if target else None
+
+
+class LazyGroup(click.Group):
+    """The top-level group: built-in groups imported only when used, plus plugin commands."""
+
+    def _plugins(self, ctx: click.Context) -> dict[str, str]:
+        return {
+            name: target
+            for name, target in plugin_commands().items()
+            if "." not in name and name not in COMMANDS
+        }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *sorted(self._plugins(ctx))]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module_name, attr, _ = COMMANDS[name]
+            command: click.Command = getattr(importlib.import_module(module_name), attr)
+            return command
+        target = self._plugins(ctx).get(name)
+        return load_command(name, target) if target else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
+        from stdq.errors import StdqError
+
+        for name, target in sorted(self._plugins(ctx).items()):
+            try:
+                rows.append((name, load_command(name, target).get_short_help_str(limit=60)))
+            except StdqError as exc:
+                rows.append((name, f"(unavailable: {exc.message})"))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
 class AppState:
-    """Global options, and the session opened on first use."""
+    """Global options, and the library object (:class:`stdq.Stdq`) opened on first use."""
 
     def __init__(self, config: str | None, data_dir: str | None, json_output: bool, verbose: bool):
         self.config = config
         self.data_dir = data_dir
         self.json = json_output
         self.verbose = verbose
-        self._session = None
-        self._settings = None
+        self._stdq: Any = None
+        self._settings: Any = None
 
     @property
-    def settings(self):
+    def stdq(self) -> Any:
+        """The one :class:`stdq.Stdq` of this run (settings + data directory)."""
+        if self._stdq is None:
+            from stdq.core import Stdq
+
+            self._stdq = Stdq(self.config, self.data_dir)
+        return self._stdq
+
+    @property
+    def settings(self) -> Any:
+        """The settings in effect (those of the open Stdq, else read and checked now)."""
+        if self._stdq is not None:
+            return self._stdq.settings
         if self._settings is None:
-            from stdq.config import load_settings
+            from stdq.registry import load_settings
 
             self._settings = load_settings(self.config, self.data_dir)
         return self._settings
 
-    @property
-    def session(self):
-        if self._session is None:
-            from stdq.api import Session
-            from stdq.jobs.queue import JobQueue
-            from stdq.store import Store
-
-            settings = self.settings
-            self._session = Session(settings, Store(settings.data_dir), JobQueue(settings.data_dir))
-        return self._session
-
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
+        if self._stdq is not None:
+            self._stdq.close()
 
 
 @click.group(
@@ -86,11 +152,11 @@ class AppState:
 )
 @click.option("--config", "config_path", metavar="PATH", help="Settings file (default: $STDQ_CONFIG or the platform's config folder).")
 @click.option("--data-dir", metavar="PATH", help="Data directory (default: $STDQ_DATA_DIR, the settings, or the platform's data folder).")
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON on stdout (also accepted after the command).")
 @click.option("-v", "--verbose", is_flag=True, help="Report retries, and show tracebacks on errors.")
 @click.version_option(__version__, prog_name="stdq")
 @click.pass_context
-def cli(ctx: click.Context, config_path, data_dir, json_output, verbose) -> None:
+def cli(ctx: click.Context, config_path: str | None, data_dir: str | None, json_output: bool, verbose: bool) -> None:
     """Fetch photometry of one target from survey services.
 
     \b
@@ -113,21 +179,21 @@ def cli(ctx: click.Context, config_path, data_dir, json_output, verbose) -> None
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning stdq errors into one clear message and an exit code."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; stdq errors become one clear message and their exit code (returned)."""
     from stdq.errors import EXIT_INTERRUPTED, StdqError
 
     verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
     try:
         code = cli.main(args=argv, prog_name="stdq", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except StdqError as exc:
         if verbose:
             import traceback
@@ -136,12 +202,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.message}", err=True)
         if exc.hint:
             click.echo(exc.hint, err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
     except Exception as exc:  # a bug: one line unless --verbose
         if verbose:
             raise
@@ -149,5 +215,10 @@ def main(argv: list[str] | None = None) -> None:
             f"error: internal error ({type(exc).__name__}: {exc}); run with --verbose for details",
             err=True,
         )
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and exit with its code."""
+    sys.exit(run(argv))

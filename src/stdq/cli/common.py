@@ -1,18 +1,52 @@
-"""Helpers shared by the command modules: state, JSON, messages, tables, exits."""
+"""Helpers shared by the command modules: the state, `--json`, messages, tables, exits."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import click
 
 from stdq.cli import AppState
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 pass_state = click.make_pass_decorator(AppState)
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        state = ctx.find_root().obj
+        if isinstance(state, AppState):
+            state.json = True
+
+
+def json_option(func: F) -> F:
+    """`--json` after the command: the same output as `stdq --json COMMAND`.
+
+    The flag only sets the global state's ``json``; the command reads ``state.json``.
+    """
+    return click.option(  # type: ignore[return-value]
+        "--json",
+        "json_output",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Machine-readable JSON on stdout (as stdq --json).",
+    )(func)
+
+
+def get_state(ctx: click.Context | None = None) -> AppState:
+    """The global state of the running command."""
+    ctx = ctx or click.get_current_context()
+    state = ctx.find_root().obj
+    if not isinstance(state, AppState):  # a command run outside `stdq` (tests)
+        state = AppState(None, None, False, False)
+        ctx.find_root().obj = state
+    return state
 
 
 def plain_stderr() -> bool:
@@ -37,7 +71,7 @@ def exit_with(code: int) -> None:
     raise click.exceptions.Exit(code)
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False) -> Any:
     """A rich console (imported on demand), plain when not a terminal or NO_COLOR."""
     from rich.console import Console
 
@@ -47,10 +81,10 @@ def console(stderr: bool = False):
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """A table on stdout: rich on a terminal, tab-separated text otherwise."""
-    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     if plain_stdout():
         click.echo("\t".join(columns))
-        for row in rows:
+        for row in cells:
             click.echo("\t".join(row))
         return
     from rich.table import Table
@@ -58,7 +92,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
     table = Table(title=title, show_edge=False, header_style="bold")
     for col in columns:
         table.add_column(col)
-    for row in rows:
+    for row in cells:
         table.add_row(*row)
     console().print(table)
 
@@ -71,27 +105,14 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def progress_printer():
-    """A callback printing progress lines on stderr when they change (terminal only)."""
-    last = {"text": None}
-
-    def show(text: str) -> None:
-        if text != last["text"]:
-            last["text"] = text
-            if not plain_stderr():
-                message(f"… {text}")
-
-    return show
-
-
-def output_options(help_text: str = "Write the table here ('-' = stdout)."):
+def output_options(help_text: str = "Write the table here ('-' = stdout).") -> Callable[[F], F]:
     """The -o/--output and --format options of commands that write a photometry table."""
 
-    def decorate(func):
+    def decorate(func: F) -> F:
         func = click.option(
             "--format", "fmt", type=click.Choice(["csv", "ecsv", "json"]),
             help="Format for -o (default: from the file name, else csv).",
         )(func)
-        return click.option("-o", "--output", metavar="PATH|-", help=help_text)(func)
+        return click.option("-o", "--output", metavar="PATH|-", help=help_text)(func)  # type: ignore[return-value]
 
     return decorate

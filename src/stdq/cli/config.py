@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from stdq.cli import PluginGroup
-from stdq.cli.common import emit_json, message, pass_state
+from stdq.cli.common import emit_json, json_option, message, pass_state
 
 
 @click.group(cls=PluginGroup, short_help="The settings file.")
@@ -28,6 +28,7 @@ def config() -> None:
 
 
 @config.command("path")
+@json_option
 @pass_state
 def path(state) -> None:
     """Print the path of the settings file (it may not exist yet)."""
@@ -44,6 +45,7 @@ def path(state) -> None:
 
 @config.command("init")
 @click.option("--force", is_flag=True, help="Overwrite an existing settings file.")
+@json_option
 @pass_state
 def init(state, force: bool) -> None:
     """Write a commented settings file (mode 0600) where `stdq config path` says.
@@ -80,6 +82,7 @@ def init(state, force: bool) -> None:
 
 
 @config.command("show")
+@json_option
 @pass_state
 def show(state) -> None:
     """The merged settings (defaults, file, environment) with secrets masked."""

@@ -1,14 +1,198 @@
-"""Rendering a finished job: the summary, its JSON, and the table written with -o."""
+"""Rendering what the library returns: jobs, events, query results, the table written with -o.
+
+Every function takes records (:mod:`stdq.records`) or what a :class:`stdq.Stdq`
+method returned, and prints; none asks the database or a service anything.
+Tables and text go to stdout, messages to stderr (:func:`stdq.cli.common.message`).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from stdq.cli.common import console, emit_json, message, plain_stdout
+from stdq.cli.common import console, emit_json, fmt_time, message, plain_stdout, print_table
+
+if TYPE_CHECKING:
+    from stdq.core import QueryResult
+    from stdq.records import Job, JobEvent, Product, Target
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+def target_label(target: Target) -> str:
+    position = f"{float(target.ra):.6f} {float(target.dec):+.6f}"
+    return f"{target.name} ({position})" if target.name else position
+
+
+def elapsed(job: Job, now: float | None = None) -> str:
+    """Run time so far (running) or in all (ended), as H:MM:SS."""
+    if not job.started_at:
+        return ""
+    end = job.finished_at or (now or time.time())
+    seconds = max(0, int(end - job.started_at))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def state_label(job: Job, now: float | None = None) -> str:
+    from stdq.records import JobState, Outcome
+
+    now = time.time() if now is None else now
+    if job.state is JobState.RUNNING and job.is_abandoned(now):
+        return "running (runner gone)"
+    if job.state is JobState.QUEUED and (job.run_after or 0) > now:
+        return f"queued (retry after {fmt_time(job.run_after)})"
+    if job.outcome is Outcome.NO_DATA:
+        return "succeeded (no data)"
+    if job.state is JobState.RUNNING and job.cancel_requested:
+        return "running (cancelling)"
+    return str(job.state)
+
+
+def outcome_text(job: Job) -> str:
+    from stdq.records import JobState
+
+    if job.state is JobState.FAILED or (job.state is JobState.QUEUED and job.error):
+        return job.error or ""
+    if job.final:
+        return job.note or ""
+    return job.progress or ("waiting for a worker" if job.state is JobState.QUEUED else "")
+
+
+def jobs_table(jobs: Sequence[Job], now: float) -> None:
+    print_table(
+        ["id", "state", "service", "target", "tries", "created", "time", "rows", "progress / outcome"],
+        [
+            (
+                j.id, state_label(j, now), j.service, target_label(j.target),
+                f"{j.attempts}/{j.max_attempts}", fmt_time(j.created_at), elapsed(j, now),
+                "" if j.rows is None else j.rows, outcome_text(j),
+            )
+            for j in jobs
+        ],
+    )
+
+
+def job_line(job: Job, now: float) -> None:
+    """`jobs status ID`: one line, and what it does or how it ended."""
+    line = f"job {job.id}: {state_label(job, now)}, {job.service} {target_label(job.target)}"
+    line += f", attempt {job.attempts}/{job.max_attempts}"
+    if job.started_at:
+        line += f", {elapsed(job, now)}"
+    click.echo(line)
+    text = outcome_text(job)
+    if text:
+        click.echo(f"  {text}")
+
+
+def queue_status(status: dict[str, Any]) -> None:
+    """`jobs status`: counts per state, live workers, running jobs (the JSON of Stdq.status())."""
+    counts = status["counts"]
+    workers = status["workers"]
+    running = status["running"]
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if workers:
+        click.echo(
+            f"{len(workers)} worker(s) alive: "
+            + ", ".join(f"pid {w['pid']}{' (burst)' if w['burst'] else ''}" for w in workers)
+        )
+    else:
+        click.echo("no worker alive" + (" (start one: stdq jobs worker)" if counts.get("queued") else ""))
+    if running:
+        now = time.time()
+        rows = []
+        for j in running:
+            job = j if not isinstance(j, dict) else None
+            if job is not None:
+                rows.append((
+                    job.id, job.service, target_label(job.target), f"{job.attempts}/{job.max_attempts}",
+                    elapsed(job, now), ("(runner gone) " if job.is_abandoned(now) else "") + (job.progress or ""),
+                ))
+            else:
+                name = j["target"].get("name")
+                position = f"{float(j['target']['ra']):.6f} {float(j['target']['dec']):+.6f}"
+                seconds = max(0, int(now - (j.get("started_at") or now)))
+                rows.append((
+                    j["id"], j["service"], f"{name} ({position})" if name else position,
+                    f"{j['attempts']}/{j['max_attempts']}",
+                    f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+                    ("(runner gone) " if j.get("abandoned") else "") + (j.get("progress") or ""),
+                ))
+        print_table(["id", "service", "target", "tries", "time", "progress"], rows)
+
+
+def job_details(job: Job, events: Sequence[JobEvent], now: float) -> None:
+    """`jobs show ID` as text."""
+    fields = [
+        ("job", job.id),
+        ("state", state_label(job, now)),
+        ("service", job.service),
+        ("target", target_label(job.target)),
+        ("params", ", ".join(f"{k}={v}" for k, v in job.params.items()) or "-"),
+        ("runner", job.runner),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("created", fmt_time(job.created_at)),
+        ("started", fmt_time(job.started_at)),
+        ("finished", fmt_time(job.finished_at)),
+        ("time", elapsed(job, now)),
+        ("progress", job.progress or ""),
+        ("rows", "" if job.rows is None else f"{job.rows} ({job.detections or 0} detections)"),
+        ("products", ", ".join(str(p) for p in job.products)),
+        ("note", job.note or ""),
+        ("error", job.error or ""),
+        ("exit code", "" if job.exit_code is None else job.exit_code),
+        ("checkpoint", ", ".join(f"{k}={v}" for k, v in job.checkpoint.items())),
+    ]
+    for key, value in fields:
+        if value not in ("", None):
+            click.echo(f"{key + ':':<12}{value}")
+    click.echo("events:")
+    for event in events:
+        click.echo(event_line(event))
+
+
+def event_line(event: JobEvent) -> str:
+    text = event.message.replace("\n", "\n    ")
+    return f"  {fmt_time(event.ts)}  {event.kind:<10} {text}"
+
+
+def events(batch: Sequence[JobEvent], as_json: bool) -> None:
+    """`jobs logs`: one line per event (one JSON object per line with --json -f)."""
+    for event in batch:
+        click.echo(json.dumps(event.to_json()) if as_json else event_line(event).lstrip())
+
+
+def wait_line(job: Job, now: float) -> str:
+    """How one waited-for job stands when the wait ends (stderr)."""
+    from stdq.records import JobState
+
+    line = f"job {job.id} {state_label(job, now)}"
+    if job.state is JobState.FAILED:
+        line += f" (exit {job.exit_code}): {job.error or ''}"
+    elif job.runner == "inprocess" and job.is_abandoned(now):
+        line += f": its process stopped; resume it: stdq jobs retry {job.id}"
+    elif job.final:
+        line += f": {job.note or ''}"
+    elif job.progress:
+        line += f": {job.progress}"
+    return line.rstrip(": ")
+
+
+def submitted(job: Job, as_json: bool) -> None:
+    """A job handed to a worker (`query --background`, `jobs retry`): its id, or {job_id, state}."""
+    if as_json:
+        emit_json({"job_id": job.id, "state": str(job.state)})
+    else:
+        click.echo(job.id)
+
+
+# -- query results ------------------------------------------------------------------------------
 
 
 def write_output(table: Any, out: str, fmt: str | None) -> str | None:
@@ -29,50 +213,59 @@ def write_output(table: Any, out: str, fmt: str | None) -> str | None:
     return str(path)
 
 
-def result_json(job: dict[str, Any], products: list[dict[str, Any]], output: str | None) -> dict[str, Any]:
+def result_json(job: Job, products: Sequence[Product], output: str | None) -> dict[str, Any]:
     """The documented JSON of a finished foreground query."""
     first = products[0] if products else None
     return {
-        "job_id": job["id"],
-        "state": job["state"],
-        "service": job["service"],
-        "target": job["target"],
-        "product_id": first["id"] if first else None,
-        "rows": int(job.get("rows") or 0),
-        "detections": int(job.get("detections") or 0),
-        "path": str(Path(first["path"]) / "photometry.csv") if first else None,
+        "job_id": job.id,
+        "state": str(job.state),
+        "service": job.service,
+        "target": job.target.as_dict(),
+        "product_id": first.id if first else None,
+        "rows": int(job.rows or 0),
+        "detections": int(job.detections or 0),
+        "path": str(first.photometry_path) if first else None,
         "output": output,
         "products": [
             {
-                "id": p["id"],
-                "path": p["path"],
-                "rows": p["rows"],
-                "detections": p["detections"],
-                "left_out": p["left_out"],
+                "id": p.id,
+                "path": str(p.path),
+                "rows": p.rows,
+                "detections": p.detections,
+                "left_out": p.left_out,
             }
             for p in products
         ],
-        "note": job.get("note"),
+        "note": job.note,
     }
 
 
-def print_summary(job: dict[str, Any], products: list[dict[str, Any]], output: str | None) -> None:
-    """A human summary on stdout: object, rows, detections per band, span, left out, paths."""
-    import json
+def _meta(product: Product) -> dict[str, Any]:
+    meta = getattr(product, "meta", None)
+    if meta:
+        return dict(meta)
+    path = product.path / "product.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
-    target = job["target"]
-    label = target.get("name") or "target"
-    lines = [f"{job['service']}: {label} (RA {target['ra']:.6f}, Dec {target['dec']:+.6f})"]
+
+def summary(job: Job, products: Sequence[Product], output: str | None) -> None:
+    """A human summary on stdout: object, rows, detections per band, span, left out, paths."""
+    target = job.target
+    label = target.name or "target"
+    lines = [f"{job.service}: {label} (RA {target.ra:.6f}, Dec {target.dec:+.6f})"]
     band_rows = []
     for product in products:
-        meta_path = Path(product["path"]) / "product.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = _meta(product)
         counts = meta.get("counts") or {}
         objects = counts.get("objects") or []
         if objects:
             lines.append(f"  object(s): {', '.join(objects[:5])}{' ...' if len(objects) > 5 else ''}")
         lines.append(
-            f"  {counts.get('rows', product['rows'])} rows, {counts.get('detections', product['detections'])}"
+            f"  {counts.get('rows', product.rows)} rows, {counts.get('detections', product.detections)}"
             f" detections, flux kind: {', '.join(counts.get('flux_kind') or []) or '-'}"
         )
         if counts.get("mjd_min") is not None:
@@ -81,11 +274,9 @@ def print_summary(job: dict[str, Any], products: list[dict[str, Any]], output: s
             band_rows.append((band, c["rows"], c["detections"]))
         left = meta.get("left_out") or {}
         if left:
-            lines.append(
-                "  left out: " + "; ".join(f"{n} {reason}" for reason, n in left.items())
-            )
-        lines.append(f"  table: {Path(product['path']) / 'photometry.csv'}")
-        lines.append(f"  raw:   {Path(product['path']) / 'raw'}")
+            lines.append("  left out: " + "; ".join(f"{n} {reason}" for reason, n in left.items()))
+        lines.append(f"  table: {product.photometry_path}")
+        lines.append(f"  raw:   {product.path / 'raw'}")
     if output:
         lines.append(f"  written: {output}")
     if plain_stdout():
@@ -110,25 +301,19 @@ def print_summary(job: dict[str, Any], products: list[dict[str, Any]], output: s
         con.print(line)
 
 
-def finish_job_output(state, job: dict[str, Any], out: str | None, fmt: str | None) -> int:
-    """Write/print the result of a finished job; returns the exit code."""
-    from stdq import api
-    from stdq.errors import NoData
-
-    session = state.session
-    try:
-        result = api.job_result(session, job, load_table=out is not None)
-    except NoData as exc:
-        if state.json and out != "-":
-            products = [p for pid in job["products"] if (p := session.store.product_row(pid))]
-            emit_json(result_json(job, products, None))
-        message(f"{job['service']}: {exc.message}")
-        return exc.exit_code
+def query_result(result: QueryResult, out: str | None, fmt: str | None, as_json: bool) -> None:
+    """A finished job with rows: the table to -o, then the summary or its JSON."""
     written = write_output(result.table, out, fmt) if out else None
     if out == "-":
-        return 0
-    if state.json:
-        emit_json(result_json(job, result.products, written))
+        return
+    if as_json:
+        emit_json(result_json(result.job, result.products, written))
     else:
-        print_summary(job, result.products, written)
-    return 0
+        summary(result.job, result.products, written)
+
+
+def no_data(job: Job, products: Sequence[Product], text: str, as_json: bool, out: str | None) -> None:
+    """A job that succeeded without rows: its JSON (rows 0) and why, on stderr."""
+    if as_json and out != "-":
+        emit_json(result_json(job, products, None))
+    message(f"{job.service}: {text}")

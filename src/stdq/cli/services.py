@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import emit_json, pass_state, print_table
+from stdq.cli.common import emit_json, json_option, pass_state, print_table
 
 
 @click.group(short_help="The survey services and their options.")
@@ -36,6 +36,7 @@ def service_entries(settings) -> list[dict[str, Any]]:
 
 
 @services.command("list")
+@json_option
 @pass_state
 def list_services(state) -> None:
     """Every registered service: name, title, background or not, URL, class.
@@ -73,6 +74,7 @@ def _value(value: Any) -> str:
 
 @services.command("show")
 @click.argument("service")
+@json_option
 @pass_state
 def show_service(state, service: str) -> None:
     """One service: its options (from its query form), settings keys, defaults and secrets."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import emit_json, message, pass_state
+from stdq.cli.common import emit_json, json_option, message, pass_state
 
 
 @click.command("atlas-login")
@@ -21,6 +21,7 @@ from stdq.cli.common import emit_json, message, pass_state
 @click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of stdin (scripts)."
 )
+@json_option
 @pass_state
 def atlas_login(state: Any, username: str | None, password_stdin: bool) -> None:
     """Exchange your ATLAS username and password for an API token and store the token.
