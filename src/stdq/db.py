@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias, TypeVar
 
-from stdq.errors import ConfigError
+from stdq.errors import ConfigError, TemporaryFailure
 
 DB_NAME = "stdq.sqlite3"
 APPLICATION_ID = 0x53544451  # b"STDQ": PRAGMA application_id of every stdq database
@@ -506,6 +506,10 @@ class Database:
             except sqlite3.OperationalError as exc:  # cannot open this way: try the next
                 if conn is not None:
                     conn.close()
+                if "locked" in str(exc):
+                    raise TemporaryFailure(
+                        f"{self.path} stayed locked by another process; try again"
+                    ) from exc
                 last = exc
             except BaseException:
                 if conn is not None:
