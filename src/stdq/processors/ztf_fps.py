@@ -22,7 +22,10 @@ database error. The rules, in this order:
   ``-99999`` or not finite) is left out: with procstatus 0 under "rows with null or
   -99999 forcediffimflux" (or ...fluxunc), otherwise counted by its procstatus
   ("rows without a usable flux, procstatus 57,61 (57 ...; 61 ...)");
-- rows without ``zpdiff`` or ``jd``, or with an unknown ``filter``, are left out;
+- rows without ``zpdiff`` (or outside 15..35), whose flux or error overflows in
+  microjansky, without ``jd`` (or before 2017-09-01, or after tomorrow), with an
+  unknown ``filter``, or without whole ``field``/``ccdid``/``qid`` are left out; so is
+  a last row cut short in a file without its END line;
 - a kept row with a warning code sets FLAG_SURVEY_CODE (quality bit 1), except for
   the codes that say nothing about the flux: 57 and 58 (only the ``nearestref*``
   columns are null) and 62 (the request's start JD was moved). An unknown code (the
@@ -33,7 +36,7 @@ Values:
 - flux: ``flux_ujy = forcediffimflux * 10**(-0.4 (zpdiff - 23.9))`` epoch by epoch,
   the same factor for the error; ``flux_kind = difference``.
 - time: ``mjd = jd - 2400000.5 + exptime/2/86400`` (``jd`` is the start of the
-  exposure, UTC; 30 s when ``exptime`` is missing).
+  exposure, UTC; 30 s when ``exptime`` is missing or not in (0, 3600]).
 - detections: ``snr >= snr_threshold`` (default 3); others get an upper limit
   ``23.9 - 2.5 log10(limit_nsigma * flux_err_ujy)`` at ``limit_nsigma`` (default
   5) sigma; ``image_depth = diffmaglim``.
@@ -74,6 +77,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
@@ -89,6 +93,10 @@ SENTINEL = -99999.0
 DEFAULT_EXPTIME = 30.0
 FILTERS = {"ZTF_g": ("ztfg", 1), "ZTF_r": ("ztfr", 2), "ZTF_i": ("ztfi", 3)}
 MJD_TO_JD = 2400000.5
+MAX_EXPTIME = 3600.0  # s; a longer (or missing) exptime counts as DEFAULT_EXPTIME
+FIRST_JD = 2458000.5  # 2017-09-01, before ZTF's first light; rows before it are left out
+ZPDIFF_RANGE = (15.0, 35.0)  # mag; ZTF difference images have 24..27
+MAX_ID = 99999.0  # field, ccdid, qid: whole numbers 0..MAX_ID
 TEXT_COLUMNS = ("filter", "pid", "procstatus")
 PROCSTATUS_CODES: dict[int, str] = {
     0: "success",
@@ -177,11 +185,23 @@ def file_notes(data: bytes) -> dict[str, Any]:
     return notes
 
 
+def _header_number(text: str) -> float | None:
+    """A header value that parses whole as a finite number, else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
     """The header values (requested ra, dec, jdstart, jdend) and the rows, all as text.
 
     The column line is `` index, field, ...`` or `` sindex, field, ...`` (batch files),
-    with or without a ``#`` in front; every other ``#`` line is a comment.
+    with or without a ``#`` in front; every other ``#`` line is a comment. A row
+    with the wrong number of values is a ValueError, except a last row cut short in a
+    file without its END line (a file cut short): it is dropped and counted in
+    ``meta["cut_rows"]``.
     """
     import pandas as pd
 
@@ -189,6 +209,7 @@ def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
     meta: dict[str, float] = {}
     columns: list[str] | None = None
     rows: list[list[str]] = []
+    short: str | None = None  # the error of a row with the wrong number of values, if it was the last
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped:
@@ -196,22 +217,34 @@ def parse_result(data: bytes) -> tuple[dict[str, float], pd.DataFrame]:
         body = stripped.lstrip("#").strip()
         if columns is None and _COLUMN_LINE.match(body):
             columns = [c for c in re.split(r"[,\s]+", body) if c]
+            if len(set(columns)) != len(columns):
+                raise ValueError(f"line {number}: the column line names a column twice")
             continue
         if stripped.startswith("#"):
+            if short and _END_LINE.match(stripped):
+                raise ValueError(short)
             for key, pattern in _HEADER_VALUE.items():
                 match = pattern.search(body)
-                if match and key not in meta:
-                    meta[key] = float(match.group(1))
+                value = _header_number(match.group(1)) if match else None
+                if value is not None and key not in meta:
+                    meta[key] = value
             continue
         if columns is None:
             raise ValueError(f"line {number}: a data row before the ' index, field, ...' column line")
+        if short:
+            raise ValueError(short)
         values = stripped.split()
         if len(values) != len(columns):
-            raise ValueError(f"line {number} has {len(values)} values, the column line {len(columns)}")
+            short = f"line {number} has {len(values)} values, the column line {len(columns)}"
+            continue
         rows.append(values)
     if columns is None:
         raise ValueError("no ' index, field, ...' (or ' sindex, field, ...') column line:"
                          " not a ZFPS light-curve file")
+    if short and not rows:
+        raise ValueError(short)
+    if short:
+        meta["cut_rows"] = 1.0
     needed = {"field", "ccdid", "qid", "filter", "pid", "jd", "zpdiff", "forcediffimflux",
               "forcediffimfluxunc", "procstatus"}
     missing = needed - set(columns)
@@ -282,6 +315,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         data = light_curve_raw(product).path.read_bytes()
         meta, raw = parse_result(data)
         product.notes["file"] = file_notes(data)
+        product.leave_out("a last row cut short (the file has no END line)", int(meta.get("cut_rows", 0)))
         for stale in ("baseline", "err_scale"):  # from an earlier processing with other settings
             product.notes.pop(stale, None)
         for name in raw.columns:
@@ -299,7 +333,8 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         fcqfid = (raw["field"].to_numpy(dtype="int64") * 10000 + raw["ccdid"].to_numpy(dtype="int64") * 100
                   + raw["qid"].to_numpy(dtype="int64") * 10 + fid)
         exptime = raw["exptime"].to_numpy(dtype="float64") if "exptime" in raw else np.full(len(raw), np.nan)
-        exptime = np.where(np.isfinite(exptime) & (exptime > 0), exptime, DEFAULT_EXPTIME)
+        exptime = np.where(np.isfinite(exptime) & (exptime > 0) & (exptime <= MAX_EXPTIME), exptime,
+                           DEFAULT_EXPTIME)
         mjd = raw["jd"].to_numpy(dtype="float64") - MJD_TO_JD + exptime / 2.0 / 86400.0
         quality = self._quality(raw, unc_dn, warned)
 
@@ -316,8 +351,9 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         if mode != "none" and len(raw):
             offset, applied = self._baseline(product, raw, mode, mjd, fcqfid, flux_ujy, err_ujy, zpdiff,
                                              quality)
-        ra = float(meta.get("ra", product.target["ra"]))
-        dec = float(meta.get("dec", product.target["dec"]))
+        ra, dec = float(product.target["ra"]), float(product.target["dec"])
+        if 0 <= meta.get("ra", -1) < 360 and -90 <= meta.get("dec", -91) <= 90:
+            ra, dec = meta["ra"], meta["dec"]
         table = pd.DataFrame(
             {
                 "mjd": mjd,
@@ -348,7 +384,10 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
                 table[f"ztf_{name}"] = raw[name].to_numpy()
         for name in ("field", "ccdid", "qid", "rfid", "infobitssci", "programid", "ncalmatches"):
             if f"ztf_{name}" in table:
-                table[f"ztf_{name}"] = pd.array(table[f"ztf_{name}"].round(), dtype="Int64")
+                values = table[f"ztf_{name}"].to_numpy(dtype="float64")
+                whole = np.isfinite(values) & (np.abs(values) < 2.0**53) & (values == np.round(values))
+                table[f"ztf_{name}"] = pd.array(np.where(whole, values, 0).astype("int64"), dtype="Int64")
+                table.loc[~whole, f"ztf_{name}"] = pd.NA  # not a whole number: no value
         if mode != "none":
             table["ztf_baseline_offset_ujy"] = np.where(applied, offset, np.nan)
         photometry.fill_detections(
@@ -397,10 +436,35 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         raw, status = raw[~missing], status[~missing]
 
         # 3. rows that cannot be placed in time, flux or band
+        def number(column: str):
+            return raw[column].to_numpy(dtype="float64")
+
+        def outside(column: str, low: float, high: float):
+            values = number(column)
+            return ~(np.isfinite(values) & (values >= low) & (values <= high))
+
+        def not_converted():
+            scale = np.power(10.0, -0.4 * (number("zpdiff") - photometry.ZP_AB_UJY))
+            with np.errstate(over="ignore", invalid="ignore"):
+                return ~(np.isfinite(number("forcediffimflux") * scale)
+                         & np.isfinite(number("forcediffimfluxunc") * scale))
+
+        def bad_ids():
+            values = np.stack([number(c) for c in ("field", "ccdid", "qid")])
+            return ~(np.isfinite(values) & (values >= 0) & (values <= MAX_ID)
+                     & (values == np.round(values))).all(axis=0)
+
+        last_jd = time.time() / 86400.0 + 2440587.5 + 1.0  # tomorrow
         checks = [
-            ("rows without zpdiff", lambda: ~np.isfinite(raw["zpdiff"].to_numpy(dtype="float64"))),
-            ("rows without jd", lambda: ~np.isfinite(raw["jd"].to_numpy(dtype="float64"))),
+            ("rows without zpdiff", lambda: ~np.isfinite(number("zpdiff"))),
+            (f"rows with zpdiff outside {ZPDIFF_RANGE[0]:g}..{ZPDIFF_RANGE[1]:g}",
+             lambda: outside("zpdiff", *ZPDIFF_RANGE)),
+            ("rows whose flux is not finite in microjansky", not_converted),
+            ("rows without jd", lambda: ~np.isfinite(number("jd"))),
+            ("rows with jd outside the ZTF survey (2017-09-01 to now)",
+             lambda: outside("jd", FIRST_JD, last_jd)),
             ("rows with an unknown filter", lambda: ~raw["filter"].isin(list(FILTERS)).to_numpy()),
+            ("rows without a whole field, ccdid or qid", bad_ids),
         ]
         for reason, test in checks:
             bad = test()
