@@ -370,7 +370,8 @@ REQUEST = {"ra": 210.910674, "dec": 54.31165, "jdstart": 2458194.5, "jdend": 246
 def test_resume_while_submitting_finds_the_request_instead_of_submitting(tmp_path, fake_server):
     submit_directly(fake_server)  # the killed run's submission reached ZFPS
     emulator = fake_server.emulator("zfps")
-    checkpoint = {"zfps_state": "submitting", "zfps_request": REQUEST, "zfps_known": []}
+    checkpoint = {"zfps_state": "submitting", "zfps_request": REQUEST, "zfps_known": [],
+                  "zfps_submit": {"key": "k1", "state": "sending", "at": 0}}
     service, ctx = service_and_context(tmp_path, fake_server, checkpoint)
     (product,) = service.query_service(target(), {"baseline": "none"}, ctx)
     ctx.close()
@@ -383,7 +384,8 @@ def test_resume_while_submitting_finds_the_request_instead_of_submitting(tmp_pat
 def test_resume_while_submitting_submits_when_nothing_new_is_listed(tmp_path, fake_server):
     submit_directly(fake_server)  # an older identical request, listed before the killed run submitted
     emulator = fake_server.emulator("zfps")
-    checkpoint = {"zfps_state": "submitting", "zfps_request": REQUEST, "zfps_known": ["15270"]}
+    checkpoint = {"zfps_state": "submitting", "zfps_request": REQUEST, "zfps_known": ["15270"],
+                  "zfps_submit": {"key": "k1", "state": "sending", "at": 0}}
     service, ctx = service_and_context(tmp_path, fake_server, checkpoint)
     service.query_service(target(), {"baseline": "none"}, ctx)
     ctx.close()

@@ -5,17 +5,20 @@ One query is one remote task (reference/wire-formats.md section 1):
 1. ``POST queue/`` with ra, dec, mjd_min (always sent: the server's own default
    is only the last 30 days), mjd_max, use_reduced, send_email=false, the
    proper-motion fields when given, and a ``comment`` "stdq job N <key>". The
-   task URL is saved in the job checkpoint at once, before anything else; a
-   restarted job resumes polling that task and never submits again. When the
-   answer to a POST was lost (killed process, timeout, 5xx), the job first
-   looks for its comment in the user's task list and adopts the task it finds.
+   POST is sent once (:func:`stdq.remote.create_once`): the key is saved in the
+   checkpoint before the send; when the answer is lost (a reset, a timeout, a
+   5xx, a killed process) the job looks for the key in the user's task list
+   (for up to 6 poll intervals) and adopts the task it finds, and never sends
+   again while the task may exist. The task URL is saved in the checkpoint at
+   once; a restarted job resumes polling that task.
 2. ``GET`` the task (``If-None-Match`` with its ETag; 304 = unchanged) until it
    has finished. The wait starts at ``poll_interval``, grows x1.5 up to
    ``max_poll_interval`` while the task is queued, and restarts at
    ``poll_interval`` once it runs. Queue position and state are the job's
    progress.
 3. On finish: ``error_msg`` "No data returned" -> no data (exit 5); any other
-   error -> failed with the server's text; else ``GET result_url``, check that
+   error -> failed with the server's text; else ``GET result_url`` (only from
+   the service's own origin: another one fails, nothing fetched), check that
    it is an ATLAS result, keep it byte for byte, then ``DELETE`` the task (204).
    A cancelled job deletes its remote task.
 
@@ -36,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -58,9 +60,11 @@ DEFAULT_MJD_MIN = 57000.0  # 2014-12-09: before ATLAS's first exposures, i.e. it
 NO_DATA_TEXT = "No data returned"
 QUEUE_FULL = re.compile(r"too many queued tasks", re.IGNORECASE)
 POLL_GROWTH = 1.5
-MAX_SERVER_WAIT = 600.0  # a 429 asking for longer ends the attempt as a temporary failure
 QUEUE_FULL_RETRY = 600.0  # a worker tries a refused submission again after at least this
 JSON_HEADERS = {"Accept": "application/json"}
+SUBMIT_SLOT = "atlas_submit"  # the create-once record of the task submission (stdq.remote)
+CREATE_GRACE_POLLS = 6  # after a lost answer, look for the task this many poll intervals ...
+CREATE_GRACE_MAX = 60.0  # ... but at most this many seconds
 
 
 class AtlasQueryForm(QueryForm):
@@ -241,13 +245,13 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         values = self.config.values
         origin = _origin(self.url)
         scope = f"atlas:{origin[0]}://{origin[1]}:{origin[2]}"
-        window = float(values.get("rate_window", 60.0))
+        window = float(values["rate_window"])
         data_dir = self.settings.data_dir
         writes = RateLimiter(
-            data_dir, scope + ":write", int(values.get("writes_per_minute", 60)), window, sleep=sleep
+            data_dir, scope + ":write", int(values["writes_per_minute"]), window, sleep=sleep
         )
         reads = RateLimiter(
-            data_dir, scope + ":read", int(values.get("reads_per_minute", 600)), window, sleep=sleep
+            data_dir, scope + ":read", int(values["reads_per_minute"]), window, sleep=sleep
         )
         return ReadWriteLimiter(
             writes, reads, applies_to=lambda url: _origin(url) == origin, on_wait=on_wait
@@ -310,81 +314,55 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         return self._finish(task, target, params, context)
 
     def _submit(self, target: Target, params: dict[str, Any], context: QueryContext) -> None:
-        """POST the task (or adopt the one an earlier run created) and checkpoint its URL."""
-        from stdq import http
+        """POST the task once (stdq.remote.create_once) and checkpoint its URL.
+
+        The comment "stdq job N <key>" carries the idempotency key saved before the
+        send: after a lost answer, the task is looked for in the user's task list."""
+        from stdq import http, remote
 
         client = context.client
-        cp = context.checkpoint
-        key = cp.get("submit_key")
-        if key:  # an earlier run may have created the task without seeing the answer
-            found = self._find_own_task(client, key)
-            if found:
-                self._adopt(found, context, "found the task an earlier run submitted")
-                return
-        else:
-            key = secrets.token_hex(6)
-            context.save_checkpoint(submit_key=key)
-        comment = f"stdq job {context.job_id or 0} {key}"
-        form = task_form(target, params, comment)
         queue_url = f"{self.url}/queue/"
-        tries = 0
-        max_retries = int(self.settings.http.max_retries)
-        while True:
+
+        def send(key: str) -> dict[str, Any]:
             context.check_cancelled()
             context.progress("submitting the ATLAS task")
-            ambiguous = False
-            wait: float | None = None
-            try:
-                response = client.send_once("POST", queue_url, data=form, headers=JSON_HEADERS)
-            except TemporaryFailure as exc:
-                problem, ambiguous = exc.message, True
-            else:
-                if response.status_code == 201:
-                    self._adopt(self._json(response, "the new task"), context, "submitted")
-                    return
-                if is_queue_full(response):
-                    raise TemporaryFailure(
-                        f"atlas: the ATLAS queue is full for this account"
-                        f" ({error_detail(response)}); try again later, when some of your"
-                        " ATLAS tasks have run",
-                        retry_after=QUEUE_FULL_RETRY,
-                    )
-                if response.status_code not in http.RETRY_STATUS:
-                    self._check(response)
-                    raise QueryFailed(
-                        f"atlas: unexpected HTTP {response.status_code} to the task submission"
-                    )
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    problem = "throttled (HTTP 429)"
-                    wait = http.retry_after_seconds(response)
-                else:
-                    ambiguous = True  # a 5xx may come after the task was created
-                if wait is not None and wait > MAX_SERVER_WAIT:
-                    raise TemporaryFailure(
-                        f"atlas: {problem}; the server asks to wait {wait:.0f} s: try again later",
-                        retry_after=wait,
-                    )
-            if tries >= max_retries:
-                raise TemporaryFailure(
-                    f"atlas: {problem} submitting the task (gave up after {tries + 1} tries);"
-                    " try again later",
-                    retry_after=wait,
-                )
-            delay = wait if wait is not None else http.backoff_delay(tries)
-            message = (
-                f"atlas: {problem} submitting the task; retry {tries + 1}/{max_retries}"
-                f" in {delay:.1f} s"
+            form = task_form(target, params, f"stdq job {context.job_id or 0} {key}")
+            response = client.request(
+                "POST", queue_url, policy=http.CREATE_ONCE, data=form, headers=JSON_HEADERS
             )
-            log.info(message)
-            context.event("retry", message)
-            context.sleep(delay)
-            tries += 1
-            if ambiguous:
-                found = self._find_own_task(client, key)
-                if found:
-                    self._adopt(found, context, "found the task the failed attempt created")
-                    return
+            if response.status_code == 201:
+                try:
+                    return self._json(response, "the new task")
+                except QueryFailed:
+                    # created, but its answer is unreadable: look for it
+                    raise http.AmbiguousSend(
+                        "atlas: the answer to the task submission is not the task (HTTP 201)"
+                    ) from None
+            if is_queue_full(response):
+                raise TemporaryFailure(
+                    f"atlas: the ATLAS queue is full for this account"
+                    f" ({error_detail(response)}); try again later, when some of your"
+                    " ATLAS tasks have run",
+                    retry_after=QUEUE_FULL_RETRY,
+                )
+            self._check(response)
+            raise QueryFailed(
+                f"atlas: unexpected HTTP {response.status_code} to the task submission"
+            )
+
+        look_every = max(0.05, float(self.config.values["poll_interval"]))
+        task, found = remote.create_once(
+            context,
+            slot=SUBMIT_SLOT,
+            send=send,
+            find=lambda key: self._find_own_task(client, key),
+            service=self.name,
+            what="the ATLAS task",
+            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
+            look_every=look_every,
+        )
+        self._adopt(task, context, "found on the server, created by an earlier send" if found
+                    else "submitted")
 
     def _adopt(self, task: dict[str, Any], context: QueryContext, how: str) -> None:
         """Checkpoint the task's URL and id: from now on this job only polls it."""
@@ -399,23 +377,27 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         context.event("task", f"ATLAS task {task_id} {how}: {url}")
 
     def _find_own_task(self, client: Client, key: str) -> dict[str, Any] | None:
-        """The user's task whose comment carries KEY (the newest 100 tasks are searched)."""
-        try:
-            response = client.get(
-                f"{self.url}/queue/", params={"pagesize": 100}, headers=JSON_HEADERS
-            )
-        except TemporaryFailure:
-            return None
+        """The user's task whose comment carries KEY (the newest 100 tasks are searched).
+
+        None when it is not there; TemporaryFailure when the list could not be read
+        (then nothing may be sent: the task may exist)."""
+        response = client.get(f"{self.url}/queue/", params={"pagesize": 100}, headers=JSON_HEADERS)
         if response.status_code != 200:
-            return None
+            self._check(response)
+            raise TemporaryFailure(
+                f"atlas: HTTP {response.status_code} reading the task list; try again later"
+            )
         try:
             data = response.json()
         except ValueError:
-            return None
+            raise TemporaryFailure("atlas: the task list is not JSON; try again later") from None
         results = data.get("results", []) if isinstance(data, dict) else data
-        for task in results if isinstance(results, list) else []:
-            if isinstance(task, dict) and key in str(task.get("comment") or ""):
-                return task
+        if not isinstance(results, list):
+            raise TemporaryFailure("atlas: the task list has no results; try again later")
+        for task in results:
+            comment = str(task.get("comment") or "") if isinstance(task, dict) else ""
+            if comment.split()[-1:] == [key]:
+                return task if isinstance(task, dict) else None
         return None
 
     @staticmethod
@@ -434,9 +416,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         cp = context.checkpoint
         url, task_id = cp["task_url"], cp.get("task_id")
         values = self.config.values
-        first = max(0.05, float(values.get("poll_interval", 5.0)))
-        longest = max(first, float(values.get("max_poll_interval", 120.0)))
-        timeout = float(values.get("task_timeout", 172800.0))
+        first = max(0.05, float(values["poll_interval"]))
+        longest = max(first, float(values["max_poll_interval"]))
+        timeout = float(values["task_timeout"])
         started = float(cp.get("submitted_at") or time.time())
         interval = first
         etag: str | None = None
@@ -464,7 +446,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 task = self._json(response, f"ATLAS task {task_id}")
                 etag = response.headers.get("ETag")
             elif response.status_code == 404:
-                context.save_checkpoint(task_url=None, task_id=None, submit_key=None, lost_task=url)
+                context.save_checkpoint(task_url=None, task_id=None, lost_task=url, **{SUBMIT_SLOT: None})
                 raise QueryFailed(
                     f"atlas: ATLAS task {task_id} no longer exists on the server (deleted or"
                     f" archived); nothing was downloaded; `stdq jobs retry {context.job_id}`"
@@ -516,6 +498,13 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         result_url = task.get("result_url")
         if not result_url:
             raise QueryFailed(f"atlas: ATLAS task {task_id} finished without a result_url")
+        if _origin(str(result_url)) != _origin(self.url):
+            raise QueryFailed(
+                f"atlas: ATLAS task {task_id} names its result on another origin"
+                f" ({http.redact_url(str(result_url), self.config.secret_values())}); stdq"
+                f" fetches results only from the service's own origin ({self.url}); nothing"
+                " was fetched"
+            )
         context.progress(f"ATLAS task {task_id} finished; downloading the result")
         response = client.get(str(result_url))
         if response.status_code != 200:
@@ -581,21 +570,32 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
 
     def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
         """Delete the remote task of a cancelled job (its own client: not cancellable)."""
+        from stdq import remote
+
         url = checkpoint.get("task_url")
-        if not url or checkpoint.get("deleted"):
+        if checkpoint.get("deleted"):
             return
         client = self.make_client(context, cancellable=False)
         try:
+            key = remote.pending_key(context, SUBMIT_SLOT) if not url else None
+            if key:  # cancelled while a submission's answer was unknown: the task may exist
+                task = self._find_own_task(client, key)
+                if task is not None:
+                    self._adopt(task, context, "found on the server (cancelled job)")
+                    url = context.checkpoint.get("task_url")
+            if not url:
+                return
             response = client.delete(url, headers=JSON_HEADERS)
         finally:
             client.close()
+        task_id = context.checkpoint.get("task_id", checkpoint.get("task_id"))
         if response.status_code < 400 or response.status_code == 404:
-            context.event("task", f"ATLAS task {checkpoint.get('task_id')} deleted on the server")
+            context.event("task", f"ATLAS task {task_id} deleted on the server")
             context.save_checkpoint(deleted=True)
         else:
             context.event(
                 "task",
-                f"could not delete ATLAS task {checkpoint.get('task_id')} (HTTP {response.status_code})",
+                f"could not delete ATLAS task {task_id} (HTTP {response.status_code})",
             )
 
 
@@ -611,12 +611,21 @@ def obtain_token(settings: Settings, username: str, password: str) -> str:
     url = config.url.rstrip("/") + "/api-token-auth/"
     hidden = [password, *config.secret_values()]
     client = http.make_client("atlas", settings.http, secrets=hidden)
+    # the body carries the password: sent once, never to another origin on a redirect
+    policy = http.RequestPolicy(repeatable=False, secret_body=True)
     try:
-        response = client.post(
-            url, data={"username": username, "password": password}, headers=JSON_HEADERS
+        response = client.request(
+            "POST", url, policy=policy, data={"username": username, "password": password},
+            headers=JSON_HEADERS,
         )
     finally:
         client.close()
+    if not http.same_origin(str(response.url), config.url):
+        raise QueryFailed(
+            f"atlas: the login was answered from another origin"
+            f" ({http.redact_url(str(response.url), hidden)}); its token is not stored",
+            hint=f"check the atlas url setting ({config.url})",
+        )
     if response.status_code == 400:
         detail = http.redact(error_detail(response), hidden)
         raise ConfigError(

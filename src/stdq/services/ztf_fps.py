@@ -7,7 +7,10 @@ A slow, asynchronous remote request with personal credentials (wire-formats.md
    the same position and JD range (the submission answers with no request id, so
    "ours" is the matching request that was not there before);
 2. saves the checkpoint ``zfps_state = "submitting"`` with the request's ra, dec,
-   jdstart, jdend and those ids, *then* submits, then saves ``"submitted"``;
+   jdstart, jdend and those ids, *then* submits ONCE (:func:`stdq.remote.create_once`:
+   never re-sent after a send that may have reached the server; after a lost
+   answer the listing is searched for up to 6 poll intervals), then saves
+   ``"submitted"``;
 3. polls the status listing -- every ``poll_interval`` seconds at first, the wait
    growing by half each time up to ``max_poll_interval`` -- until our request has
    ended (at most ``max_wait`` seconds per run);
@@ -16,6 +19,7 @@ A slow, asynchronous remote request with personal credentials (wire-formats.md
 A worker that restarts resumes from the checkpoint: after "submitted" it only
 polls; in the "submitting" state (killed between saving and the answer) it first
 looks in the listing for a new matching request and submits only if none is there.
+A light-curve path naming another origin is not fetched (QueryFailed).
 
 Submission: ``POST {url}/cgi-bin/batchfp.py/submit`` (the batch form, with one
 position). Chosen over the single-request ``GET requestForcedPhotometry.cgi``
@@ -68,6 +72,9 @@ ZTF_START_JD = 2458194.5  # 2018-03-17, the start of ZTF survey operations (gues
 MJD_TO_JD = 2400000.5
 POSITION_TOL_DEG = 1e-5
 JD_TOL = 1e-4
+SUBMIT_SLOT = "zfps_submit"  # the create-once record of the submission (stdq.remote)
+CREATE_GRACE_POLLS = 6  # after a lost answer, look for the request this many poll intervals ...
+CREATE_GRACE_MAX = 300.0  # ... but at most this many seconds
 LISTING_GRACE = 7200.0  # seconds a submitted request may stay unlisted before the job gives up
 POLL_GROWTH = 1.5
 
@@ -285,7 +292,13 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             )
         return rows
 
-    def submit(self, context: QueryContext, creds: dict[str, str], request: dict[str, Any]) -> None:
+    def submit(self, context: QueryContext, creds: dict[str, str],
+               request: dict[str, Any]) -> dict[str, str]:
+        """Send the submission ONCE (its body carries the account: never to another
+        origin); {} when accepted (ZFPS answers with no request id). A lost or empty
+        answer raises AmbiguousSend: the request may exist."""
+        from stdq.http import AmbiguousSend, RequestPolicy
+
         client = context.client
         form = {
             "ra": json.dumps([request["ra"]]),
@@ -294,16 +307,19 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             "jdend": json.dumps(request["jdend"]),
             **creds,
         }
-        response = client.post(self.url + SUBMIT_PATH, data=form)
+        context.check_cancelled()
+        context.progress("submitting the request to ZFPS")
+        response = client.request("POST", self.url + SUBMIT_PATH, data=form,
+                                  policy=RequestPolicy(repeatable=False, secret_body=True))
         self._check(response, "submission", client)
         page = _page_text(response.content, 1000)
-        if not page or _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
-            if not page:
-                raise TemporaryFailure("ztf-fps: ZFPS answered the submission with an empty page"
-                                       " (try again later)")
+        if not page:
+            raise AmbiguousSend("ztf-fps: ZFPS answered the submission with an empty page")
+        if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
             self._fail_from_page(response, "submission", client)
         context.event("submitted", f"ZFPS request submitted: ra {request['ra']}, dec {request['dec']},"
                                    f" JD {request['jdstart']} .. {request['jdend']}")
+        return {}
 
     @staticmethod
     def _ours(rows: list[dict[str, str]], request: dict[str, Any], known: list[str],
@@ -339,42 +355,58 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             product.notes.setdefault("zfps", {"request_id": cp.get("zfps_reqid"),
                                               "request": dict(cp.get("zfps_request") or {})})
             return [product]
-        if state is None:
+        if state in (None, "submitting"):
+            self._create(target, params, context, creds)
+        else:
+            context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
+        row = self._wait(context, creds)
+        return [self._download(target, params, context, row)]
+
+    def _create(self, target: Target, params: dict[str, Any], context: QueryContext,
+                creds: dict[str, str]) -> None:
+        """Submit the request once (stdq.remote.create_once).
+
+        ZFPS answers a submission with no request id: before the first send the
+        listing's matching requests are remembered, and "ours" is the new matching
+        one -- looked for after a lost answer, or on a restart after a send."""
+        from stdq import remote
+
+        cp = context.checkpoint
+        if cp.get("zfps_state") is None:
             request = self.new_request(target, params)
             context.progress("reading the ZFPS status listing")
             known = sorted({r.get("reqId", "").strip() for r in self.listing(context, creds)
                             if matches(r, request)})
             context.save_checkpoint(zfps_state="submitting", zfps_request=request, zfps_known=known,
                                     zfps_submitting_at=time.time())
-            context.progress("submitting the request to ZFPS")
-            self.submit(context, creds, request)
-            context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
-        elif state == "submitting":
-            request = cp["zfps_request"]
-            rows = self.listing(context, creds)
-            mine = self._ours(rows, request, list(cp.get("zfps_known") or []), None)
-            if mine is not None:
-                req_id = mine.get("reqId", "").strip()
-                context.event("resumed", f"found ZFPS request {req_id}, submitted before the restart;"
-                                         " not submitting again")
-                context.save_checkpoint(zfps_state="submitted", zfps_reqid=req_id,
-                                        zfps_submitted_at=cp.get("zfps_submitting_at") or time.time())
-            else:
-                context.event("resumed", "no ZFPS request was found from before the restart; submitting")
-                context.progress("submitting the request to ZFPS")
-                self.submit(context, creds, request)
-                context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
+        request = dict(cp["zfps_request"])
+        known = list(cp.get("zfps_known") or [])
+        look_every = max(0.05, float(self.config.values.get("poll_interval", 30.0)))
+        row, found = remote.create_once(
+            context,
+            slot=SUBMIT_SLOT,
+            send=lambda key: self.submit(context, creds, request),
+            find=lambda key: self._ours(self.listing(context, creds), request, known, None),
+            service=self.name,
+            what="the ZFPS request",
+            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
+            look_every=look_every,
+        )
+        if found:
+            req_id = row.get("reqId", "").strip()
+            context.event("resumed", f"found ZFPS request {req_id}, submitted by an earlier send;"
+                                     " not submitting again")
+            context.save_checkpoint(zfps_state="submitted", zfps_reqid=req_id,
+                                    zfps_submitted_at=cp.get("zfps_submitting_at") or time.time())
         else:
-            context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
-        row = self._wait(context, creds)
-        return [self._download(target, params, context, row)]
+            context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
 
     def _wait(self, context: QueryContext, creds: dict[str, str]) -> dict[str, str]:
         """Poll the listing until our request has ended; its row."""
         values = self.config.values
-        interval = max(0.05, float(values.get("poll_interval", 30.0)))
-        max_interval = max(interval, float(values.get("max_poll_interval", 600.0)))
-        max_wait = float(values.get("max_wait", 259200.0))
+        interval = max(0.05, float(values["poll_interval"]))
+        max_interval = max(interval, float(values["max_poll_interval"]))
+        max_wait = float(values["max_wait"])
         started = time.monotonic()
         last_status = None
         while True:
@@ -419,6 +451,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
 
     def _download(self, target: Target, params: dict[str, Any], context: QueryContext,
                   row: dict[str, str]) -> DataProduct:
+        from stdq.http import same_origin
+
         client = context.client
         req_id = row.get("reqId", "").strip()
         exitcode = row.get("exitcode", "").strip()
@@ -430,6 +464,12 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                 f"ztf-fps: ZFPS request {req_id} ended with exit code {exitcode} and no light curve"
             )
         lc_url = path if path.startswith(("http://", "https://")) else self.url + "/" + path.lstrip("/")
+        if not same_origin(lc_url, self.url):
+            raise QueryFailed(
+                f"ztf-fps: ZFPS request {req_id} names its light curve on another origin"
+                f" ({client.safe_url(lc_url)}); stdq fetches files only from the service's own"
+                f" origin ({self.url}); nothing was fetched"
+            )
         context.progress(f"downloading the light curve of ZFPS request {req_id}")
         response = client.get(lc_url)
         self._check(response, "light-curve download", client)
