@@ -14,7 +14,10 @@ once, when a listing (``--help``) or an unknown name asks for them.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
+import re
 import sys
 from typing import Any
 
@@ -34,11 +37,60 @@ COMMANDS = {
 }
 
 
-def plugin_commands() -> dict[str, str]:
-    """{name or "group.sub": "module:attr"} of the commands plugins add (entry points, read once)."""
-    from stdq.registry import command_entry_points
+_OWN_METADATA = re.compile(r"^stdq(-[^-]+)?\.(dist|egg)-info$")
 
-    return command_entry_points()
+
+@functools.cache
+def _other_distributions_declare_commands() -> bool:
+    """Whether a distribution other than stdq may declare ``stdq.commands`` entry points.
+
+    A quick look at the ``entry_points.txt`` of every distribution on sys.path
+    (about 1 ms), so that ``stdq --help`` in an installation without plugin
+    commands never reads the entry points (importlib.metadata costs more than the
+    whole start-up budget). Anything it cannot read counts as "maybe".
+    """
+    for entry in sys.path:
+        try:
+            listing = os.scandir(entry or ".")
+        except FileNotFoundError:
+            continue
+        except OSError:  # a zip file or an unreadable folder: let the registry read it
+            return True
+        with listing:
+            for item in listing:
+                if not item.name.endswith((".dist-info", ".egg-info")) or _OWN_METADATA.match(item.name):
+                    continue
+                try:
+                    with open(os.path.join(item.path, "entry_points.txt"), encoding="utf-8") as fh:
+                        if "stdq.commands" in fh.read():
+                            return True
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    return True
+    return False
+
+
+def top_level_plugin_commands() -> dict[str, str]:
+    """{name: "module:attr"} of the top-level commands plugins add.
+
+    stdq's own registered commands are all subcommands of a group (the built-in
+    top-level commands are :data:`COMMANDS`), so without another distribution
+    declaring commands the registry is not even imported.
+    """
+    if not _other_distributions_declare_commands():
+        return {}
+    from stdq.registry import top_level_commands
+
+    return top_level_commands()
+
+
+def plugin_subcommands(group: str) -> dict[str, str]:
+    """{sub: "module:attr"} of the subcommands of GROUP: stdq's own (``config.atlas-login``)
+    and, when another distribution may declare some, the plugins' (entry points, read once)."""
+    from stdq.registry import subcommands
+
+    return subcommands(group, scan=_other_distributions_declare_commands())
 
 
 def load_command(name: str, target: str) -> click.Command:
@@ -56,11 +108,9 @@ class PluginGroup(click.Group):
     """A command group to which plugins may add subcommands (entry point name "GROUP.SUB")."""
 
     def _plugin_subcommands(self, ctx: click.Context) -> dict[str, str]:
-        prefix = f"{self.name}."
         return {
-            name[len(prefix):]: target
-            for name, target in plugin_commands().items()
-            if name.startswith(prefix) and name[len(prefix):] not in self.commands
+            sub: target for sub, target in plugin_subcommands(str(self.name)).items()
+            if sub not in self.commands
         }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -78,11 +128,7 @@ class LazyGroup(click.Group):
     """The top-level group: built-in groups imported only when used, plus plugin commands."""
 
     def _plugins(self, ctx: click.Context) -> dict[str, str]:
-        return {
-            name: target
-            for name, target in plugin_commands().items()
-            if "." not in name and name not in COMMANDS
-        }
+        return {name: target for name, target in top_level_plugin_commands().items() if name not in COMMANDS}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*COMMANDS, *sorted(self._plugins(ctx))]
