@@ -1,4 +1,4 @@
-"""Settings: one TOML file plus the environment (DESIGN.md "Settings").
+"""Settings: one TOML file plus the environment (docs/settings.md).
 
 The file is found through ``--config PATH``, else ``$STDQ_CONFIG``, else
 ``platformdirs.user_config_dir("stdq")/config.toml``; no file means defaults.

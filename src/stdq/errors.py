@@ -1,4 +1,4 @@
-"""Errors with the exit codes of DESIGN.md ("Output and exit codes").
+"""Errors with the exit codes of docs/exit-codes.md.
 
 Every error a user can cause or meet is one of these; the CLI prints its message
 as one or two plain lines and exits with its code. Messages must never hold a

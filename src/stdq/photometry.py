@@ -1,4 +1,4 @@
-"""The normalized photometry table (DESIGN.md) and the helpers every processor shares.
+"""The normalized photometry table (docs/photometry.md) and the helpers every processor shares.
 
 Units: flux in microjansky with AB zero point 23.9 (1 uJy <-> AB 23.9), so
 ``m = 23.9 - 2.5 log10(flux_ujy)``; an n-sigma upper limit is

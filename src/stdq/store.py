@@ -1,6 +1,6 @@
 """The data directory: products catalog (SQLite) and product folders, written atomically.
 
-Layout (DESIGN.md "Data on disk")::
+Layout (docs/data.md)::
 
     $data_dir/products/<target>/<service>/<product_id>/
         raw/...          every answer of the service, byte for byte

@@ -1,6 +1,6 @@
 """ATLAS forced-photometry result files -> the normalized photometry table.
 
-Rules (reference/photometry.md sections 1 and 4):
+Rules (docs/photometry.md sections 1 and 4):
 
 - The header is read by name: the first line whose first token, without its
   leading ``#`` (``###MJD``, ``##MJD``), is ``MJD``. Columns may come in any

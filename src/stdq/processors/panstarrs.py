@@ -6,7 +6,7 @@ pages of one object's detections). This module reads them back, and also reads
 the same answers in MAST's JSON form (``{"info": [...], "data": [[...]...]}``,
 file names ending in ``.json``), so both formats work for reprocessing and tests.
 
-Detection mode (the default for DR2; photometry.md sections 2, 4, 6, 7):
+Detection mode (the default for DR2; docs/photometry.md sections 2, 4, 6, 7):
 
 - one row per ``detectID`` (duplicates left out and counted) of the selected
   object: the object of the cone nearest the target, or every object with
@@ -84,7 +84,7 @@ MEAN_COLUMNS: tuple[str, ...] = (
 )
 MEAN_REQUIRED = ("objID", "raMean", "decMean")
 
-# MAST JSON "type" vocabulary (wire-formats.md section 2) -> how a column is read.
+# MAST JSON "type" vocabulary (docs/wire-formats.md section 2) -> how a column is read.
 _JSON_INT_TYPES = {"int", "short", "unsignedByte", "byte"}
 _JSON_FLOAT_TYPES = {"double", "float"}
 _JSON_ID_TYPES = {"long"}  # 64-bit: kept as exact strings

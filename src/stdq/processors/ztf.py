@@ -1,4 +1,4 @@
-"""IRSA ZTF DR light curve (CSV) -> normalized photometry (photometry.md 3.1, 4).
+"""IRSA ZTF DR light curve (CSV) -> normalized photometry (docs/photometry.md 3.1, 4).
 
 Rules:
 
@@ -12,7 +12,7 @@ Rules:
   epoch's 5-sigma depth, not an upper limit of this source).
 - time: ``mjd`` is IRSA's ``mjd`` + ``exptime``/2 (mid-exposure, UTC). IRSA's
   ``mjd`` is taken as the start of the exposure, like every other ZTF epoch time
-  (``jd`` of ZFPS, ``obsjd`` of alerts); photometry.md marks this as unverified
+  (``jd`` of ZFPS, ``obsjd`` of alerts); docs/photometry.md marks this as unverified
   for IRSA. The value as given is kept in ``ztf_mjd``; ``hjd`` (a heliocentric
   JD) is kept in ``ztf_hjd`` and never used as a time.
 - ``quality_flag``: FLAG_SURVEY_CODE when ``catflags != 0`` (catflags kept in

@@ -1,6 +1,6 @@
-"""ZFPS light-curve file -> normalized difference-flux photometry (photometry.md 3.2, 4).
+"""ZFPS light-curve file -> normalized difference-flux photometry (docs/photometry.md 3.2, 4).
 
-The file (wire-formats.md 3.2; the real ones are in ../shared/realdata/zfps): ``#``
+The file (docs/wire-formats.md 3.2; the real ones are in ../shared/realdata/zfps): ``#``
 comment lines (the requested position and JD range, the column definitions), then
 the column line ``" index, field, ..."`` (single requests) or ``" sindex, field, ..."``
 (the batch service), not commented (``#`` in front is accepted too), space-separated

@@ -1,6 +1,6 @@
 """ATLAS forced photometry (https://fallingstar-data.com/forcedphot): the full server protocol.
 
-One query is one remote task (reference/wire-formats.md section 1):
+One query is one remote task (docs/wire-formats.md section 1):
 
 1. ``POST queue/`` with ra, dec, mjd_min (always sent: the server's own default
    is only the last 30 days), mjd_max, use_reduced, send_email=false, the
@@ -132,7 +132,7 @@ class AtlasQueryForm(QueryForm):
 
 
 def task_form(target: Target, params: dict[str, Any], comment: str) -> dict[str, str]:
-    """The POST queue/ form for TARGET and the cleaned PARAMS (wire-formats 1.3)."""
+    """The POST queue/ form for TARGET and the cleaned PARAMS (docs/wire-formats.md 1.3)."""
     form = {
         "ra": repr(float(target.ra)),
         "dec": repr(float(target.dec)),

@@ -1,4 +1,4 @@
-"""Pan-STARRS1 DR1/DR2 through the MAST catalogs API (wire-formats.md section 2).
+"""Pan-STARRS1 DR1/DR2 through the MAST catalogs API (docs/wire-formats.md section 2).
 
 Default: a light curve from DR2. The service
 

@@ -1,6 +1,6 @@
 """ZTF data-release light curves from IRSA's ``nph_light_curves`` API (fast, synchronous).
 
-One GET per query (wire-formats.md 3.1): ``POS=CIRCLE ra dec r`` with r in
+One GET per query (docs/wire-formats.md 3.1): ``POS=CIRCLE ra dec r`` with r in
 degrees (the API allows (0, 0.1667] degrees, so ``--radius`` is at most 600
 arcsec, checked before any request), ``BANDNAME`` from ``--bands``, ``TIME=mjd1
 mjd2`` from the time options (an open bound is sent as ``-Inf``/``Inf``, which

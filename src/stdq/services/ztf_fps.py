@@ -1,6 +1,6 @@
 """The ZTF forced-photometry service (ZFPS): difference-image forced photometry at any position.
 
-A slow, asynchronous remote request with personal credentials (wire-formats.md
+A slow, asynchronous remote request with personal credentials (docs/wire-formats.md
 3.2). The job:
 
 1. reads the status listing once and remembers the ids of earlier requests with

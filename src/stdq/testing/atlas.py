@@ -1,4 +1,4 @@
-"""Emulator of the ATLAS forced photometry server (reference/wire-formats.md section 1).
+"""Emulator of the ATLAS forced photometry server (docs/wire-formats.md section 1).
 
 Mounted at ``/atlas/forcedphot``: the service URL is ``<server>/atlas/forcedphot``.
 
@@ -6,7 +6,7 @@ Mounted at ``/atlas/forcedphot``: the service URL is ``<server>/atlas/forcedphot
   test account is TEST_USERNAME / TEST_PASSWORD with token TEST_TOKEN.
 - Token (or Basic) authentication; a bad token is 401 on any call; writes need a
   user; only the owner may DELETE.
-- ``POST queue/`` -> 201 with the full task (every field of wire-formats 1.3,
+- ``POST queue/`` -> 201 with the full task (every field of docs/wire-formats.md 1.3,
   in order) and a ``Location`` header; 400 for bad fields; the queue-limit
   refusal ``{"non_field_errors": "ERROR: You have too many queued tasks (...)."}``
   when the user has ``max_user_tasks`` unstarted tasks.

@@ -1,4 +1,4 @@
-"""Emulator of IRSA's ZTF light-curve API (``nph_light_curves``), wire-formats.md 3.1.
+"""Emulator of IRSA's ZTF light-curve API (``nph_light_curves``), docs/wire-formats.md 3.1.
 
 ``GET {prefix}?POS=CIRCLE+ra+dec+r&BANDNAME=g,r&TIME=mjd1+mjd2&BAD_CATFLAGS_MASK=n
 &COLLECTION=ztf_drN&FORMAT=CSV`` -> a CSV with exactly the documented columns
@@ -42,7 +42,7 @@ HEADER = (
 )
 COLUMNS = tuple(HEADER.split(","))
 MAX_RADIUS_DEG = 0.1667
-# The 5 data releases IRSA serves (wire-formats.md: only the 5 most recent are live).
+# The 5 data releases IRSA serves (docs/wire-formats.md: only the 5 most recent are live).
 RELEASES = ("ztf_dr19", "ztf_dr20", "ztf_dr21", "ztf_dr22", "ztf_dr23")
 FILTER_OF_BAND = {"g": "zg", "r": "zr", "i": "zi"}
 # A fixed heliocentric correction (days) for the emulated hjd; hjd is a JD, not an MJD.

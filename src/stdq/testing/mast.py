@@ -1,4 +1,4 @@
-"""Emulator of the MAST catalogs API for Pan-STARRS (wire-formats.md section 2).
+"""Emulator of the MAST catalogs API for Pan-STARRS (docs/wire-formats.md section 2).
 
 Mounted at ``/mast/api/v0.1/panstarrs``, so the service URL is
 ``<server>/mast/api/v0.1/panstarrs``. Routes::
@@ -330,7 +330,7 @@ class MastCatalogsEmulator(Emulator):
 
     @staticmethod
     def _error(status: int, message: str) -> Response:
-        # guess: the error body format of the real service is not known (wire-formats.md)
+        # guess: the error body format of the real service is not known (docs/wire-formats.md)
         return Response.json({"detail": message}, status)
 
     @staticmethod
@@ -477,7 +477,7 @@ class MastCatalogsEmulator(Emulator):
     # -- formats -------------------------------------------------------------------------------------
     @staticmethod
     def _csv(columns: list[str], rows: list[dict[str, Any]], release: str, table: str) -> str:
-        """Header line of column names, then rows; no comment lines (wire-formats.md)."""
+        """Header line of column names, then rows; no comment lines (docs/wire-formats.md)."""
         kinds = {name: kind for name, kind, *_ in TABLES[release][table]}
         kinds["distance"] = "double"
         lines = [",".join(columns)]

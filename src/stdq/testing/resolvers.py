@@ -1,7 +1,7 @@
 """Emulators of the name resolvers: CDS Sesame (plain text) and the MAST resolver (SANTA, JSON).
 
 Both answer for the names of :mod:`stdq.testing.sky` (any alias, case and spacing
-ignored). Wire formats: ``reference/wire-formats.md`` sections 4.1 and 2.1, and the
+ignored). Wire formats: ``docs/wire-formats.md`` sections 4.1 and 2.1, and the
 real answers ``realdata/sesame/ngc3642_all.txt`` and
 ``realdata/mast_panstarrs/resolver.json``. Faults (5xx, hang, html, ...) come from
 the FakeServer, as for every emulator. These are resolvers, not services: they

@@ -21,7 +21,7 @@ Three parts, all in this module because none of them is a real survey:
 
   With ``api_key`` set, every request needs ``Authorization: Token <key>``
   (else 401 ``{"detail": ...}``). ``seconds`` defaults to ``default_seconds``.
-  guess: none of this is a real service; the shapes follow ATLAS (wire-formats.md 1.6).
+  guess: none of this is a real service; the shapes follow ATLAS (docs/wire-formats.md 1.6).
 
 - :class:`SlowService` (``supports_async``): submits, saves the task URL in the
   checkpoint before anything else, polls (resuming a saved task instead of

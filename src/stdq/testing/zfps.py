@@ -1,4 +1,4 @@
-"""Emulator of the ZTF forced-photometry service (ZFPS), wire-formats.md 3.2.
+"""Emulator of the ZTF forced-photometry service (ZFPS), docs/wire-formats.md 3.2.
 
 Mounted at ``/ztfweb`` (the service's ``url``; it appends the real paths):
 
@@ -86,7 +86,7 @@ ZTF_START_JD = 2458194.5
 LC_DIR = "/ztf/ops/forcedphot/lc"
 LISTING_COLUMNS = ("reqId", "ra", "dec", "startJD", "endJD", "created", "started", "ended",
                    "machine", "exitcode", "lightcurve")
-# The documented column line of the result file (wire-formats.md 3.2), to the byte.
+# The documented column line of the result file (docs/wire-formats.md 3.2), to the byte.
 RESULT_COLUMNS = (
     "index, field, ccdid, qid, filter, pid, infobitssci, sciinpseeing, scibckgnd, scisigpix, "
     "zpmaginpsci, zpmaginpsciunc, zpmaginpscirms, clrcoeff, clrcoeffunc, ncalmatches, exptime, "
