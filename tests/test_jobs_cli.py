@@ -301,3 +301,72 @@ def test_foreground_query_says_when_no_worker_will_come(sq):
             proc.kill()
     assert proc.returncode == 0, err
     assert "rows" in out
+
+
+# -- the wait display (no terminal needed: the line is a function of the jobs and the clock) --
+
+
+def make_job(**fields):
+    from stdq.records import Job, JobState, Target
+
+    values = dict(
+        id=7, service="atlas", target=Target(210.910674, 54.31165, "SN 2023ixf"), params={},
+        runner="worker", state=JobState.RUNNING, attempts=1, max_attempts=5, created_at=1000.0,
+        updated_at=1000.0, started_at=1000.0, finished_at=None, run_after=0.0, lease_owner=None,
+        lease_expires=None, cancel_requested=False, progress=None, wait_until=None, checkpoint={},
+        products=(), rows=None, detections=None, note=None, error=None, exit_code=None,
+    )
+    values.update(fields)
+    return Job(**values)
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_live_line_shows_a_retry_with_seconds_left_and_the_time_spent():
+    from stdq.cli.live import WaitDisplay
+
+    clock = Clock()
+    display = WaitDisplay(live=False, clock=clock, say=lambda text: None)
+    clock.now += 45
+    job = make_job(progress="atlas: HTTP 503 at http://127.0.0.1/queue/; retry 2/4", wait_until=clock.now + 2.4)
+    display.jobs([job])
+    assert display.line() == (
+        "job 7 running: atlas: HTTP 503 at http://127.0.0.1/queue/; retry 2/4 (3 s left) · 0:45"
+    )
+    clock.now += 3  # the wait is over: no seconds left any more, the clock goes on
+    assert display.line() == "job 7 running: atlas: HTTP 503 at http://127.0.0.1/queue/; retry 2/4 · 0:48"
+
+
+def test_the_live_line_of_queued_jobs_and_of_several():
+    from stdq.cli.live import jobs_text
+    from stdq.records import JobState
+
+    now = 2000.0
+    fresh = make_job(state=JobState.QUEUED, started_at=None)
+    assert jobs_text([fresh], now) == ("job 7 queued: waiting for a worker", None)
+    again = make_job(state=JobState.QUEUED, error="atlas: HTTP 503 (retries used up)", run_after=now + 30)
+    assert jobs_text([again], now) == ("job 7 queued: queued again after: atlas: HTTP 503 (retries used up)", now + 30)
+    done = make_job(id=8, state=JobState.SUCCEEDED, rows=3)
+    text, until = jobs_text([fresh, make_job(id=9), done], now)
+    assert text == "waiting for 2 of 3 jobs: 1 queued, 1 running" and until is None
+
+
+def test_in_process_progress_is_shown_piped_only_with_verbose():
+    from stdq.cli.live import WaitDisplay
+
+    said: list[str] = []
+    clock = Clock()
+    quiet = WaitDisplay(verbose=False, live=False, clock=clock, say=said.append)
+    quiet.progress("panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4", wait_until=clock.now + 1)
+    assert said == []
+    loud = WaitDisplay(verbose=True, live=False, clock=clock, say=said.append)
+    loud.progress("panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4", wait_until=clock.now + 1)
+    loud.progress("panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4", wait_until=clock.now + 1)
+    loud.progress("panstarrs: 120 detections")
+    assert said == ["panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4 (1 s left)", "panstarrs: 120 detections"]
