@@ -25,9 +25,15 @@ from stdq.config import (
     ResolverSettings,
     TaskSettings,
     load_settings,
-    template_text,
 )
+from stdq.config_template import template_text
 from stdq.errors import ConfigError
+from stdq.registry import registry_for
+
+
+def service(settings, name: str):
+    """The merged settings of service NAME (the registry owns them; config.py is pure data)."""
+    return registry_for(settings).service_config(name)
 
 DUMMY_MODULE = "stdq_test_dummy_service"
 BROKEN_MODULE = "stdq_test_broken_service"
@@ -243,15 +249,15 @@ def test_config_show_masks_secrets(tmp_path, plugin_dir):
 
 def test_environment_beats_file_for_secrets(tmp_path, plugin_dir, monkeypatch):
     config = write(tmp_path / "c.toml", f'[services.dummy]\nclass = "{DUMMY_CLASS}"\napi_key = "{FILE_SECRET}"\n')
-    assert load_settings(config).service("dummy").secret("api_key") == FILE_SECRET
+    assert service(load_settings(config), "dummy").secret("api_key") == FILE_SECRET
     monkeypatch.setenv("DUMMY_CONVENTIONAL_KEY", "conventional-key")
-    assert load_settings(config).service("dummy").secret("api_key") == "conventional-key"
+    assert service(load_settings(config), "dummy").secret("api_key") == "conventional-key"
     monkeypatch.setenv("STDQ_DUMMY_API_KEY", ENV_SECRET)
-    service = load_settings(config).service("dummy")
-    assert service.secret("api_key") == ENV_SECRET
-    assert service.secret_sources["api_key"] == "$STDQ_DUMMY_API_KEY"
-    assert sorted(service.secret_values()) == [ENV_SECRET]
-    assert "api_key" not in service.values  # secrets never sit among the plain values
+    merged = service(load_settings(config), "dummy")
+    assert merged.secret("api_key") == ENV_SECRET
+    assert merged.secret_sources["api_key"] == "$STDQ_DUMMY_API_KEY"
+    assert sorted(merged.secret_values()) == [ENV_SECRET]
+    assert "api_key" not in merged.values  # secrets never sit among the plain values
     result = run(
         tmp_path, "--config", str(config), "--json", "config", "show",
         env={"STDQ_DUMMY_API_KEY": ENV_SECRET}, plugins=plugin_dir,
@@ -283,7 +289,7 @@ def test_floats_and_ints(tmp_path, plugin_dir):
     settings = load_settings(config)
     assert settings.http.timeout == 2.5 and settings.http.max_retries == 0
     assert settings.tasks.lease_seconds == 12.5
-    values = settings.service("dummy").values
+    values = service(settings, "dummy").values
     assert values["poll_interval"] == 2.0 and isinstance(values["poll_interval"], float)
     assert values["max_poll_interval"] == 60.0 and isinstance(values["max_poll_interval"], float)
     assert values["max_rows"] == 100 and isinstance(values["max_rows"], int)
@@ -382,15 +388,22 @@ def test_template_documents_every_core_key_with_its_default(tmp_path):
     data = tomllib.loads(core)
     assert set(data["tasks"]) == set(TASKS_DEFAULTS)
     assert set(data["http"]) == set(HTTP_DEFAULTS)
-    assert set(data["resolver"]) == set(RESOLVER_DEFAULTS)
+    # [resolver]: the order, then the keys the built-in resolvers declare (stdq.resolvers)
+    from stdq.resolvers import MastResolver, SesameResolver
+
+    resolver_defaults = {
+        **RESOLVER_DEFAULTS, **SesameResolver.settings_defaults, **MastResolver.settings_defaults
+    }
+    assert set(data["resolver"]) == set(resolver_defaults)
     for key, value in {**data["tasks"], **data["http"], **data["resolver"]}.items():
-        default = {**TASKS_DEFAULTS, **HTTP_DEFAULTS, **RESOLVER_DEFAULTS}[key]
+        default = {**TASKS_DEFAULTS, **HTTP_DEFAULTS, **resolver_defaults}[key]
         assert value == default, key
     path = write(tmp_path / "core.toml", core)
     settings = load_settings(path, data_dir=tmp_path / "data")
-    assert (settings.tasks, settings.http, settings.resolver) == (
-        TaskSettings(), HttpSettings(), ResolverSettings()
+    assert (settings.tasks, settings.http, settings.resolver.order) == (
+        TaskSettings(), HttpSettings(), ResolverSettings().order
     )
+    registry_for(settings)  # the resolvers' keys check
     # secrets appear only as placeholders
     text = template_text()
     assert re.search(r'^# api_key = "<[^>]+>"$', text, re.MULTILINE)
@@ -404,18 +417,13 @@ def test_template_documents_every_core_key_with_its_default(tmp_path):
 
 
 def test_template_fully_uncommented_loads(tmp_path):
-    import importlib
-
-    for module in ("stdq.services.atlas", "stdq.services.panstarrs", "stdq.services.ztf",
-                   "stdq.services.ztf_fps", "stdq.processors.atlas"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            pytest.skip(f"built-in module not available yet: {exc}")
     path = write(tmp_path / "full.toml", uncomment(template_text()))
     settings = load_settings(path, data_dir=tmp_path / "data")
+    registry = registry_for(settings)  # every table and key is checked here
     for name in ("atlas", "panstarrs", "ztf", "ztf-fps"):
-        settings.service(name)
+        merged = registry.service_config(name)
+        defaults = {k: spec["default"] for k, spec in registry.settings_keys(name).items()}
+        assert merged.values == defaults, name  # the template shows every default as it is
 
 
 # -- astropy never downloads -----------------------------------------------------------------------

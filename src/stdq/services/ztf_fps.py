@@ -381,7 +381,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                                     zfps_submitting_at=time.time())
         request = dict(cp["zfps_request"])
         known = list(cp.get("zfps_known") or [])
-        look_every = max(0.05, float(self.config.values.get("poll_interval", 30.0)))
+        look_every = max(0.05, float(self.config.values["poll_interval"]))
         row, found = remote.create_once(
             context,
             slot=SUBMIT_SLOT,
