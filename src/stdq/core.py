@@ -1,0 +1,571 @@
+"""The library: one :class:`Stdq` over settings and a data directory, under every command.
+
+>>> from stdq import Stdq
+>>> with Stdq() as sdq:                                        # doctest: +SKIP
+...     job = sdq.submit("atlas", "SN 2023ixf", mjd_min=60000)
+...     sdq.wait([job.id])
+...     result = sdq.result(job.id)
+...     result.table, result.to_astropy()
+
+Errors are the classes of :mod:`stdq.errors`, each with its exit code. Light at
+import: settings, the database and the queue are stdlib; services, HTTP,
+pandas and astropy are imported when a method needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from stdq.errors import BadInput, QueryFailed
+from stdq.records import Job, JobEvent, JobState, Outcome, Product, Target
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from astropy.table import Table
+
+    from stdq.config import Settings
+    from stdq.db import Database
+    from stdq.jobs.queue import JobQueue
+    from stdq.registry import Registry
+    from stdq.store import Store
+    from stdq.waiting import WorkerKeeper
+
+log = logging.getLogger("stdq")
+
+ProgressCallback = Callable[[str, "float | None"], None]
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class QueryResult:
+    """A job that gave rows: the job, its products and their photometry (normalized schema)."""
+
+    job: Job
+    products: list[Product]
+    _table: Any = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(self.job.rows or 0)
+
+    @property
+    def detections(self) -> int:
+        return int(self.job.detections or 0)
+
+    @property
+    def path(self) -> Path | None:
+        """photometry.csv of the first product."""
+        return self.products[0].photometry_path if self.products else None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The products' photometry in one pandas DataFrame (read on first use)."""
+        if self._table is None:
+            import pandas as pd
+
+            from stdq.photometry import read_table
+
+            frames = [read_table(p.photometry_path) for p in self.products if p.state == "ready"]
+            if not frames:
+                raise QueryFailed(f"job {self.job.id}: its products have no photometry table")
+            self._table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        return self._table
+
+    def to_astropy(self) -> Table:
+        """The table as an astropy Table, with the units of the photometry columns."""
+        from stdq import photometry
+
+        photometry.quiet_astropy()
+        from astropy.table import Table
+
+        table = Table.from_pandas(self.table)
+        for name, unit in photometry.UNITS.items():
+            if name in table.colnames:
+                table[name].unit = unit
+        table.meta.update({"zpsys": "ab", "time_scale": "utc", "job_id": self.job.id,
+                           "service": self.job.service})
+        return table
+
+
+class Pruned(NamedTuple):
+    """What ``prune_jobs`` deleted: finished jobs (with their events) and worker logs."""
+
+    jobs: int
+    logs: int
+
+
+# -- the local targets table --------------------------------------------------------------
+
+
+class TargetCatalog:
+    """The local targets table (asked first when a name is resolved)."""
+
+    def __init__(self, owner: Stdq):
+        self._owner = owner
+
+    def add(self, name: str, ra: float | str, dec: float | str, *, source: str = "user") -> Target:
+        """Store NAME at (RA, DEC) — degrees or sexagesimal; a same-named entry is replaced."""
+        from stdq.targets import add_target, parse_position
+
+        if not name or not name.strip():
+            raise BadInput("the target name is empty")
+        ra_deg, dec_deg = parse_position(ra, dec)
+        self._owner.db.require_writable("add a target")
+        return add_target(self._owner.store, name, ra_deg, dec_deg, source=source)
+
+    def list(self) -> list[Target]:
+        from stdq.targets import list_targets
+
+        return [
+            Target(ra=r["ra"], dec=r["dec"], name=r["name"], resolver="local")
+            for r in list_targets(self._owner.store)
+        ]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table's rows as stored (name, ra, dec, source, created_at)."""
+        from stdq.targets import list_targets
+
+        return list_targets(self._owner.store)
+
+    def get(self, name: str) -> Target:
+        """The local target NAME (case ignored); BadInput (exit 2) when there is none."""
+        row = self._owner.store.conn.execute(
+            "SELECT name, ra, dec FROM targets WHERE name = ?", (name.strip(),)
+        ).fetchone()
+        if row is None:
+            raise BadInput(
+                f"no local target called {name.strip()!r}",
+                hint="list them with: stdq targets list (resolve a name with: stdq targets resolve NAME)",
+            )
+        return Target(ra=row["ra"], dec=row["dec"], name=row["name"], resolver="local")
+
+    def remove(self, name: str) -> None:
+        """Remove NAME and its cached resolution; BadInput (exit 2) when there is none."""
+        from stdq.targets import remove_target
+
+        self._owner.db.require_writable("remove a target")
+        if not remove_target(self._owner.store, name):
+            raise BadInput(
+                f"no local target called {name.strip()!r}", hint="list them with: stdq targets list"
+            )
+
+
+# -- the library object ---------------------------------------------------------------------
+
+
+class Stdq:
+    """Settings + data directory: queries, jobs, products and targets.
+
+    CONFIG: the settings file (default: $STDQ_CONFIG or the platform's folder);
+    DATA_DIR: the data directory (default: $STDQ_DATA_DIR, the settings, or the
+    platform's). CLOCK: the time source of the database (tests inject one).
+    ``notice`` receives what a wait has to say (no worker, a worker that cannot
+    start); by default the "stdq" logger's warnings.
+    """
+
+    def __init__(
+        self,
+        config: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ):
+        from stdq.registry import load_settings
+
+        self.settings: Settings = load_settings(
+            str(config) if config is not None else None,
+            str(data_dir) if data_dir is not None else None,
+        )
+        self.data_dir: Path = Path(self.settings.data_dir)
+        self.clock: Callable[[], float] = clock or time.time
+        self.notice: Callable[[str], None] = log.warning
+        self.monotonic: Callable[[], float] = time.monotonic  # the poll loop's clock and sleep
+        self.sleep: Callable[[float], None] = time.sleep
+        self._db: Database | None = None
+        self._store: Store | None = None
+        self._queue: JobQueue | None = None
+        self.targets = TargetCatalog(self)
+
+    # -- parts ----------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        from stdq.registry import registry_for
+
+        return registry_for(self.settings)
+
+    @property
+    def db(self) -> Database:
+        """The one Database of this session (shared by the store, the queue, the limiter)."""
+        if self._db is None:
+            from stdq.db import Database
+
+            self._db = Database(self.data_dir, clock=self.clock)
+        return self._db
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from stdq.store import Store
+
+            self._store = Store(self.db)
+        return self._store
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:
+            from stdq.jobs.queue import JobQueue
+
+            self._queue = JobQueue(self.db)
+        return self._queue
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._db = self._store = self._queue = None
+
+    def __enter__(self) -> Stdq:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- targets ------------------------------------------------------------------------------
+    def resolve(
+        self,
+        name: str | None,
+        ra: Any = None,
+        dec: Any = None,
+        *,
+        use_cache: bool = True,
+        warn: Callable[[str], None] | None = None,
+    ) -> Target:
+        """A Target from RA/DEC (NAME, if any, kept as its label) or by resolving NAME.
+
+        ResolveError (exit 4) when no resolver knows it; TemporaryFailure (75) when
+        every remote resolver is down; BadInput (2) for bad coordinates.
+        """
+        from stdq.targets import Resolver, parse_position
+
+        if ra is not None or dec is not None:
+            ra_deg, dec_deg = parse_position(ra, dec)
+            return Target(ra=ra_deg, dec=dec_deg, name=name.strip() if name else None)
+        if not name:
+            raise BadInput("give a target NAME, or --ra and --dec")
+        resolver = Resolver(self.settings, self.store, warn=warn or self.notice)
+        return resolver.resolve(name, use_cache=use_cache)
+
+    def _target(self, target: str | Target | None, ra: Any, dec: Any) -> Target:
+        if isinstance(target, Target):
+            if ra is not None or dec is not None:
+                raise BadInput("give a Target, or ra and dec, not both")
+            return target
+        return self.resolve(target, ra, dec)
+
+    # -- queries and jobs -------------------------------------------------------------------
+    def submit(
+        self,
+        service: str,
+        target: str | Target | None = None,
+        *,
+        ra: Any = None,
+        dec: Any = None,
+        force: bool = False,
+        runner: str | None = None,
+        **params: Any,
+    ) -> Job:
+        """Queue a query as a job (parameters checked first, then the target resolved).
+
+        RUNNER None: "worker" for a service that supports background runs when
+        ``[tasks] backend = "database"``, else "inprocess" (run it with :meth:`run`).
+        An identical queued or running job is returned instead (``reused``) unless
+        FORCE. A worker is started for a worker job when ``autostart_worker``.
+        """
+        cls = self.registry.service_class(service)
+        cleaned = cls.form(params).clean()
+        immediate = self.settings.tasks.backend == "immediate"
+        if runner is None:
+            runner = "worker" if cls.supports_async and not immediate else "inprocess"
+        elif runner not in ("worker", "inprocess"):
+            raise BadInput(f"runner {runner!r}: use 'worker' or 'inprocess'")
+        if runner == "worker" and immediate:
+            raise BadInput(
+                '[tasks] backend = "immediate" runs queries in the calling process; '
+                'a background job needs backend "database"'
+            )
+        where = self._target(target, ra, dec)
+        job = self.queue.submit(
+            service, where, cleaned, runner=runner,
+            max_attempts=self.settings.tasks.max_attempts, force=force,
+        )
+        if job.runner == "worker":
+            self._autostart()
+        return job
+
+    def run(self, job_id: int, on_progress: ProgressCallback | None = None) -> Job:
+        """Claim in-process job JOB_ID and run it here to its end; returns the ended job.
+
+        BadInput when it cannot be claimed now (it runs elsewhere, or has ended).
+        ON_PROGRESS gets (text, wait_until) of each progress line.
+        """
+        from stdq.jobs.queue import owner_id
+        from stdq.jobs.runner import run_job
+
+        owner = owner_id()
+        job = self.queue.claim(
+            owner, self.settings.tasks.lease_seconds, job_id=job_id, runner="inprocess"
+        )
+        if job is None:
+            current = self.queue.require(job_id)
+            raise BadInput(f"job {job_id} is {current.state} and cannot be run here now")
+        return run_job(
+            job, settings=self.settings, store=self.store, queue=self.queue, owner=owner,
+            on_progress=on_progress,
+        )
+
+    def query(
+        self,
+        service: str,
+        target: str | Target | None = None,
+        *,
+        ra: Any = None,
+        dec: Any = None,
+        force: bool = False,
+        on_progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> QueryResult:
+        """Run one query in this process and return its result (raises the job's error).
+
+        An identical job already running elsewhere is waited for instead.
+        """
+        job = self.submit(
+            service, target, ra=ra, dec=dec, force=force, runner="inprocess", **params
+        )
+        now = self.clock()
+        if job.runner == "inprocess" and (
+            job.state is JobState.QUEUED or job.is_abandoned(now)
+        ):
+            self.run(job.id, on_progress=on_progress)
+        elif not job.final:
+            self.wait([job.id])
+        return self.result(job.id)
+
+    def _keeper(self) -> WorkerKeeper:
+        from stdq.waiting import WorkerKeeper
+
+        return WorkerKeeper(self.settings, self.queue, notice=self.notice, clock=self.monotonic)
+
+    def wait(
+        self,
+        ids: Sequence[int],
+        timeout: float | None = None,
+        on_progress: Callable[[list[Job]], None] | None = None,
+    ) -> list[Job]:
+        """Wait until the jobs end (or, in-process, lose their process) or TIMEOUT passes;
+        returns them as last seen. Starts a worker when one is needed; never sleeps more
+        than 0.5 s at once; KeyboardInterrupt propagates."""
+        from stdq.waiting import wait_jobs
+
+        return wait_jobs(
+            self.queue, ids, timeout=timeout, on_progress=on_progress, keeper=self._keeper(),
+            clock=self.monotonic, sleep=self.sleep,
+        )
+
+    def follow_events(
+        self,
+        job_id: int,
+        after_id: int = 0,
+        on_events: Callable[[list[JobEvent]], None] = lambda batch: None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Hand the job's new events to ON_EVENTS until it ends (``jobs logs -f``)."""
+        from stdq.waiting import follow_events
+
+        return follow_events(
+            self.queue, job_id, after_id=after_id, on_events=on_events, timeout=timeout,
+            clock=self.monotonic, sleep=self.sleep,
+        )
+
+    def result(self, job_id: int) -> QueryResult:
+        """The products and table of a job that gave rows.
+
+        Otherwise raises the job's own exception (:meth:`Job.error_exception`):
+        NoData (5), its failure's class and code, Cancelled (1), TemporaryFailure
+        (75) while it has not ended (a worker is started for it when needed).
+        """
+        job = self.queue.require(job_id)
+        if job.outcome is Outcome.ROWS:
+            products = [p for pid in job.products if (p := self.store.get_product(pid))]
+            return QueryResult(job=job, products=products)
+        if not job.final and job.runner == "worker":
+            self._autostart()
+        raise job.error_exception(self.clock())
+
+    def cancel(self, job_id: int, *, wait: bool = False) -> Job:
+        """Cancel a job: a queued one at once, a running one at its next check (WAIT:
+        until it has stopped). The remote task is deleted where the service can; for a
+        job whose runner died, here. BadInput when the job had already ended."""
+        from stdq.jobs.runner import cleanup_abandoned
+
+        job, what = self.queue.request_cancel(job_id)
+        if what == "cancelled":
+            if job.checkpoint:
+                cleanup_abandoned(self.settings, self.store, self.queue, job)
+                job = self.queue.require(job_id)
+        elif what == "requested":
+            if wait:
+                (job,) = self.wait([job_id])
+        elif job.state is not JobState.CANCELLED:
+            raise BadInput(f"job {job_id} already {job.state}; nothing to cancel")
+        return job
+
+    def retry(self, job_id: int) -> Job:
+        """Queue a failed, cancelled or abandoned job again (from its checkpoint).
+
+        A worker job goes to a worker (started when needed); run an in-process one
+        with :meth:`run`.
+        """
+        job = self.queue.retry(job_id)
+        if job.runner == "worker":
+            self._autostart()
+        return job
+
+    def jobs(
+        self, state: JobState | str | None = None, service: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Jobs, newest first."""
+        return self.queue.list(state=state, service=service, limit=limit)
+
+    def job(self, job_id: int) -> Job:
+        """One job; BadInput (exit 2) for an unknown id."""
+        return self.queue.require(job_id)
+
+    def events(self, job_id: int, limit: int | None = None) -> list[JobEvent]:
+        """The job's events, oldest first (only the last LIMIT when given)."""
+        self.queue.require(job_id)
+        return self.queue.events(job_id, last=limit)
+
+    def status(self) -> dict[str, Any]:
+        """``jobs status --json``: jobs per state, the running ones, the live workers."""
+        from stdq.jobs.queue import WORKER_KEYS
+
+        now = self.clock()
+        workers = self.queue.live_workers(self.settings.tasks.lease_seconds)
+        return {
+            "counts": self.queue.counts(),
+            "running": [j.to_json(now) for j in self.queue.running()],
+            "workers": [{k: w.get(k) for k in WORKER_KEYS} for w in workers],
+        }
+
+    def prune_jobs(self, older_than_seconds: float) -> Pruned:
+        """Delete jobs that ended longer ago than that (with their events) and worker
+        logs as old; products stay."""
+        count = self.queue.prune(older_than_seconds)
+        return Pruned(count, self._prune_worker_logs(older_than_seconds))
+
+    def _prune_worker_logs(self, seconds: float) -> int:
+        from stdq.jobs.worker import logs_dir
+
+        folder = logs_dir(self.data_dir)
+        if not folder.is_dir():
+            return 0
+        cutoff = self.clock() - seconds
+        removed = 0
+        for path in folder.glob("worker-*.log"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+    def run_worker(self, burst: bool = False, concurrency: int = 1) -> int:
+        """Run queued jobs in this process (``stdq jobs worker``); returns the exit code."""
+        from stdq.jobs.worker import run_worker
+
+        return run_worker(
+            self.settings, burst=burst, concurrency=concurrency,
+            clock=self.clock if self.clock is not time.time else None,
+        )
+
+    def _autostart(self) -> None:
+        """Start a worker for claimable jobs if none is alive (never fails the caller)."""
+        if not self.settings.tasks.autostart_worker:
+            return
+        try:
+            from stdq.jobs.worker import ensure_worker
+
+            ensure_worker(self.settings, self.queue)
+        except Exception as exc:  # the job is queued: say so, do not lose its id
+            self.notice(f"warning: could not start a worker ({exc}); run one: stdq jobs worker")
+
+    # -- products ---------------------------------------------------------------------------
+    def products(self, target: str | None = None) -> list[Product]:
+        """Catalog rows, newest first; only TARGET's (its name, or J<ra>+<dec>) when given."""
+        return self.store.products(target.strip() if target else None)
+
+    def product(self, product_id: int) -> Product:
+        """One product, with product.json and each raw file checked against its sha256
+        (``raw_files[i].status``, ``problems``); BadInput (exit 2) for an unknown id."""
+        return self.store.inspect_product(product_id)
+
+    def reprocess(self, product_id: int) -> Product:
+        """Run the processor again on the stored raw files with the current settings.
+
+        Nothing is downloaded; photometry.csv and product.json are rewritten. BadInput
+        while a job still writes the product; QueryFailed when raw files are missing.
+        """
+        from stdq.processing import process_product
+
+        product = self.product(product_id)
+        if product.state == "pending" and product.job_id is not None:
+            job = self.queue.get(product.job_id)
+            if job is not None and not job.final:
+                raise BadInput(
+                    f"product {product_id} is still being written by job {job.id} ({job.state})",
+                    hint=f"wait for it: stdq jobs wait {job.id}",
+                )
+        missing = [r.name for r in product.raw_files if r.status == "missing"]
+        if missing:
+            raise QueryFailed(
+                f"product {product_id}: raw file(s) {', '.join(missing)} missing from {product.path}/raw",
+                hint="the product cannot be processed again; query the service again",
+            )
+        self.db.require_writable("reprocess a product")
+        loaded = self.store.load_product(product_id)
+        if not loaded.raw_files:
+            raise QueryFailed(f"product {product_id} has no raw files to process")
+        process_product(self.settings, self.store, loaded)
+        return self.product(product_id)
+
+    # -- services ---------------------------------------------------------------------------
+    def services(self) -> list[dict[str, Any]]:
+        """``services list --json``: one entry per service."""
+        return self.registry.entries()
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``services show --json``: a service's options, settings keys, defaults, secrets."""
+        return self.registry.describe(name)
+
+
+def query(
+    service: str,
+    target: str | Target | None = None,
+    *,
+    config: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    **kw: Any,
+) -> QueryResult:
+    """One query in this process, in one call: ``stdq.query("panstarrs", "SN 2023ixf")``."""
+    with Stdq(config, data_dir) as sdq:
+        result = sdq.query(service, target, **kw)
+        result.table  # noqa: B018 - read the table while the session is open
+        return result
