@@ -91,6 +91,25 @@ ALL_OBJECTS_FIELD = Field(
 )
 
 
+TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+FALSE_WORDS = frozenset({"false", "no", "0", "off"})
+
+
+def parse_bool(value: Any) -> bool:
+    """A bool, 0/1, or one of true/false, yes/no, 1/0, on/off (case ignored); ValueError else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise ValueError(value)
+
+
 class QueryForm:
     """The fields of one service's query, and their validation.
 
@@ -137,7 +156,7 @@ class QueryForm:
             if f.type == "int":
                 return int(value)
             if f.type == "bool":
-                return bool(value)
+                return parse_bool(value)
             if f.type == "choice":
                 if str(value) not in f.choices:
                     raise ValueError
@@ -151,6 +170,8 @@ class QueryForm:
             return str(value)
         except (TypeError, ValueError):
             choices = f" (one of: {', '.join(f.choices)})" if f.choices else ""
+            if f.type == "bool":
+                choices = " (true/false, yes/no, 1/0, on/off)"
             raise BadInput(f"{f.option}: {value!r} is not a valid {f.type}{choices}") from None
 
     def _clean_time(self, out: dict[str, Any]) -> None:
