@@ -101,6 +101,18 @@ def test_update_adds_a_new_command_and_drops_a_stale_one(reference: ModuleType) 
     assert len(notes) == 2
 
 
+def test_plugin_entry_points_are_left_out(reference: ModuleType) -> None:
+    from importlib.metadata import EntryPoint, EntryPoints
+
+    eps = EntryPoints(
+        [
+            EntryPoint("atlas", "stdq.services.atlas:AtlasForcedPhotometryService", "stdq.services"),
+            EntryPoint("gaia-alerts", "stdq_gaia_alerts.service:GaiaAlertsService", "stdq.services"),
+        ]
+    )
+    assert [ep.name for ep in reference._builtin_only(eps)] == ["atlas"]
+
+
 # -- settings, exit codes, plugins ------------------------------------------------
 
 
