@@ -142,7 +142,7 @@ def test_default_path_under_home(tmp_path):
     assert "no file there yet" in result.stderr
     # no file means defaults
     data = shown(run(tmp_path, "--json", "config", "show"))
-    assert data["http"] == {"timeout": 30.0, "max_retries": 4}
+    assert data["http"] == {**HTTP_DEFAULTS, "timeout": 30.0, "max_retries": 4}
     assert data["config_file"].endswith("(absent: defaults)")
 
 

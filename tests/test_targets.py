@@ -364,22 +364,37 @@ def test_local_entry_is_asked_first(stdq, fake_server):
     assert resolve_json(stdq, "SN 2023ixf")["resolver"] == "sesame"
 
 
-def test_api_resolve_target_uses_the_local_entry(tmp_path, fake_server):
-    """The path of `stdq query SERVICE NAME`: api.resolve_target -> local table first."""
-    from stdq import api
+def test_library_resolve_uses_the_local_entry(tmp_path, fake_server):
+    """The path of `stdq query SERVICE NAME`: Stdq.resolve -> the local table first."""
+    from stdq import Stdq
     from stdq.testing.fakeserver import settings_toml
 
     config = tmp_path / "config.toml"
     config.write_text(settings_toml(fake_server))
-    session = api.Session.open(str(config), str(tmp_path / "data"))
-    try:
-        from stdq.targets import add_target
-
-        add_target(session.store, "Empty Field", 12.0, -3.0)
-        target = api.resolve_target(session, "Empty Field")
+    with Stdq(config, tmp_path / "data") as session:
+        session.targets.add("Empty Field", 12.0, -3.0)
+        target = session.resolve("Empty Field")
         assert (target.ra, target.dec, target.resolver) == (12.0, -3.0, "local")
-        by_coordinates = api.resolve_target(session, "label", "14:03:38.56", "-00:30:00")
+        by_coordinates = session.resolve("label", "14:03:38.56", "-00:30:00")
         assert by_coordinates.dec == -0.5 and by_coordinates.resolver == "coordinates"
-    finally:
-        session.close()
     assert fake_server.requests == []
+
+
+def test_remote_resolvers_are_registered_plugins(tmp_path, fake_server):
+    """Sesame and MAST come from the registry (stdq.resolvers); "local" stays built in."""
+    from stdq.config import load_settings
+    from stdq.registry import registry_for
+    from stdq.resolvers import MastResolver, SesameResolver
+    from stdq.testing.fakeserver import settings_toml
+
+    config = tmp_path / "config.toml"
+    config.write_text(settings_toml(fake_server))
+    registry = registry_for(load_settings(config, tmp_path / "data"))
+    assert registry.resolver_names()[:3] == ["local", "sesame", "mast"]
+    sesame, mast = registry.resolver("sesame"), registry.resolver("mast")
+    assert isinstance(sesame, SesameResolver) and isinstance(mast, MastResolver)
+    found = sesame.resolve("SN 2023ixf")
+    assert found is not None and found.resolver == "sesame"
+    assert (round(found.ra, 6), round(found.dec, 6)) == (SN_RA, SN_DEC)
+    assert mast.resolve("NGC 3642").resolver == "mast"
+    assert sesame.resolve("no such thing at all") is None
