@@ -126,7 +126,7 @@ def test_an_unusable_wait_ends_at_once_and_is_not_stored(header, status):
     with pytest.raises(TemporaryFailure) as err:
         client.get(SERVICE_URL)
     assert err.value.retry_after is None  # the job's own backoff applies
-    assert "more than stdq waits" in err.value.message
+    assert "not honoured" in err.value.message
     assert waits == [] and len(script.requests) == 1
 
 

@@ -486,8 +486,8 @@ class Client:
                 if asked is not None and not honoured_wait(asked):
                     raise TemporaryFailure(
                         f"{self.service}: {why} at {shown}; the server asks for"
-                        f" {_wait_text(asked)}, more than stdq waits in one request"
-                        f" ({MAX_HONOURED_WAIT:.0f} s)",
+                        f" {_wait_text(asked)}: not honoured (stdq waits at most"
+                        f" {MAX_HONOURED_WAIT:.0f} s in one request)",
                         hint="try again later",
                         retry_after=None,
                     )

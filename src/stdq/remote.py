@@ -159,9 +159,9 @@ def _look(
         if found is not None:
             return found
         now = context.clock()
-        if now >= end:
+        if now >= end - 1e-6:
             return None
-        wait = max(0.01, min(look_every, end - now))
+        wait = min(look_every, end - now)
         context.progress(f"{service}: looking for {what} the lost answer may have created",
                          wait_until=now + wait)
         context.sleep(wait)

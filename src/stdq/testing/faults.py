@@ -5,7 +5,8 @@ times=..., options={...})`` or ``POST /_control/fault``); each answers instead o
 (or after) the emulator's own answer:
 
 - ``drop``: the emulator handles the request (a POST creates its task), then the
-  connection is closed without an answer -- the answer is lost;
+  connection is closed without an answer -- the answer is lost (with
+  ``options={"handle": False}`` the emulator never sees the request: nothing made);
 - ``hang_after``: the emulator handles the request, then nothing is sent for
   ``seconds`` (a read timeout for the client) and the connection is closed;
 - ``redirect``: ``options["status"]`` (default 307) to ``options["location"]``
@@ -58,6 +59,8 @@ def answer(fault: Fault, request: Request, handle: Callable[[Request], Response]
         chunk = (fill * (65536 // len(fill) + 1))[:65536]
         headers = {"Content-Type": str(options.get("content_type", "text/plain"))}
         return Response(200, b"", headers, writer=_endless(chunk, headers))
+    if kind == "drop" and not options.get("handle", True):
+        return Response(0, b"", {}, writer=_drop)  # lost before the emulator saw it
     real = handle(request)
     if kind == "drop":
         return Response(real.status, real.body, real.headers, writer=_drop)
