@@ -61,6 +61,29 @@ def _section(doc: str, heading: str) -> str:
     raise AssertionError(f"docs/settings.md has no heading {heading!r}")
 
 
+def _documented_default(body: str, key: str) -> object:
+    """The default in the row of KEY of a settings table (its first `...` value, read as TOML)."""
+    import tomllib
+
+    for line in body.splitlines():
+        if line.startswith(f"| `{key}` |"):
+            cell = line.split("|")[2]
+            found = re.search(r"`([^`]*)`", cell)
+            assert found, f"docs/settings.md: the row of `{key}` gives no default"
+            return tomllib.loads(f"v = {found.group(1)}")["v"]
+    raise AssertionError(f"docs/settings.md has no table row for `{key}`")
+
+
+def _same(documented: object, actual: object) -> bool:
+    if isinstance(actual, (list, tuple)):
+        return list(actual) == documented
+    if isinstance(actual, bool) or isinstance(documented, bool):
+        return documented is actual
+    if isinstance(actual, (int, float)) and isinstance(documented, (int, float)):
+        return float(actual) == float(documented)
+    return documented == actual
+
+
 # -- the command reference ------------------------------------------------------
 
 
@@ -145,6 +168,21 @@ def _settings_sections() -> dict[str, set[str]]:
     return sections
 
 
+def test_section_defaults_are_the_documented_ones(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STDQ_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("STDQ_DATA_DIR", str(tmp_path / "data"))
+    doc = (DOCS / "settings.md").read_text(encoding="utf-8")
+    shown = _run_json("config", "show")
+    assert isinstance(shown, dict)
+    for section in ("tasks", "http", "resolver"):
+        body = _section(doc, f"## `[{section}]`")
+        for key, value in shown[section].items():
+            documented = _documented_default(body, key)
+            assert _same(documented, value), (
+                f"docs/settings.md [{section}] {key}: documented {documented!r}, the code has {value!r}"
+            )
+
+
 def test_every_section_key_is_documented(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("STDQ_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("STDQ_DATA_DIR", str(tmp_path / "data"))
@@ -170,8 +208,13 @@ def test_every_service_key_and_secret_is_documented(service: str, tmp_path, monk
     doc = (DOCS / "settings.md").read_text(encoding="utf-8")
     body = _section(doc, f"### `[services.{service}]`")
     described = _describe(service)
-    for key in described["settings"]:
+    for key, info in described["settings"].items():
         assert f"`{key}`" in body, f"docs/settings.md [services.{service}] does not document `{key}`"
+        documented = _documented_default(body, key)
+        assert _same(documented, info["default"]), (
+            f"docs/settings.md [services.{service}] {key}: documented {documented!r},"
+            f" the code has {info['default']!r}"
+        )
     for key, info in described.get("secrets", {}).items():
         assert f"`{key}`" in body, f"docs/settings.md [services.{service}] does not document the secret `{key}`"
         for var in info.get("env", []):
