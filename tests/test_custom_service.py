@@ -268,3 +268,55 @@ def test_registered_through_settings_only(stdq, tmp_path, monkeypatch):
     )
     assert all(r["flux_err_ujy"] == "" and r["magnitude_error"] == "" and r["snr"] == "" for r in rows)
     assert {r["object_id"] for r in rows} == {"Gaia19emu"}
+
+
+# -- the README's offline session, line by line ----------------------------------------------------
+
+
+def readme_offline_block() -> list[str]:
+    """The command lines of the README's offline code block (comments stripped)."""
+    text = (EXAMPLE / "README.md").read_text(encoding="utf-8")
+    block = text.split("Offline, against the package's emulator", 1)[1].split("```", 2)[1]
+    return [line.split("   #", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def test_readme_offline_session_runs(gaia_site, tmp_path):
+    """`python -m stdq.testing.fakeserver --settings` serves the plug-in's emulator (entry point
+    stdq.emulators) beside stdq's own; the README's queries then work with no network."""
+    import time
+
+    lines = readme_offline_block()
+    assert lines[0].startswith("python -m stdq.testing.fakeserver --port 8765 --settings emulators.toml")
+    assert lines[0].endswith("&") and lines[-1] == "kill %1"
+    assert lines[1] == "export STDQ_CONFIG=$PWD/emulators.toml STDQ_DATA_DIR=$PWD/gaia-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
+    env.update(PYTHONPATH=str(gaia_site), NO_COLOR="1", HOME=str(tmp_path),
+               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    # the same command, on a free port (8765 may be taken on a shared machine)
+    server_cmd = lines[0].rstrip("&").replace("--port 8765", "--port 0").split()
+    server = subprocess.Popen([sys.executable, *server_cmd[1:]], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = [server.stdout.readline() for _ in range(7)]  # one line per emulator
+        assert any(line.startswith("gaia-alerts: http://127.0.0.1:") for line in printed), printed
+        assert (tmp_path / "emulators.toml").is_file()
+        env.update(STDQ_CONFIG=str(tmp_path / "emulators.toml"), STDQ_DATA_DIR=str(tmp_path / "gaia-data"))
+        codes = []
+        for line in lines[2:-1]:
+            started = time.monotonic()
+            result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert time.monotonic() - started < 60
+            codes.append((result.returncode, result.stdout, result.stderr))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    (sn_code, _, sn_err), (m31_code, m31_out, m31_err), (empty_code, _, empty_err) = codes
+    assert sn_code == 0, sn_err
+    rows = read_csv(tmp_path / "sn2023ixf_gaia.csv")
+    assert len(rows) == 5 and {r["object_id"] for r in rows} == {"Gaia23emu"}
+    assert m31_code == 0, m31_err
+    assert "object(s): Gaia19emu" in m31_out and "3 rows, 3 detections" in m31_out
+    assert empty_code == 5, empty_err
+    assert "no Gaia alert" in empty_err
