@@ -58,7 +58,7 @@ def _section(doc: str, heading: str) -> str:
                     break
                 body.append(later)
             return "\n".join(body)
-    raise AssertionError(f"docs/settings.md has no heading {heading!r}")
+    raise AssertionError(f"no heading {heading!r}")
 
 
 def _documented_default(body: str, key: str) -> object:
@@ -252,6 +252,24 @@ def test_every_entry_point_group_is_documented() -> None:
     groups = set(ENTRY_POINT_GROUPS) | set(re.findall(r'entry-points\."(stdq\.[a-z_]+)"', pyproject))
     for group in sorted(groups):
         assert f"`{group}`" in doc, f"docs/plugins.md does not document the entry-point group {group}"
+
+
+def test_photometry_columns_and_quality_bits_are_documented() -> None:
+    from stdq import photometry
+
+    doc = (DOCS / "photometry.md").read_text(encoding="utf-8")
+    table = _section(doc, "## The columns")
+    documented = [
+        name
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])
+    ]
+    assert documented == list(photometry.COLUMNS), "docs/photometry.md lists other columns, or in another order"
+    bits = _section(doc, "## `quality_flag` bits")
+    for name, value in vars(photometry).items():
+        if name.startswith("FLAG_") and isinstance(value, int):
+            assert re.search(rf"^\| {value} \| `{name}` \|", bits, re.MULTILINE), f"bit {value} {name} is not documented"
 
 
 # -- links -------------------------------------------------------------------------
