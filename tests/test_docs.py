@@ -272,6 +272,17 @@ def test_photometry_columns_and_quality_bits_are_documented() -> None:
             assert re.search(rf"^\| {value} \| `{name}` \|", bits, re.MULTILINE), f"bit {value} {name} is not documented"
 
 
+def test_tables_and_migrations_are_documented() -> None:
+    from stdq import db
+
+    doc = (DOCS / "data.md").read_text(encoding="utf-8")
+    for table in sorted(db.TABLES):
+        assert f"| `{table}` |" in doc, f"docs/data.md does not describe the table {table}"
+    migrations = _section(doc, "### Migrations")
+    numbers = [int(n) for n in re.findall(r"^\| (\d+) \|", migrations, re.MULTILINE)]
+    assert numbers == list(range(1, db.SCHEMA_VERSION + 1)), "docs/data.md: the migrations table is not the code's"
+
+
 # -- links -------------------------------------------------------------------------
 
 
