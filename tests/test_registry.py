@@ -451,3 +451,30 @@ def test_atlas_login_against_the_emulator(stdq):
     assert TEST_TOKEN not in result.stdout + result.stderr and TEST_PASSWORD not in result.stderr
     logins = stdq.server.log_of(emulator="atlas", method="POST", path="api-token-auth")
     assert len(logins) == 1
+
+
+def test_reprocess_without_the_service_says_it_used_the_processor_defaults(tmp_path, monkeypatch):
+    from stdq import Stdq
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    processors = '\n[data_processors]\nplug_photometry = "thirdparty:PlugProcessor"\n'
+    config = tmp_path / "settings.toml"
+    config.write_text('[tasks]\nbackend = "immediate"\n\n[services.plug]\nclass = "thirdparty:PlugService"\n'
+                      "snr_threshold = 20.0\n" + processors)
+    with Stdq(config, tmp_path / "data") as session:
+        result = session.query("plug", ra=10.0, dec=20.0)
+        (product,) = result.products
+        assert product.detections == 0  # snr 10 < 20
+    document = json.loads((product.path / "product.json").read_text())
+    assert document["processor"]["settings"] == "[services.plug]"
+    assert document["processor"]["cuts"] == {"snr_threshold": 20.0}
+
+    config.write_text('[tasks]\nbackend = "immediate"\n' + processors)  # the service is gone
+    with Stdq(config, tmp_path / "data") as session:
+        again = session.reprocess(product.id)
+    assert again.detections == 1  # the processor's default, 4
+    document = json.loads((product.path / "product.json").read_text())
+    assert document["processor"]["settings"] == (
+        "processor defaults (service 'plug' is no longer configured)"
+    )
+    assert document["processor"]["cuts"] == {"snr_threshold": 4.0}
