@@ -251,7 +251,7 @@ def test_request_codes_of_the_status_listing():
     assert isinstance(request_error("255", "ZFPS request 7"), QueryFailed)
     assert request_error("0", "x") is None and request_error("56,57", "x") is None
     assert describe_procstatus("57,61") == f"57,61 (57 {NEAR}; 61 cutout off the image)"
-    assert describe_procstatus("x") == "x (x not a code)"
+    assert describe_procstatus("x") == describe_procstatus("57,x") == "not a list of codes"
 
 
 # -- baseline in microjansky, error rescaling ----------------------------------------------------------
@@ -338,3 +338,69 @@ def test_error_rescaling_by_mean_chisq_is_off_by_default(tmp_path):
         assert per["5290712"] == {"n_epochs": 2, "mean_forcediffimchisq": pytest.approx(0.8), "err_scale": 1.0}
     cuts = ZtfForcedPhotometryProcessor({}).cuts()
     assert cuts["rescale_errors"] is False
+
+
+# -- property: hostile changes to the real files -------------------------------------------------------
+
+HOSTILE = ("nan", "NaN", "inf", "-inf", "1e999", "-1e999", "null", "-99999.000000", "-99999", "0", "-0",
+           "1e308", "-1e308", "9" * 30, "1_000", "0x1F", "ZTF_g", "ZTF_x", "56,57", "63", "65", "255", "64",
+           "57,", ",", "é", "\x00", "2458194.5", "2400000.5", "1e-320", "1 2", "")
+
+KEY_COLUMNS = ("field", "ccdid", "qid", "filter", "exptime", "zpdiff", "jd", "forcediffimflux",
+               "forcediffimfluxunc", "forcediffimchisq", "procstatus")
+
+
+def hostile_file(draw_from, name: str) -> tuple[bytes, int]:
+    """A real file with some values replaced; also its number of data rows with the right length."""
+    from hypothesis import strategies as st
+
+    lines = (ZFPS / name).read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if ", field," in line) + 1
+    columns = lines[first - 1].replace(",", " ").split()
+    width = len(columns)
+    key_columns = [columns.index(c) for c in KEY_COLUMNS]
+    for _ in range(draw_from(st.integers(0, 12))):
+        rows = [i for i, line in enumerate(lines) if i > first and not line.startswith("#")]
+        if not rows:
+            break
+        i = draw_from(st.sampled_from(rows))
+        values = lines[i].split()
+        j = draw_from(st.one_of(st.sampled_from(key_columns), st.integers(0, len(values) - 1)))
+        values[j] = draw_from(st.one_of(st.sampled_from(HOSTILE), st.floats().map(repr),
+                                        st.text(alphabet="0123456789.e+-,", min_size=1, max_size=12)))
+        lines[i] = " " + " ".join(values)
+    if draw_from(st.booleans()):  # a hostile requested position in the header
+        lines = [line.replace("R.A. = ", "R.A. = " + draw_from(st.sampled_from(HOSTILE))) for line in lines]
+    if draw_from(st.booleans()) and lines[-1].startswith("# -"):
+        cut = draw_from(st.integers(1, max(1, len(lines[-2]) - 1)))
+        lines = [*lines[:-2], lines[-2][:cut]]  # cut short: no END line, a part of the last row
+    rows = [line for line in data_lines("\n".join(lines)) if len(line.split()) == width]
+    return ("\n".join(lines) + "\n").encode(), len(rows)
+
+
+# photometry.magnitude_error divides in the rows it then masks (flux 1e-320 DN): a warning only
+@pytest.mark.filterwarnings("ignore:overflow encountered in divide:RuntimeWarning")
+def test_hostile_real_files_keep_finite_rows_or_count_them(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=100, deadline=3000, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.data(), st.sampled_from(sorted(EXPECTED)), st.booleans())
+    def check(data, name, baseline):
+        raw, complete_rows = hostile_file(data.draw, name)
+        params = {"baseline": "auto"} if baseline else {"baseline": "none"}
+        try:
+            product, table = process(tmp_path_factory.mktemp("h"), raw, params, {"rescale_errors": True})
+        except (ValueError, NoData, QueryFailed) as exc:  # the documented ones (ValueError: not parseable)
+            assert str(exc)
+            return
+        for column in ("mjd", "flux_ujy", "flux_err_ujy", "err_scale", "ra", "dec"):
+            assert table[column].map(math.isfinite).all(), column
+        for column in ("magnitude", "magnitude_error", "limit"):  # a value or NaN, never infinite
+            assert not table[column].map(math.isinf).any(), column
+        assert (table["mjd"] >= 2458000.5 - 2400000.5).all()
+        cut = product.left_out.get("a last row cut short (the file has no END line)", 0)
+        assert len(table) + sum(product.left_out.values()) - cut == complete_rows
+
+    check()

@@ -142,10 +142,15 @@ def procstatus_codes(text: str) -> tuple[int | None, ...]:
 
 
 def describe_procstatus(text: str) -> str:
-    """``"57,61"`` -> ``'57,61 (57 no reference source within 5"; 61 cutout off the image)'``."""
+    """``"57,61"`` -> ``'57,61 (57 no reference source within 5"; 61 cutout off the image)'``.
+
+    Text that is not a comma list of codes is not repeated: "not a list of codes".
+    """
+    if None in procstatus_codes(text):
+        return "not a list of codes"
     parts = []
     for token, code in zip(str(text).split(","), procstatus_codes(text), strict=True):
-        meaning = PROCSTATUS_CODES.get(code, "unknown code") if code is not None else "not a code"
+        meaning = PROCSTATUS_CODES.get(code, "unknown code") if code is not None else ""
         parts.append(f"{token.strip()} {meaning}")
     return f"{text} ({'; '.join(parts)})"
 
