@@ -109,8 +109,11 @@ def test_json_before_and_after_give_the_same_output(runner, made, args):
 
 
 def test_json_of_changing_commands(runner, made):
-    added = assert_same(runner, "targets", "add", "Third Star", "--ra", "12", "--dec", "22")
-    assert (added["name"], added["ra"], added["dec"]) == ("Third Star", 12.0, 22.0)
+    first, second = both(runner, "targets", "add", "Third Star", "--ra", "12", "--dec", "22")
+    assert first.returncode == second.returncode == 0
+    added, again = json.loads(first.stdout), json.loads(second.stdout)
+    assert again.pop("created_at") >= added.pop("created_at")  # replaced: added again
+    assert added == again and (added["name"], added["ra"], added["dec"]) == ("Third Star", 12.0, 22.0)
     before, after = both(runner, "targets", "rm", "Third Star")
     assert json.loads(before.stdout) == {"removed": "Third Star"}
     assert after.returncode == 2 and "no local target" in after.stderr  # removed already

@@ -154,6 +154,10 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _notice(text: str) -> None:
+    click.echo(text, err=True)
+
+
 class AppState:
     """Global options, and the library object (:class:`stdq.Stdq`) opened on first use."""
 
@@ -172,6 +176,7 @@ class AppState:
             from stdq.core import Stdq
 
             self._stdq = Stdq(self.config, self.data_dir)
+            self._stdq.notice = _notice  # what the library has to say: stderr
         return self._stdq
 
     @property

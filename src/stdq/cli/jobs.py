@@ -169,13 +169,13 @@ def wait(job_ids: tuple[int, ...], timeout: float | None) -> None:
     cancelled (or ran in a process that died: resume it with `stdq jobs retry`),
     75 the timeout came first. Starts a worker when a job is due and none is alive.
     """
-    from stdq.cli.live import WaitDisplay
+    from stdq.cli.live import wait_display
     from stdq.records import wait_exit_code
 
     state = get_state()
     ids = list(dict.fromkeys(job_ids))
     try:
-        with WaitDisplay(state.verbose) as display:
+        with wait_display(state) as display:
             ended = state.stdq.wait(ids, timeout=timeout, on_progress=display.jobs)
     except KeyboardInterrupt:
         raise Interrupted("stopped waiting; the jobs go on") from None
@@ -202,7 +202,7 @@ def cancel(job_ids: tuple[int, ...], wait_end: bool) -> None:
 
     A running job's service deletes its remote task where it can.
     """
-    from stdq.cli.live import WaitDisplay
+    from stdq.cli.live import wait_display
 
     state = get_state()
     sdq = state.stdq
@@ -230,7 +230,7 @@ def cancel(job_ids: tuple[int, ...], wait_end: bool) -> None:
             message(f"job {job_id}: cancel requested; it stops at its next check")
             if wait_end:
                 try:
-                    with WaitDisplay(state.verbose) as display:
+                    with wait_display(state) as display:
                         (job,) = sdq.wait([job_id], on_progress=display.jobs)
                 except KeyboardInterrupt:
                     raise Interrupted(f"stopped waiting; job {job_id} stops at its next check") from None
@@ -281,8 +281,7 @@ def prune(older_than: str) -> None:
     """
     state = get_state()
     seconds = parse_duration(older_than)
-    pruned = state.stdq.prune_jobs(seconds)
-    count, logs_removed = pruned if isinstance(pruned, tuple) else (pruned, 0)
+    count, logs_removed = state.stdq.prune_jobs(seconds)
     if state.json:
         emit_json({"pruned": count, "logs_removed": logs_removed})
         return

@@ -11,8 +11,9 @@ the in-process runner feed it through ``jobs()`` and ``progress()``.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stdq.cli.common import message, plain_stderr
@@ -144,3 +145,17 @@ class WaitDisplay:
         if self._live is not None:
             live, self._live = self._live, None
             live.stop()
+
+
+@contextlib.contextmanager
+def wait_display(state: Any) -> Iterator[WaitDisplay]:
+    """The live line of one wait of STATE's Stdq; what the library has to say meanwhile
+    (``Stdq.notice``: no worker runs, a worker could not start) is printed above it."""
+    sdq = state.stdq
+    saved = sdq.notice
+    with WaitDisplay(state.verbose) as display:
+        sdq.notice = display.message
+        try:
+            yield display
+        finally:
+            sdq.notice = saved

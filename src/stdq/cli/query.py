@@ -162,11 +162,11 @@ def run_query(
 
 def follow(state: AppState, job: Job) -> Job:
     """Wait for a worker job to end, with the live line; Ctrl-C detaches (exit 130)."""
-    from stdq.cli.live import WaitDisplay
+    from stdq.cli.live import wait_display
     from stdq.errors import Interrupted
 
     try:
-        with WaitDisplay(state.verbose) as display:
+        with wait_display(state) as display:
             display.jobs([job])
             (ended,) = state.stdq.wait([job.id], on_progress=display.jobs)
     except KeyboardInterrupt:
@@ -184,15 +184,21 @@ def run_here(state: AppState, job_id: int) -> Job:
     An identical job that another live process runs is followed instead; Ctrl-C
     stops it (exit 130), to be resumed by ``stdq jobs retry``.
     """
-    from stdq.cli.live import WaitDisplay
+    from stdq.cli.live import wait_display
     from stdq.errors import BadInput, Interrupted
 
     sdq = state.stdq
     job = sdq.job(job_id)
+    prefix = f"{job.service}: "
+
     try:
-        with WaitDisplay(state.verbose) as display:
-            display.progress(f"{job.service}: querying {job.target.label}")
-            return sdq.run(job_id, on_progress=display.progress)
+        with wait_display(state) as display:
+
+            def progress(text: str, wait_until: float | None = None, *_: Any) -> None:
+                display.progress(text if text.startswith(prefix) else prefix + text, wait_until)
+
+            progress(f"querying {job.target.label}")
+            return sdq.run(job_id, on_progress=progress)
     except BadInput:
         current = sdq.job(job_id)
         if current.final or str(current.state) != "running":

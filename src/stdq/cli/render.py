@@ -27,17 +27,12 @@ if TYPE_CHECKING:
 
 
 def target_label(target: Target) -> str:
-    position = f"{float(target.ra):.6f} {float(target.dec):+.6f}"
-    return f"{target.name} ({position})" if target.name else position
+    return _target_text(target.as_dict())
 
 
 def elapsed(job: Job, now: float | None = None) -> str:
     """Run time so far (running) or in all (ended), as H:MM:SS."""
-    if not job.started_at:
-        return ""
-    end = job.finished_at or (now or time.time())
-    seconds = max(0, int(end - job.started_at))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return _clock(job.started_at, job.finished_at, now or time.time())
 
 
 def state_label(job: Job, now: float | None = None) -> str:
@@ -92,7 +87,7 @@ def job_line(job: Job, now: float) -> None:
 
 
 def queue_status(status: dict[str, Any]) -> None:
-    """`jobs status`: counts per state, live workers, running jobs (the JSON of Stdq.status())."""
+    """`jobs status`: counts per state, live workers, running jobs (``Stdq.status()``, as JSON)."""
     counts = status["counts"]
     workers = status["workers"]
     running = status["running"]
@@ -105,26 +100,29 @@ def queue_status(status: dict[str, Any]) -> None:
     else:
         click.echo("no worker alive" + (" (start one: stdq jobs worker)" if counts.get("queued") else ""))
     if running:
-        now = time.time()
-        rows = []
-        for j in running:
-            job = j if not isinstance(j, dict) else None
-            if job is not None:
-                rows.append((
-                    job.id, job.service, target_label(job.target), f"{job.attempts}/{job.max_attempts}",
-                    elapsed(job, now), ("(runner gone) " if job.is_abandoned(now) else "") + (job.progress or ""),
-                ))
-            else:
-                name = j["target"].get("name")
-                position = f"{float(j['target']['ra']):.6f} {float(j['target']['dec']):+.6f}"
-                seconds = max(0, int(now - (j.get("started_at") or now)))
-                rows.append((
-                    j["id"], j["service"], f"{name} ({position})" if name else position,
-                    f"{j['attempts']}/{j['max_attempts']}",
-                    f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+        print_table(
+            ["id", "service", "target", "tries", "time", "progress"],
+            [
+                (
+                    j["id"], j["service"], _target_text(j["target"]), f"{j['attempts']}/{j['max_attempts']}",
+                    _clock(j.get("started_at"), None, time.time()),
                     ("(runner gone) " if j.get("abandoned") else "") + (j.get("progress") or ""),
-                ))
-        print_table(["id", "service", "target", "tries", "time", "progress"], rows)
+                )
+                for j in running
+            ],
+        )
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    position = f"{float(target['ra']):.6f} {float(target['dec']):+.6f}"
+    return f"{target['name']} ({position})" if target.get("name") else position
+
+
+def _clock(start: float | None, end: float | None, now: float) -> str:
+    if not start:
+        return ""
+    seconds = max(0, int((end or now) - start))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def job_details(job: Job, events: Sequence[JobEvent], now: float) -> None:

@@ -1,4 +1,4 @@
-"""`stdq targets`: the local targets table and name resolution (a thin layer over stdq.targets)."""
+"""`stdq targets`: the local targets table and name resolution (``Stdq.targets``, ``Stdq.resolve``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from typing import Any
 
 import click
 
-from stdq.cli.common import emit_json, fmt_time, message, pass_state, print_table
+from stdq.cli import PluginGroup
+from stdq.cli.common import emit_json, fmt_time, get_state, json_option, message, print_table
 
 COLUMNS = ("name", "ra", "dec", "ra_hms", "dec_dms", "source", "added")
 
 
 def _row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of one local target: its stored row with the sexagesimal position."""
     from stdq.targets import sexagesimal
 
     ra_hms, dec_dms = sexagesimal(entry["ra"], entry["dec"])
@@ -26,10 +28,7 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _print_rows(state, rows: list[dict[str, Any]]) -> None:
-    if state.json:
-        emit_json(rows)
-        return
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         COLUMNS,
         [
@@ -39,21 +38,23 @@ def _print_rows(state, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _local_entry(session, name: str) -> dict[str, Any]:
-    from stdq.errors import BadInput
-
-    row = session.store.conn.execute(
-        "SELECT * FROM targets WHERE name = ?", (name.strip(),)
-    ).fetchone()
-    if row is None:
-        raise BadInput(
-            f"no local target called {name.strip()!r}",
-            hint="list them with: stdq targets list (resolve a name with: stdq targets resolve NAME)",
-        )
-    return dict(row)
+def _entry(sdq: Any, name: str) -> dict[str, Any]:
+    """The stored row of local target NAME (BadInput, exit 2, when there is none)."""
+    target = sdq.targets.get(name)
+    for row in sdq.targets.rows():
+        if row["name"] == target.name:
+            return _row(row)
+    return _row({"name": target.name, "ra": target.ra, "dec": target.dec})
 
 
-@click.group(short_help="Named targets and name resolution.")
+def _show(entry: dict[str, Any]) -> None:
+    if get_state().json:
+        emit_json(entry)
+    else:
+        _print_rows([entry])
+
+
+@click.group(cls=PluginGroup, short_help="Named targets and name resolution.")
 def targets() -> None:
     """Named targets (a local table asked first when a name is resolved) and name resolution.
 
@@ -73,68 +74,55 @@ def targets() -> None:
 @click.argument("name")
 @click.option("--ra", metavar="RA", help="Right ascension: decimal degrees or sexagesimal hours.")
 @click.option("--dec", metavar="DEC", help="Declination: decimal or sexagesimal degrees.")
-@pass_state
-def add(state, name: str, ra: str | None, dec: str | None) -> None:
+@json_option
+def add(name: str, ra: str | None, dec: str | None) -> None:
     """Store NAME with --ra/--dec, or, without them, with the coordinates it resolves to.
 
     An entry of the same name (case ignored) is replaced.
     """
     from stdq.errors import BadInput
-    from stdq.targets import Resolver, add_target, parse_position
 
     if not name.strip():
         raise BadInput("the target name is empty")
-    session = state.session
+    sdq = get_state().stdq
     if ra is None and dec is None:
-        found = Resolver(session.settings, session.store, warn=message).resolve(name)
-        ra_deg, dec_deg, source = found.ra, found.dec, found.resolver
+        found = sdq.resolve(name, warn=message)
+        if found.resolver == "local":
+            message(f"{name.strip()!r} is a local target already; unchanged (--ra/--dec change it)")
+        else:
+            sdq.targets.add(name, found.ra, found.dec, source=found.resolver)
     else:
-        ra_deg, dec_deg = parse_position(ra, dec)
-        source = "user"
-    if source == "local":
-        message(f"{name.strip()!r} is a local target already; unchanged (--ra/--dec change it)")
-    else:
-        add_target(session.store, name, ra_deg, dec_deg, source=source)
-    entry = _row(_local_entry(session, name))
-    if state.json:
-        emit_json(entry)
-    else:
-        _print_rows(state, [entry])
+        sdq.targets.add(name, ra, dec)
+    _show(_entry(sdq, name))
 
 
 @targets.command("list")
-@pass_state
-def list_(state) -> None:
+@json_option
+def list_() -> None:
     """The local targets, by name."""
-    from stdq.targets import list_targets
-
-    _print_rows(state, [_row(entry) for entry in list_targets(state.session.store)])
+    state = get_state()
+    rows = [_row(entry) for entry in state.stdq.targets.rows()]
+    if state.json:
+        emit_json(rows)
+    else:
+        _print_rows(rows)
 
 
 @targets.command("show")
 @click.argument("name")
-@pass_state
-def show(state, name: str) -> None:
+@json_option
+def show(name: str) -> None:
     """One local target (exit 2 when there is none of that name)."""
-    entry = _row(_local_entry(state.session, name))
-    if state.json:
-        emit_json(entry)
-    else:
-        _print_rows(state, [entry])
+    _show(_entry(get_state().stdq, name))
 
 
 @targets.command("rm")
 @click.argument("name")
-@pass_state
-def rm(state, name: str) -> None:
+@json_option
+def rm(name: str) -> None:
     """Remove a local target, and the cached resolution of its name (exit 2 when absent)."""
-    from stdq.errors import BadInput
-    from stdq.targets import remove_target
-
-    if not remove_target(state.session.store, name):
-        raise BadInput(
-            f"no local target called {name.strip()!r}", hint="list them with: stdq targets list"
-        )
+    state = get_state()
+    state.stdq.targets.remove(name)
     if state.json:
         emit_json({"removed": name.strip()})
     else:
@@ -144,8 +132,8 @@ def rm(state, name: str) -> None:
 @targets.command("resolve")
 @click.argument("name")
 @click.option("--no-cache", is_flag=True, help="Ask the resolvers again, not the cache of earlier answers.")
-@pass_state
-def resolve(state, name: str, no_cache: bool) -> None:
+@json_option
+def resolve(name: str, no_cache: bool) -> None:
     """Resolve NAME as `stdq query` would: the resolvers of [resolver] order, in turn.
 
     Prints the name, the coordinates (degrees and sexagesimal), the resolver that
@@ -153,8 +141,10 @@ def resolve(state, name: str, no_cache: bool) -> None:
     """
     from stdq.targets import Resolver, sexagesimal
 
-    session = state.session
-    resolver = Resolver(session.settings, session.store, warn=message)
+    state = get_state()
+    sdq = state.stdq
+    # Stdq.resolve's own resolver, kept to tell whether the answer came from the cache
+    resolver = Resolver(sdq.settings, sdq.store, warn=message)
     target = resolver.resolve(name, use_cache=not no_cache)
     ra_hms, dec_dms = sexagesimal(target.ra, target.dec)
     result = {
