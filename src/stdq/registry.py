@@ -285,7 +285,7 @@ class Registry:
         key = (SERVICE_GROUP, name)
         if key not in self._classes:
             self._classes[key] = load_class(self.service_path(name), where=self._where_service(name))
-        return self._classes[key]  # type: ignore[return-value]
+        return self._classes[key]
 
     def settings_keys(self, name: str) -> dict[str, dict[str, Any]]:
         """Every settings key of service NAME: {key: {"default", "help", "owner"}}.
@@ -387,7 +387,7 @@ class Registry:
                 else f"processor {data_product_type!r} (registered as {path!r})"
             )
             self._classes[key] = load_class(path, where=where)
-        return self._classes[key]  # type: ignore[return-value]
+        return self._classes[key]
 
     def processor_for(
         self, data_product_type: str, service_name: str | None = None
@@ -421,7 +421,7 @@ class Registry:
                     hint=f"known resolvers: {', '.join(self.resolver_names())}",
                 )
             self._classes[key] = load_class(path, where=f"resolver {name!r} (registered as {path!r})")
-        return self._classes[key]  # type: ignore[return-value]
+        return self._classes[key]
 
     def resolver_values(self, name: str) -> dict[str, Any]:
         """The [resolver] keys resolver NAME declares, with the file's values."""
