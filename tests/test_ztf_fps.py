@@ -533,7 +533,7 @@ def test_baseline_auto_uses_post_peak_epochs_and_settings(tmp_path):
 def test_no_baseline_by_default_and_thresholds_are_settings(tmp_path):
     # the first i epoch: 15 - 3 = 12 DN +- 3 DN, snr 4
     product, table = process_constructed(tmp_path, {"baseline": "none"})
-    assert "baseline" not in product.notes and "ztf_baseline_offset_dn" not in table
+    assert "baseline" not in product.notes and "ztf_baseline_offset_ujy" not in table
     first_i = table[table["object_id"] == "5000523"].sort_values("mjd").iloc[0]
     assert first_i["flux_ujy"] == pytest.approx(12.0 * K) and first_i["detected"]
     assert first_i["magnitude"] == pytest.approx(23.9 - 2.5 * math.log10(12.0 * K))
