@@ -304,9 +304,12 @@ class SingleTargetDataService:
     settings), ``title``, ``info_url``, ``data_product_type`` (the key of its
     processor), ``supports_async`` (long queries that a background worker should
     run), ``form``, ``default_url``, ``settings_defaults`` (the service's own
-    settings keys with their defaults; their types are enforced),
-    ``settings_help``, ``secret_fields`` and ``secret_env`` (conventional
-    environment variables per secret field).
+    transport keys with their defaults: poll intervals, rate limits, page size;
+    the cut keys are declared by its processor), ``settings_help``,
+    ``secret_fields`` and ``secret_env`` (conventional environment variables per
+    secret field). The registry (:mod:`stdq.registry`) merges the defaults with
+    the settings file, checks their types and describes the service
+    (``stdq services show``).
     """
 
     name: ClassVar[str] = ""
@@ -375,31 +378,3 @@ class SingleTargetDataService:
     def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
         """Best-effort cleanup of a remote task when a job is cancelled (default: nothing)."""
         return None
-
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """Name, title, options and settings keys, for ``stdq services show``."""
-        return {
-            "name": cls.name,
-            "title": cls.title,
-            "info_url": cls.info_url,
-            "data_product_type": cls.data_product_type,
-            "supports_async": cls.supports_async,
-            "default_url": cls.default_url,
-            "options": [
-                {
-                    "option": f.option,
-                    "type": f.type,
-                    "default": f.default,
-                    "choices": list(f.choices),
-                    "help": f.help,
-                }
-                for f in cls.form.fields
-            ],
-            "settings": {
-                key: {"default": value, "help": cls.settings_help.get(key, "")}
-                for key, value in {"url": cls.default_url, **cls.settings_defaults}.items()
-            },
-            "secrets": list(cls.secret_fields),
-            "secret_env": {k: list(v) for k, v in cls.secret_env.items()},
-        }
