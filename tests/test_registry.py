@@ -478,3 +478,12 @@ def test_reprocess_without_the_service_says_it_used_the_processor_defaults(tmp_p
         "processor defaults (service 'plug' is no longer configured)"
     )
     assert document["processor"]["cuts"] == {"snr_threshold": 4.0}
+
+
+def test_has_service_needs_no_scan_for_a_builtin_name(tmp_path, fresh_scan):
+    registry = Registry(settings_from(tmp_path))
+    before = dict(registry_module.SCANS)
+    assert registry.has_service("atlas") and registry.has_service("ztf-fps")
+    assert dict(registry_module.SCANS) == before
+    assert not registry.has_service("no-such-service")
+    assert registry_module.SCANS.get(SERVICE_GROUP, 0) == before.get(SERVICE_GROUP, 0) + 1

@@ -261,6 +261,12 @@ class Registry:
         found += sorted(n for n in self.settings.services_raw if n not in found)
         return found
 
+    def has_service(self, name: str) -> bool:
+        """Whether NAME is a service (a built-in or file name is found without a scan)."""
+        if name in self.settings.services_raw or name in BUILTIN[SERVICE_GROUP]:
+            return True
+        return lookup(SERVICE_GROUP, name) is not None
+
     def service_path(self, name: str) -> str:
         """"module:Class" of service NAME: the settings' class, else its registration."""
         table = self.settings.services_raw.get(name, {})

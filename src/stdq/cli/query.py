@@ -82,7 +82,7 @@ class QueryGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         registry = get_state(ctx).stdq.registry
-        if name not in registry.service_names():
+        if not registry.has_service(name):  # a built-in name needs no entry-point scan
             return None
         return build_command(name, registry.service_class(name))
 
