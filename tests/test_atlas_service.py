@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import assert_clean_error
-from stdq import api
+from stdq import Stdq
 from stdq.processors.atlas import read_result
 from stdq.testing import sky
 from stdq.testing.atlas import OTHER_TOKEN, TEST_PASSWORD, TEST_TOKEN, TEST_USERNAME, result_text
@@ -52,6 +52,7 @@ def assert_token_nowhere(runner, *outputs: str) -> None:
 
 def test_sync_query_runs_the_whole_protocol(atlas):
     stdq, emulator = atlas
+    emulator.run_seconds = 0.6  # several polls while it runs: the ETag's 304 is seen
     result = stdq.run("--json", "query", "atlas", "SN 2023ixf", "--sync")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -236,13 +237,13 @@ def test_html_instead_of_the_result_is_temporary(atlas):
     assert not any(t.deleted for t in emulator.tasks.values())  # kept for the next attempt
 
 
-def test_no_token_to_a_result_on_another_host(atlas):
+def test_a_result_on_another_origin_is_not_fetched(atlas):
     stdq, emulator = atlas
     emulator.result_base = f"http://localhost:{stdq.server.port}{emulator.prefix}"
     result = stdq.run("query", "atlas", *POS, "--sync")
-    assert result.returncode == 0, result.stderr
-    (download,) = log(stdq, "GET", "static")
-    assert "authorization" not in download.headers
+    assert_clean_error(result, 1)
+    assert "another origin" in result.stderr and TEST_TOKEN not in result.stderr
+    assert not log(stdq, "GET", "static")  # no request made, with or without the token
     assert all("authorization" in r.headers for r in log(stdq, path="/queue/"))
 
 
@@ -254,7 +255,7 @@ def test_lost_post_answer_adopts_the_created_task(atlas):
     assert len(emulator.tasks) == 1 and len(log(stdq, "POST")) == 1
     assert log(stdq, "GET", r"/queue/\?pagesize=100")  # it looked in the task list
     job = json.loads(stdq.run("--json", "jobs", "show", str(json.loads(result.stdout)["job_id"])).stdout)
-    assert any("found the task the failed attempt created" in e["message"] for e in job["events"])
+    assert any("found the ATLAS task the failed send created" in e["message"] for e in job["events"])
 
 
 # -- resuming a saved task (the library, in this process) -------------------------------
@@ -265,9 +266,8 @@ def session(atlas, monkeypatch):
     stdq, emulator = atlas
     for var in ("STDQ_ATLAS_API_KEY", "ATLAS_FORCED_PHOTOMETRY_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    s = api.Session.open(str(stdq.config_path), str(stdq.data_dir))
-    yield stdq, emulator, s
-    s.close()
+    with Stdq(stdq.config_path, stdq.data_dir) as s:
+        yield stdq, emulator, s
 
 
 def remote_task(emulator, comment: str) -> dict:
@@ -281,18 +281,23 @@ def remote_task(emulator, comment: str) -> dict:
 
 
 def inprocess_job(s, **checkpoint):
-    prepared = api.prepare_query(s, "atlas", None, str(SN.ra), str(SN.dec), {})
-    job, _ = api.submit(s, prepared, runner="inprocess")
-    s.queue.save_checkpoint(job["id"], checkpoint)
-    return job["id"]
+    job = s.submit("atlas", ra=SN.ra, dec=SN.dec, runner="inprocess")
+    s.queue.save_checkpoint(job.id, checkpoint)
+    return job.id
+
+
+def lost_send(key: str) -> dict:
+    """The checkpoint of a run whose submission with KEY may have reached the server."""
+    return {"atlas_submit": {"key": key, "state": "unknown", "at": 0}}
 
 
 def test_a_saved_task_is_resumed_never_submitted_again(session):
     stdq, emulator, s = session
     task = remote_task(emulator, "stdq job 1 0123456789ab")
-    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"], submit_key="0123456789ab")
-    job = api.run_inprocess(s, job_id)
-    assert job["state"] == "succeeded" and job["rows"] > 0
+    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"],
+                           **lost_send("0123456789ab"))
+    job = s.run(job_id)
+    assert job.state == "succeeded" and job.rows > 0
     assert len(emulator.tasks) == 1 and len(log(stdq, "POST")) == 1  # only the test's own POST
     assert emulator.tasks[task["id"]].deleted
 
@@ -300,24 +305,35 @@ def test_a_saved_task_is_resumed_never_submitted_again(session):
 def test_a_task_whose_answer_was_lost_is_adopted(session):
     stdq, emulator, s = session
     task = remote_task(emulator, "stdq job 1 feedbeef0001")
-    job_id = inprocess_job(s, submit_key="feedbeef0001")
-    job = api.run_inprocess(s, job_id)
-    assert job["state"] == "succeeded"
-    assert len(emulator.tasks) == 1 and job["checkpoint"]["task_id"] == task["id"]
+    job_id = inprocess_job(s, **lost_send("feedbeef0001"))
+    job = s.run(job_id)
+    assert job.state == "succeeded"
+    assert len(emulator.tasks) == 1 and job.checkpoint["task_id"] == task["id"]
+    assert len(log(stdq, "POST")) == 1 and emulator.tasks[task["id"]].deleted
+
+
+def test_a_key_is_matched_whole_not_as_a_substring(session):
+    stdq, emulator, s = session
+    other = remote_task(emulator, "stdq job 9 feedbeef0001ff")  # another job's key, longer
+    job_id = inprocess_job(s, **lost_send("feedbeef0001"))
+    job = s.run(job_id)
+    assert job.state == "succeeded" and job.checkpoint["task_id"] != other["id"]
+    assert len(emulator.tasks) == 2 and not emulator.tasks[other["id"]].deleted
 
 
 def test_an_archived_task_fails_clearly_and_retry_submits_again(session):
     stdq, emulator, s = session
     task = remote_task(emulator, "stdq job 1 aaaabbbbcccc")
     emulator.archive(task["id"])
-    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"], submit_key="aaaabbbbcccc")
-    job = api.run_inprocess(s, job_id)
-    assert job["state"] == "failed" and job["exit_code"] == 1
-    assert f"ATLAS task {task['id']} no longer exists" in job["error"]
+    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"],
+                           **lost_send("aaaabbbbcccc"))
+    job = s.run(job_id)
+    assert job.state == "failed" and job.exit_code == 1
+    assert f"ATLAS task {task['id']} no longer exists" in job.error
     assert len(log(stdq, "POST")) == 1  # nothing resubmitted silently
-    s.queue.retry(job_id)  # the user asks for it: now it submits anew
-    job = api.run_inprocess(s, job_id)
-    assert job["state"] == "succeeded" and len(emulator.tasks) == 2
+    s.retry(job_id)  # the user asks for it: now it submits anew
+    job = s.run(job_id)
+    assert job.state == "succeeded" and len(emulator.tasks) == 2
 
 
 def test_other_users_task_is_not_deleted(session):
@@ -327,12 +343,11 @@ def test_other_users_task_is_not_deleted(session):
         headers={"Authorization": f"Token {OTHER_TOKEN}"},
     )
     task = response.json()
-    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"], submit_key="x")
-    job = api.run_inprocess(s, job_id)
-    assert job["state"] == "succeeded"  # the data are kept ...
+    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"])
+    job = s.run(job_id)
+    assert job.state == "succeeded"  # the data are kept ...
     assert not emulator.tasks[task["id"]].deleted  # ... the DELETE was refused (403)
-    events = s.queue.events(job_id)
-    assert any("could not delete ATLAS task" in e["message"] for e in events)
+    assert any("could not delete ATLAS task" in e.message for e in s.events(job_id))
 
 
 # -- stdq config atlas-login ------------------------------------------------------------

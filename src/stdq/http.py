@@ -173,13 +173,16 @@ class RequestPolicy:
     the client's ``[http] deadline``). ``max_bytes``: the most bytes read from the
     answer (None: the client's ``[http] max_bytes``). ``secret_body``: the body
     carries a secret (a password, personal credentials): never re-sent to another
-    origin on a 307/308 redirect.
+    origin on a 307/308 redirect. ``final``: a response of a retried status (429,
+    5xx) for which it returns True is returned to the caller at once (e.g. the
+    ATLAS queue-full refusal, a 429 that waiting would not cure).
     """
 
     repeatable: bool | None = None
     deadline: float | None = None
     max_bytes: int | None = None
     secret_body: bool = False
+    final: Callable[[httpx.Response], bool] | None = None
 
     @classmethod
     def for_method(cls, method: str) -> RequestPolicy:
@@ -468,15 +471,14 @@ class Client:
                     failure = AmbiguousSend if problem.reached and not repeatable else TemporaryFailure
                     raise failure(
                         f"{self.service}: no complete answer from {shown} within the"
-                        f" [http] deadline of {deadline:g} s",
-                        hint="try again later",
+                        f" [http] deadline of {deadline:g} s; try again later",
                     ) from None
                 if problem.reached and not repeatable:
                     raise self._ambiguous(problem.text, shown) from None
                 why = problem.text
             else:
                 status = response.status_code
-                if status not in RETRY_STATUS:
+                if status not in RETRY_STATUS or (policy.final and policy.final(response)):
                     return response
                 why = "throttled (HTTP 429)" if status == 429 else f"HTTP {status}"
                 if status != 429 and not repeatable:
@@ -487,23 +489,22 @@ class Client:
                     raise TemporaryFailure(
                         f"{self.service}: {why} at {shown}; the server asks for"
                         f" {_wait_text(asked)}: not honoured (stdq waits at most"
-                        f" {MAX_HONOURED_WAIT:.0f} s in one request)",
-                        hint="try again later",
+                        f" {MAX_HONOURED_WAIT:.0f} s in one request); try again later",
                         retry_after=None,
                     )
                 wait = asked
             if tries >= self.max_retries:
                 raise TemporaryFailure(
-                    f"{self.service}: {why} at {shown} (gave up after {tries + 1} tries)",
-                    hint="try again later",
+                    f"{self.service}: {why} at {shown} (gave up after {tries + 1} tries);"
+                    " try again later",
                     retry_after=wait,
                 )
             delay = wait if wait is not None else backoff_delay(tries)
             if self._clock() + delay > end:
                 raise TemporaryFailure(
                     f"{self.service}: {why} at {shown}; the next try would pass the"
-                    f" [http] deadline of {deadline:g} s (gave up after {tries + 1} tries)",
-                    hint="try again later",
+                    f" [http] deadline of {deadline:g} s (gave up after {tries + 1} tries);"
+                    " try again later",
                     retry_after=wait,
                 )
             info = RetryInfo(self.service, why, shown, tries + 1, self.max_retries, delay)
@@ -516,8 +517,7 @@ class Client:
     def _ambiguous(self, why: str, shown: str) -> AmbiguousSend:
         return AmbiguousSend(
             f"{self.service}: {why} at {shown} after the request was sent; it may have"
-            " reached the server, so it is not sent again",
-            hint="try again later",
+            " reached the server, so it is not sent again; try again later",
         )
 
     def _timeout(self, end: float) -> httpx.Timeout:

@@ -181,6 +181,13 @@ def is_queue_full(response: httpx.Response) -> bool:
     return any(isinstance(t, str) and QUEUE_FULL.search(t) for t in texts)
 
 
+def _submit_policy() -> Any:
+    from stdq.http import RequestPolicy
+
+    # sent once; the queue-full refusal (a 400 or 429 by its text) comes back at once
+    return RequestPolicy(repeatable=False, final=is_queue_full)
+
+
 def looks_like_result(data: bytes) -> bool:
     """An ATLAS result starts with its header line (``###MJD`` / ``##MJD``), not HTML."""
     head = data[:4096].lstrip()
@@ -328,7 +335,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             context.progress("submitting the ATLAS task")
             form = task_form(target, params, f"stdq job {context.job_id or 0} {key}")
             response = client.request(
-                "POST", queue_url, policy=http.CREATE_ONCE, data=form, headers=JSON_HEADERS
+                "POST", queue_url, policy=_submit_policy(), data=form, headers=JSON_HEADERS
             )
             if response.status_code == 201:
                 try:
