@@ -2,9 +2,15 @@
 
 The file is found through ``--config PATH``, else ``$STDQ_CONFIG``, else
 ``platformdirs.user_config_dir("stdq")/config.toml``; no file means defaults.
-Secrets come from the environment first (``STDQ_<SERVICE>_<FIELD>``, then the
-service's conventional variable), then the file; they never leave this module
-unmasked except through :meth:`ServiceConfig.secret`.
+This module is pure data: TOML and the environment -> dataclasses and paths. It
+checks the core tables ([tasks], [http], the types of [resolver] order,
+[services], [data_product_types], [data_processors], data_dir) and imports no
+plug-in: the plug-in tables (each ``[services.NAME]``, the resolvers' keys of
+``[resolver]``) are checked, merged with their defaults and given their secrets
+by the registry (:mod:`stdq.registry`, ``registry_for(settings).service_config(name)``),
+which builds the :class:`ServiceConfig` below. Secrets come from the environment
+first (``STDQ_<SERVICE>_<FIELD>``, then the service's conventional variable), then
+the file; they are read only through :meth:`ServiceConfig.secret`.
 
 Only stdlib, platformdirs and (to write) tomli-w are imported here: this module
 is on the start-up path of every command.
@@ -109,7 +115,8 @@ class ResolverSettings:
 
 @dataclass
 class ServiceConfig:
-    """The merged settings of one service: class path, url, its own keys, its secrets."""
+    """The merged settings of one service: class path, url, its keys (the service's
+    transport keys and its processor's cut keys), its secrets. Built by the registry."""
 
     name: str
     class_path: str
