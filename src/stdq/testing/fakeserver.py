@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -163,6 +165,7 @@ class FakeServer:
         self.host = host
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
+        self._httpd.handle_error = _report_error  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
         for emulator in emulators if emulators is not None else default_emulators():
             self.mount(emulator)
@@ -372,6 +375,14 @@ def default_emulators() -> list[Emulator]:
     from stdq.registry import emulator_factories
 
     return [factory() for factory in emulator_factories()]
+
+
+def _report_error(request: Any, client_address: Any) -> None:
+    """A client that went away (after a fault's cut or late answer) is normal; any other
+    error goes to the process's own stderr, never into a stream a test has captured."""
+    if isinstance(sys.exc_info()[1], ConnectionError):
+        return
+    traceback.print_exc(file=sys.__stderr__)
 
 
 def settings_toml(server: FakeServer, extra: str = "") -> str:
