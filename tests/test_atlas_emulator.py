@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from conftest import REALDATA, needs_realdata
+from stdq.testing import atlas as atlas_module
 from stdq.testing import sky
 from stdq.testing.atlas import (
     OTHER_TOKEN,
@@ -22,8 +23,31 @@ from stdq.testing.atlas import (
 SN = sky.find("SN 2023ixf")
 
 
+class Clock:
+    """The emulator's time (its module's ``time``), moved on by the test: nothing sleeps."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
-def atlas(fake_server):
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(atlas_module, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def atlas(fake_server, clock):
     emulator = fake_server.emulator("atlas")
     emulator.queue_seconds = 0.3
     emulator.run_seconds = 0.3
@@ -37,17 +61,18 @@ def submit(client, **fields):
     return client.post("/queue/", data=form)
 
 
-def wait_finished(client, url, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_finished(client, url, clock: Clock, timeout=10.0):
+    """Poll the task every 0.1 s of the emulator's clock until it has finished."""
+    deadline = clock.now + timeout
+    while clock.now < deadline:
         task = client.get(url).json()
         if task["finishtimestamp"]:
             return task
-        time.sleep(0.1)
+        clock.sleep(0.1)
     raise AssertionError("the task did not finish")
 
 
-def test_task_lifecycle(atlas):
+def test_task_lifecycle(atlas, clock):
     emulator, client = atlas
     response = submit(client, comment="stdq job 1 abc")
     assert response.status_code == 201
@@ -61,7 +86,7 @@ def test_task_lifecycle(atlas):
     etag = first.headers["ETag"]
     again = client.get(task["url"], headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
-    done = wait_finished(client, task["url"])
+    done = wait_finished(client, task["url"], clock)
     assert done["error_msg"] is None and done["queuepos"] is None
     assert done["result_url"] == f"{emulator.base_url}/static/results/job{task['id']:05d}.txt"
     result = client.get(done["result_url"])
@@ -112,7 +137,7 @@ def test_validation_queue_limit_and_list(atlas):
     assert listing["results"][0]["id"] == max(emulator.tasks)  # newest first
 
 
-def test_queue_position_counts_down_and_hold(atlas):
+def test_queue_position_counts_down_and_hold(atlas, clock):
     emulator, client = atlas
     emulator.queue_seconds = 1.0
     emulator.queue_ahead = 4
@@ -121,10 +146,10 @@ def test_queue_position_counts_down_and_hold(atlas):
     second = submit(client).json()
     assert second["queuepos"] == 5  # the first task is ahead of it
     emulator.hold = True
-    time.sleep(1.2)
+    clock.sleep(1.2)
     assert client.get(second["url"]).json()["starttimestamp"] is None
     emulator.hold = False
-    assert wait_finished(client, second["url"])["error_msg"] is None
+    assert wait_finished(client, second["url"], clock)["error_msg"] is None
 
 
 def test_throttle_texts_and_windows(atlas):
@@ -149,14 +174,14 @@ def test_throttle_texts_and_windows(atlas):
     assert client.get("/queue/").status_code == 429  # reads are counted on their own
 
 
-def test_no_data_and_forced_errors(atlas):
+def test_no_data_and_forced_errors(atlas, clock):
     emulator, client = atlas
     empty = sky.find("Empty Field")
     task = client.post("/queue/", data={"ra": empty.ra, "dec": empty.dec}).json()
-    done = wait_finished(client, task["url"])
+    done = wait_finished(client, task["url"], clock)
     assert done["error_msg"] == "No data returned" and done["result_url"] is None
     emulator.error_msg = "Could not parse the result file"
-    done = wait_finished(client, submit(client).json()["url"])
+    done = wait_finished(client, submit(client).json()["url"], clock)
     assert done["error_msg"] == "Could not parse the result file" and done["result_url"] is None
 
 

@@ -14,8 +14,6 @@ from test_ztf_fps import CREDS_ENV, SECRET_FORMS, SN, settings_without_credentia
 
 from conftest import stop_workers, wait_until
 
-pytest.importorskip("stdq.jobs.worker")
-
 
 def db_job(runner, job_id: int) -> dict:
     """The job row and its events, read straight from SQLite."""

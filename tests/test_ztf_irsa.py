@@ -230,7 +230,7 @@ def test_csv_without_the_documented_columns_fails(stdq):
     assert not (stdq.data_dir / "products").exists()
 
 
-def test_truncated_answer_is_retried_and_an_empty_one_is_temporary(stdq):
+def test_truncated_answer_is_retried_and_an_empty_one_is_temporary(stdq, recorded_waits):
     stdq.server.add_fault("truncate", path="nph_light_curves")
     result = stdq.run("query", "ztf", *SN)
     assert result.returncode == 0, result.stderr
@@ -243,18 +243,19 @@ def test_truncated_answer_is_retried_and_an_empty_one_is_temporary(stdq):
     assert "empty" in last
 
 
-def test_server_errors_exit_75(stdq):
+def test_server_errors_exit_75(stdq, recorded_waits):
     stdq.server.add_fault("500", path="nph_light_curves", times=10)
     result = stdq.run("query", "ztf", *SN)
     last = assert_clean_error(result, 75)
     assert "HTTP 500" in last and "gave up after 3 tries" in last
     assert len(irsa_requests(stdq)) == 3  # max_retries = 2 in the test settings
+    assert len(recorded_waits) == 2  # a backoff before each retry
 
 
-@pytest.mark.slow
-def test_timeout_exits_75(stdq):
-    stdq.config_path.write_text(settings_toml(stdq.server).replace("timeout = 5", "timeout = 0.5"))
-    stdq.server.add_fault("hang", path="nph_light_curves", times=3, seconds=1.5)
+def test_timeout_exits_75(stdq, recorded_waits):
+    # the three tries each wait out the read timeout (0.25 s) for real
+    stdq.config_path.write_text(settings_toml(stdq.server).replace("timeout = 5", "timeout = 0.25"))
+    stdq.server.add_fault("hang", path="nph_light_curves", times=3, seconds=1)
     result = stdq.run("query", "ztf", *SN)
     last = assert_clean_error(result, 75)
     assert "timed out" in last
