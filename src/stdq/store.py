@@ -194,6 +194,7 @@ class Store:
                     now,
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT always sets it
             product_id = int(cur.lastrowid)
             path = self.products_dir / folder_target / safe_name(service) / str(product_id)
             conn.execute("UPDATE products SET path = ? WHERE id = ?", (str(path), product_id))
