@@ -421,7 +421,6 @@ class Database:
     def __init__(
         self,
         data_dir: Path | str,
-        conn: sqlite3.Connection | None = None,
         *,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
@@ -430,9 +429,9 @@ class Database:
         self.path = db_path(self.data_dir)
         self.clock = clock
         self.readonly = readonly
-        self._conn: sqlite3.Connection | None = conn
+        self._conn: sqlite3.Connection | None = None
         self._ephemeral = False  # an in-memory stand-in while the file does not exist
-        self._writable: bool | None = None if conn is None else not readonly
+        self._writable: bool | None = None
 
     # -- state ------------------------------------------------------------------------------
     @property
