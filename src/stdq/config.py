@@ -89,27 +89,30 @@ def env_var_name(service: str, fieldname: str) -> str:
     return f"STDQ_{service}_{fieldname}".upper().replace("-", "_")
 
 
+# The dataclasses take their defaults from the tables above (one place per key).
+
+
 @dataclass(frozen=True)
 class TaskSettings:
-    backend: str = "database"
-    autostart_worker: bool = True
-    lease_seconds: float = 30.0
-    max_attempts: int = 5
+    backend: str = TASKS_DEFAULTS["backend"]
+    autostart_worker: bool = TASKS_DEFAULTS["autostart_worker"]
+    lease_seconds: float = TASKS_DEFAULTS["lease_seconds"]
+    max_attempts: int = TASKS_DEFAULTS["max_attempts"]
 
 
 @dataclass(frozen=True)
 class HttpSettings:
-    timeout: float = 30.0
-    max_retries: int = 4
-    deadline: float = 300.0  # seconds for a whole request, its body included
-    max_bytes: int = 512 * 1024 * 1024  # the most bytes read from one answer
+    timeout: float = HTTP_DEFAULTS["timeout"]
+    max_retries: int = HTTP_DEFAULTS["max_retries"]
+    deadline: float = HTTP_DEFAULTS["deadline"]  # seconds for a whole request, its body included
+    max_bytes: int = HTTP_DEFAULTS["max_bytes"]  # the most bytes read from one answer
 
 
 @dataclass(frozen=True)
 class ResolverSettings:
     """[resolver]: the order, and the keys of the resolvers (``values``, as in the file)."""
 
-    order: tuple[str, ...] = ("local", "sesame", "mast")
+    order: tuple[str, ...] = tuple(RESOLVER_DEFAULTS["order"])
     values: dict[str, Any] = field(default_factory=dict)
 
 

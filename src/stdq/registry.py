@@ -628,12 +628,13 @@ def load_settings(
     config: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None
 ) -> Settings:
     """:func:`stdq.config.load_settings`, then the plug-in tables checked by the registry."""
+    from stdq.config import RESOLVER_DEFAULTS
     from stdq.config import load_settings as load
 
     settings = load(config, data_dir)
     if settings.services_raw or settings.data_processors or settings.resolver.values or (
-        tuple(settings.resolver.order) != ("local", "sesame", "mast")
+        list(settings.resolver.order) != RESOLVER_DEFAULTS["order"]
     ):
-        registry_for(settings)
+        registry_for(settings)  # checks the plug-in tables (imports only the classes they name)
     return settings
 
