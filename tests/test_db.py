@@ -315,6 +315,14 @@ def _other_application(path: Path) -> None:
     conn.close()
 
 
+def _our_id_but_no_schema(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+
+
 def _stdq_db(path: Path) -> None:
     with Database(path.parent) as database, database.transaction() as conn:
         insert_job(conn)
@@ -357,6 +365,7 @@ BAD_FILES = {
     "truncated": (_truncated, "corrupt", "move it away"),
     "future-version": (_future, "newer stdq", "upgrade stdq"),
     "incomplete": (_incomplete, "no table products", "move it away"),
+    "no-schema-version": (_our_id_but_no_schema, "no stdq schema version", "move it away"),
 }
 
 

@@ -223,6 +223,8 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> int:
             f"was written by a newer stdq (schema {version}, this stdq knows {SCHEMA_VERSION})",
             "upgrade stdq",
         )
+    if version == 0 and tables:
+        raise _bad(path, "is not a stdq database (tables but no stdq schema version)")
     if version >= 1 and not tables >= TABLES:
         missing = ", ".join(sorted(TABLES - tables))
         raise _bad(path, f"is not a complete stdq database (no table {missing})")
