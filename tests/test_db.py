@@ -455,6 +455,10 @@ def test_a_read_only_data_directory_serves_reads_and_refuses_writes(filled, what
         assert json.loads(status.stdout)["counts"]["succeeded"] == 1
         text = stdq.run("jobs", "list")
         assert text.returncode == 0 and "panstarrs" in text.stdout
+        job_id = jobs_before[0]["id"]
+        for args in (("jobs", "show", str(job_id)), ("products", "show", "1"), ("targets", "list")):
+            shown = stdq.run("--json", *args)
+            assert shown.returncode == 0, (args, shown.stderr)
 
         refused = stdq.run("query", "panstarrs", *COORDS, "--force")
         line = assert_clean_error(refused, 3)
