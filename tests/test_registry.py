@@ -487,3 +487,12 @@ def test_has_service_needs_no_scan_for_a_builtin_name(tmp_path, fresh_scan):
     assert dict(registry_module.SCANS) == before
     assert not registry.has_service("no-such-service")
     assert registry_module.SCANS.get(SERVICE_GROUP, 0) == before.get(SERVICE_GROUP, 0) + 1
+
+
+def test_a_broken_emulator_plugin_is_a_config_error(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setitem(BUILTIN[EMULATOR_GROUP], "missing", "stdq_no_such_module_xyz:Emu")
+    assert len(registry_module.emulator_factories()) == len(BUILTIN[EMULATOR_GROUP]) - 1  # skipped
+    monkeypatch.setitem(BUILTIN[EMULATOR_GROUP], "broken", "broken_service:Emu")
+    with pytest.raises(ConfigError, match="emulator 'broken'.*broken on purpose"):
+        registry_module.emulator_factories()

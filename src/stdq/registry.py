@@ -206,8 +206,9 @@ def emulator_factories() -> list[Callable[[], Any]]:
         except ModuleNotFoundError as exc:
             if exc.name == module_name:
                 continue
-            raise
-        factories.append(load_object(path, where=f"emulator {name!r}"))
+        except Exception:  # noqa: S110 - load_object below says what failed, as a ConfigError
+            pass
+        factories.append(load_object(path, where=f"emulator {name!r} (registered as {path!r})"))
     return factories
 
 
