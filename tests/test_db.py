@@ -239,6 +239,15 @@ def test_a_missing_database_reads_as_empty_and_is_made_by_the_first_write(tmp_pa
     database.close()
 
 
+def test_a_reader_of_a_missing_database_sees_it_once_another_process_made_it(tmp_path):
+    reader = Database(tmp_path / "data")
+    assert reader.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    with Database(tmp_path / "data") as writer, writer.transaction() as conn:
+        insert_job(conn)
+    assert reader.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    reader.close()
+
+
 def test_the_module_transaction_of_a_database_connection_creates_the_file(tmp_path):
     """`db.transaction(conn)` on a Database's connection is Database.transaction()."""
     database = Database(tmp_path / "data")

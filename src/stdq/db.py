@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -409,6 +410,19 @@ class transaction(AbstractContextManager[sqlite3.Connection]):
 # -- the database of one data directory ------------------------------------------------------
 
 
+_OPEN_LOCK = threading.Lock()
+_OPEN_FILES: dict[str, int] = {}  # database file -> connections of this process open on it
+
+
+def _release_file(key: str) -> None:
+    with _OPEN_LOCK:
+        left = _OPEN_FILES.get(key, 0) - 1
+        if left > 0:
+            _OPEN_FILES[key] = left
+        else:
+            _OPEN_FILES.pop(key, None)
+
+
 class Database:
     """The database of one data directory: ONE lazily opened connection, for its thread.
 
@@ -433,6 +447,7 @@ class Database:
         self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._ephemeral = False  # an in-memory stand-in while the file does not exist
+        self._file_key: str | None = None  # counted in _OPEN_FILES while open
         self._writable: bool | None = None
 
     # -- state ------------------------------------------------------------------------------
@@ -461,9 +476,15 @@ class Database:
     # -- the connection ---------------------------------------------------------------------
     @property
     def conn(self) -> sqlite3.Connection:
-        """The connection (opened, checked and migrated on first use)."""
+        """The connection (opened, checked and migrated on first use).
+
+        While the file does not exist this is an empty in-memory stand-in; once another
+        process has created the file, the next use switches to it.
+        """
         if self._conn is None:
             self._conn = self._open()
+        elif self._ephemeral and self.path.exists():
+            self._conn = self._open()  # the stand-in is dropped, not closed: a cursor may be live
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -473,8 +494,21 @@ class Database:
             migrate(conn)
         else:
             self._ephemeral = False
-            check_header(self.path)
-            conn = self._open_file()
+            key = os.path.realpath(self.path)
+            with _OPEN_LOCK:
+                first = not _OPEN_FILES.get(key)
+                _OPEN_FILES[key] = _OPEN_FILES.get(key, 0) + 1
+            try:
+                # POSIX: closing any descriptor of the file drops every SQLite lock this
+                # process holds on it (then another process may delete the WAL under us):
+                # read the header only while no connection of this process has it open.
+                if first:
+                    check_header(self.path)
+                conn = self._open_file()
+            except BaseException:
+                _release_file(key)
+                raise
+            self._file_key = key
         conn.stdq_db = weakref.ref(self)
         return conn
 
@@ -552,6 +586,10 @@ class Database:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        key = self._file_key
+        if key is not None:
+            self._file_key = None
+            _release_file(key)
         self._ephemeral = False
 
     def __enter__(self) -> Database:
