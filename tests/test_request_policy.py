@@ -528,3 +528,16 @@ def test_foreground_query_with_a_huge_retry_after_exits_75_and_jobs_list_works(s
     shown = stdq.run("--json", "jobs", "show", "1")
     assert shown.returncode == 0, shown.stderr
     assert "1e9" not in shown.stdout and "inf" not in json.dumps(json.loads(shown.stdout).get("run_after"))
+
+
+def test_slow_service_post_lost_makes_one_task(tmp_path, fake_server):
+    from stdq.testing.slow import SlowServiceEmulator, settings_extra
+
+    emulator = fake_server.mount(SlowServiceEmulator())
+    emulator.default_seconds = 0.0
+    fake_server.add_fault("drop", r"/slow/tasks$", method="POST")
+    service, ctx = run_service(tmp_path, fake_server, "slow", extra=settings_extra())
+    (product,) = service.query_service(SN, {}, ctx)
+    ctx.close()
+    assert emulator.submissions == 1 and product.raw_files
+    assert all(t.deleted_at is not None for t in emulator.tasks.values())

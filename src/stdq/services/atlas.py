@@ -443,8 +443,11 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 failures += 1
                 if failures > 5:
                     raise
-                context.event("retry", f"{exc.message}; polling again in {longest:.0f} s")
-                context.sleep(max(interval, exc.retry_after or 0.0, min(longest, 30.0)))
+                delay = max(interval, exc.retry_after or 0.0, min(longest, 30.0))
+                context.event("retry", f"{exc.message}; polling again in {delay:.0f} s")
+                context.progress(f"atlas: polling ATLAS task {task_id} failed ({failures}/5);"
+                                 " polling again", wait_until=context.clock() + delay)
+                context.sleep(delay)
                 continue
             failures = 0
             if response.status_code == 304 and task is not None:

@@ -15,6 +15,8 @@ Three parts, all in this module because none of them is a real survey:
   GET       ``/tasks/<id>``          ``{"id", "url", "status": queued|running|
                                      finished, "queue_position", "result_url",
                                      "rows", "error"}``; 404 once deleted
+  GET       ``/tasks?key=K``        ``{"tasks": [...]}``: the live tasks submitted
+                                     with ``"key": K`` (a create-once lookup)
   GET       ``/tasks/<id>/result.csv``  ``mjd,filter,flux_ujy,flux_err_ujy`` rows
   DELETE    ``/tasks/<id>``          204, empty body
   ========  =======================  ==============================================
@@ -112,6 +114,7 @@ class _Task:
     mjd_max: float | None = None
     deleted_at: float | None = None
     start: float | None = None  # set when it takes a slot
+    key: str | None = None  # the client's idempotency key (GET /tasks?key=K finds it)
 
     @property
     def end(self) -> float:
@@ -214,6 +217,11 @@ class SlowServiceEmulator(Emulator):
         with self.lock:
             if request.path.rstrip("/") == "/tasks" and request.method == "POST":
                 return self._submit(request, now)
+            if request.path.rstrip("/") == "/tasks" and request.method == "GET":
+                key = request.arg("key")
+                found = [self._status(t, now) for t in self.tasks.values()
+                         if t.deleted_at is None and key is not None and t.key == key]
+                return Response.json({"tasks": found})
             match = re.fullmatch(r"/tasks/(\d+)(/result\.csv)?/?", request.path)
             if not match:
                 return Response.text("Not Found", 404)
@@ -241,6 +249,7 @@ class SlowServiceEmulator(Emulator):
         if dec < MIN_DEC:
             return Response.json({"dec": [f"dec {dec} is outside the survey footprint (dec >= {MIN_DEC:g})."]}, 400)
         task = _Task(self._next_id, ra, dec, max(0.0, seconds), now, mjd_min, mjd_max)
+        task.key = str(data["key"]) if data.get("key") is not None else None
         self._next_id += 1
         self.tasks[task.id] = task
         self._pending.append(task)
@@ -327,16 +336,7 @@ class SlowService(SingleTargetDataService):
         if task_url:
             context.event("resume", f"resuming remote task {task_url}")
         else:
-            body: dict[str, Any] = {"ra": target.ra, "dec": target.dec}
-            for key in ("seconds", "mjd_min", "mjd_max"):
-                if params.get(key) is not None:
-                    body[key] = params[key]
-            context.progress("submitting the remote task")
-            response = client.post(f"{self.url}/tasks", json=body)
-            self._check(response, context)
-            task_url = response.json()["url"]
-            context.save_checkpoint(task_url=task_url)
-            context.event("remote", f"submitted remote task {task_url}")
+            task_url = self._submit(target, params, context)
         wait = float(self.config.get("poll_interval", 0.2))
         longest = float(self.config.get("max_poll_interval", 2.0))
         while True:
@@ -376,6 +376,40 @@ class SlowService(SingleTargetDataService):
         if status.get("rows") == 0:
             raise NoData(f"{self.name} has no data for this target")
         return self._finish(product, context)
+
+    def _submit(self, target: Target, params: dict[str, Any], context: QueryContext) -> str:
+        """POST the task once (stdq.remote.create_once: its key, then GET /tasks?key=)."""
+        from stdq import remote
+        from stdq.http import CREATE_ONCE
+
+        client = context.client
+
+        def send(key: str) -> dict[str, Any]:
+            body: dict[str, Any] = {"ra": target.ra, "dec": target.dec, "key": key}
+            for name in ("seconds", "mjd_min", "mjd_max"):
+                if params.get(name) is not None:
+                    body[name] = params[name]
+            context.progress("submitting the remote task")
+            response = client.request("POST", f"{self.url}/tasks", json=body, policy=CREATE_ONCE)
+            self._check(response, context)
+            return dict(response.json())
+
+        def find(key: str) -> dict[str, Any] | None:
+            response = client.get(f"{self.url}/tasks", params={"key": key})
+            self._check(response, context)
+            tasks = response.json().get("tasks") or []
+            return dict(tasks[0]) if tasks else None
+
+        poll = max(0.05, float(self.config.get("poll_interval", 0.2)))
+        task, found = remote.create_once(
+            context, slot="slow_submit", send=send, find=find, service=self.name,
+            what="the remote task", grace=6 * poll, look_every=poll,
+        )
+        task_url = str(task["url"])
+        context.save_checkpoint(task_url=task_url)
+        how = "found (an earlier send made it)" if found else "submitted"
+        context.event("remote", f"{how} remote task {task_url}")
+        return task_url
 
     def _finish(self, product: DataProduct, context: QueryContext) -> list[DataProduct]:
         from stdq.errors import NoData
