@@ -498,7 +498,7 @@ class Stdq:
 
     def _autostart(self) -> None:
         """Start a worker for claimable jobs if none is alive (never fails the caller)."""
-        if not self.settings.tasks.autostart_worker:
+        if not self.settings.tasks.autostart_worker or not self.db.writable:
             return
         try:
             from stdq.jobs.worker import ensure_worker

@@ -91,7 +91,7 @@ class WorkerKeeper:
         if not waiting or self.clock() < self.next_check:
             return
         self.next_check = self.clock() + WORKER_CHECK_INTERVAL
-        if self.settings.tasks.autostart_worker:
+        if self.settings.tasks.autostart_worker and self.queue.db.writable:
             try:
                 self.spawn()
             except Exception as exc:  # the jobs are queued: say so, do not lose them
