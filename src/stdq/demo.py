@@ -93,10 +93,10 @@ class _JobReporter:
 
     def __call__(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
-            detail = job.progress or "waiting for the worker"
+            detail = job.progress or ("waiting for the worker" if str(job.state) == "queued" else "")
             if job.final:
                 detail = job.note or job.error or ""
-            text = f"{job.state}: {detail}"
+            text = f"{job.state}: {detail}" if detail else str(job.state)
             if self.last.get(job.id) != text:
                 self.last[job.id] = text
                 self.say(f"  {self.services.get(job.id, job.service)} job {job.id} {text}")
