@@ -185,3 +185,69 @@ def test_unknown_product_ids_are_bad_input(runner):
         assert_clean_error(result, 2)
         assert "no product with id 99" in result.stderr
     assert_clean_error(runner.run("products", "show", "abc"), 2)
+
+
+# -- commands added by a plugin (entry points `stdq.commands`) -------------------------------
+
+PLUGIN_MODULE = '''
+import click
+
+from stdq.cli.common import emit_json, get_state, json_option
+
+
+@click.command(short_help="Say hello from a plugin.")
+@json_option
+def hello():
+    """A top-level command added by a plugin."""
+    if get_state().json:
+        emit_json({"hello": "world"})
+    else:
+        click.echo("hello world")
+
+
+@click.command(short_help="Export the products (plugin).")
+def export():
+    """A subcommand of `stdq products` added by a plugin."""
+    click.echo(" ".join(str(p.id) for p in get_state().stdq.products()) or "none")
+'''
+
+
+@pytest.fixture
+def plugin(runner, tmp_path):
+    """A distribution on PYTHONPATH whose entry points add `stdq hello`, `stdq products
+    export` and a command whose module is missing."""
+    folder = tmp_path / "plugin"
+    meta = folder / "stdq_hello-0.1.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: stdq-hello\nVersion: 0.1\n")
+    (meta / "entry_points.txt").write_text(
+        "[stdq.commands]\nhello = hello_cmd:hello\nproducts.export = hello_cmd:export\n"
+        "broken = no_such_module_here:command\n"
+    )
+    (folder / "hello_cmd.py").write_text(PLUGIN_MODULE)
+    runner.extra_env["PYTHONPATH"] = f"{PLUGINS}:{folder}"
+    return runner
+
+
+def test_a_plugin_adds_a_top_level_command_and_a_subcommand(plugin):
+    top = plugin.run("--help")
+    assert top.returncode == 0, top.stderr
+    assert "Say hello from a plugin." in top.stdout
+    assert "broken" in top.stdout and "unavailable" in top.stdout  # listed with its error
+    assert plugin.run("hello").stdout == "hello world\n"
+    assert json.loads(plugin.run("hello", "--json").stdout) == json.loads(plugin.run("--json", "hello").stdout)
+    group = plugin.run("products", "--help")
+    assert "export" in group.stdout and "Export the products (plugin)." in group.stdout
+    make_product(plugin)
+    assert plugin.run("products", "export").stdout.strip() == "1"
+    broken = plugin.run("broken")
+    assert "no_such_module_here" in assert_clean_error(broken, 3)
+    assert plugin.run("products", "list").returncode == 0  # built-ins unaffected
+
+
+def test_without_plugins_the_help_lists_the_built_in_commands_only(runner):
+    result = runner.run("--help")
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed[:7] == ["query", "jobs", "targets", "products", "services", "config", "demo"]
+    assert "hello" not in result.stdout
