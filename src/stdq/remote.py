@@ -122,11 +122,10 @@ def create_once(
             _save(context, slot, key, CREATED)
             context.event("remote", f"{service}: found {what} the failed send created (key {key})")
             return found, True
+        cause = exc.message.removesuffix("; try again later")
         raise TemporaryFailure(
-            f"{service}: the answer to the request that creates {what} was lost, and"
-            f" {what} did not appear within {grace:g} s; the next attempt looks for it again"
-            " before sending anything",
-            hint="try again later",
+            f"{cause}; {what} did not appear within {grace:g} s: the next attempt looks for"
+            " it again before sending anything",
             retry_after=None,
         ) from None
     except StdqError:

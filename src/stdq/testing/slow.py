@@ -403,7 +403,7 @@ class SlowService(SingleTargetDataService):
         poll = max(0.05, float(self.config.get("poll_interval", 0.2)))
         task, found = remote.create_once(
             context, slot="slow_submit", send=send, find=find, service=self.name,
-            what="the remote task", grace=6 * poll, look_every=poll,
+            what="the remote task", grace=2 * poll, look_every=poll,
         )
         task_url = str(task["url"])
         context.save_checkpoint(task_url=task_url)
