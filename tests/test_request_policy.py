@@ -373,6 +373,7 @@ def zfps_posts(server: FakeServer):
 @pytest.mark.parametrize("fault, options, http", [
     ("drop", {}, ""),
     ("hang_after", {"seconds": 1.0}, "timeout = 0.2"),
+    ("truncate", {}, ""),
 ])
 def test_zfps_post_lost_makes_one_request(tmp_path, fake_server, fault, options, http):
     emulator = fake_server.emulator("zfps")

@@ -367,8 +367,8 @@ class AtlasEmulator(Emulator):
                 username, _, password = base64.b64decode(value).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 username = password = ""
-            user = self.users.get(username)
-            if user and user["password"] == password:
+            account = self.users.get(username)
+            if account and account["password"] == password:
                 return username, None
             return None, self._error(401, {"detail": "Invalid username/password."}, auth=True)
         return None, None

@@ -408,7 +408,7 @@ class ZfpsEmulator(Emulator):
             cells.append("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in values) + "</tr>")
         body = (
             "<html><head><title>ZTF Forced Photometry: recent batch requests</title></head><body>\n"
-            f"<h3>{escape(option)}</h3>\n<table border=\"1\">\n" + "\n".join(cells) + "\n</table>\n"
+            f"<h3>{escape(option or '')}</h3>\n<table border=\"1\">\n" + "\n".join(cells) + "\n</table>\n"
             "</body></html>\n"
         )
         return Response.text(body, 200, "text/html; charset=utf-8")
