@@ -7,12 +7,15 @@ import signal
 import sqlite3
 import subprocess
 import time
+from dataclasses import dataclass
 
 import pytest
 from test_jobs_cli import SN, configure, slow_runner, submit
 
 from conftest import stop_workers
+from stdq.errors import StdqError
 from stdq.jobs.queue import JobQueue
+from stdq.records import Job, JobEvent, JobState
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer
 
@@ -34,19 +37,21 @@ def sq(tmp_path, server):
         stop_workers(runner)
 
 
-def db_job(runner, job_id: int) -> dict:
-    """The job row, read straight from SQLite (no stdq process in between)."""
-    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3", timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        events = [dict(r) for r in conn.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))]
-    finally:
-        conn.close()
-    job = dict(row)
-    job["checkpoint"] = json.loads(job["checkpoint_json"])
-    job["events"] = events
-    return job
+@dataclass
+class Seen:
+    """A job as the test reads it from the data directory, with its events."""
+
+    job: Job
+    events: list[JobEvent]
+
+    def __getattr__(self, name: str):
+        return getattr(self.job, name)
+
+
+def db_job(runner, job_id: int) -> Seen:
+    """The job and its events, read from the data directory (no stdq process in between)."""
+    with JobQueue(runner.data_dir) as queue:
+        return Seen(queue.require(job_id), queue.events(job_id))
 
 
 def wait_for_checkpoint(runner, job_id: int, key: str = "task_url", timeout: float = 30) -> dict:
@@ -54,9 +59,9 @@ def wait_for_checkpoint(runner, job_id: int, key: str = "task_url", timeout: flo
     while time.monotonic() < deadline:
         try:
             job = db_job(runner, job_id)
-        except (sqlite3.Error, TypeError):  # the database or the job is not there yet
+        except (sqlite3.Error, StdqError):  # the database or the job is not there yet
             job = None
-        if job and job["checkpoint"].get(key):
+        if job and job.checkpoint.get(key):
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never saved {key} in its checkpoint")
@@ -73,9 +78,9 @@ def test_sigkilled_worker_job_is_resumed_after_the_lease(sq, server):
     before = wait_for_checkpoint(sq, job_id)
     worker.kill()  # SIGKILL in the middle of the remote task
     worker.wait()
-    assert before["state"] == "running" and before["attempts"] == 1
+    assert before.state is JobState.RUNNING and before.attempts == 1
     # nobody may take it while the lease (2 s) runs; a new worker takes it up after
-    lease_expires = db_job(sq, job_id)["lease_expires"]
+    lease_expires = db_job(sq, job_id).lease_expires
     probe = JobQueue(sq.data_dir)
     if time.time() < lease_expires - 0.2:
         assert not probe.runnable_now()
@@ -84,14 +89,14 @@ def test_sigkilled_worker_job_is_resumed_after_the_lease(sq, server):
     probe.close()
     assert sq.run("jobs", "worker", "--burst").returncode == 0
     after = db_job(sq, job_id)
-    assert after["state"] == "succeeded" and after["rows"] == 12
-    assert after["attempts"] == 2
-    kinds = [e["kind"] for e in after["events"]]
+    assert after.state is JobState.SUCCEEDED and after.rows == 12
+    assert after.attempts == 2
+    kinds = [e.kind for e in after.events]
     assert kinds.count("succeeded") == 1
-    assert any("expired; resumed by" in e["message"] for e in after["events"])
-    assert any(e["kind"] == "resume" for e in after["events"])
+    assert any("expired; resumed by" in e.message for e in after.events)
+    assert any(e.kind == "resume" for e in after.events)
     assert len(posts(server)) == 1  # one remote submission, resumed, not repeated
-    assert json.loads(after["products_json"]) == [1]
+    assert after.products == (1,)
 
 
 @pytest.mark.slow
@@ -101,7 +106,7 @@ def test_sigkilled_inprocess_query_is_resumed_by_retry(sq, server):
     job = wait_for_checkpoint(sq, 1)
     proc.kill()
     proc.wait()
-    assert job["runner"] == "inprocess" and job["state"] == "running"
+    assert job.runner == "inprocess" and job.state is JobState.RUNNING
     status = json.loads(sq.run("--json", "jobs", "status", "1").stdout)
     assert status["abandoned"] is True  # its process is gone (this host)
     waited = sq.run("jobs", "wait", "1", "--timeout", "30")
@@ -111,9 +116,9 @@ def test_sigkilled_inprocess_query_is_resumed_by_retry(sq, server):
     info = json.loads(result.stdout)
     assert info["job_id"] == 1 and info["rows"] == 12
     after = db_job(sq, 1)
-    assert after["state"] == "succeeded" and after["runner"] == "inprocess"
+    assert after.state is JobState.SUCCEEDED and after.runner == "inprocess"
     assert len(posts(server)) == 1
-    assert any(e["kind"] == "resume" for e in after["events"])
+    assert any(e.kind == "resume" for e in after.events)
 
 
 @pytest.mark.slow
@@ -140,10 +145,11 @@ def test_ctrl_c_of_an_inprocess_query_then_retry(sq, server):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "stdq jobs retry 1" in err
     job = db_job(sq, 1)
-    assert (job["state"], job["exit_code"]) == ("failed", 130)
-    assert job["checkpoint"]["task_url"]
+    assert (job.state, job.exit_code) == (JobState.FAILED, 130)
+    assert job.checkpoint["task_url"]
+    assert job.error_exception().exit_code == 130 and "jobs retry 1" in str(job.error_exception())
     assert sq.run("jobs", "retry", "1").returncode == 0
-    assert db_job(sq, 1)["state"] == "succeeded"
+    assert db_job(sq, 1).state is JobState.SUCCEEDED
     assert len(posts(server)) == 1
 
 
@@ -156,10 +162,10 @@ def test_sigterm_releases_the_job_for_the_next_worker(sq, server):
     _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     released = db_job(sq, job_id)
-    assert released["state"] == "queued" and released["attempts"] == 0
-    assert any(e["kind"] == "released" for e in released["events"])
+    assert released.state is JobState.QUEUED and released.attempts == 0
+    assert any(e.kind == "released" for e in released.events)
     assert sq.run("jobs", "worker", "--burst").returncode == 0
-    assert db_job(sq, job_id)["state"] == "succeeded"
+    assert db_job(sq, job_id).state is JobState.SUCCEEDED
     assert len(posts(server)) == 1
 
 
@@ -202,11 +208,11 @@ def test_twenty_submitters_and_three_workers(sq, server):
     assert "locked" not in logs.lower() and "Traceback" not in logs
     for job_id in everything:
         job = db_job(sq, job_id)
-        assert job["state"] == "succeeded" and job["attempts"] == 1
-        assert [e["kind"] for e in job["events"]].count("claimed") == 1
+        assert job.state is JobState.SUCCEEDED and job.attempts == 1
+        assert [e.kind for e in job.events].count("claimed") == 1
     assert len(posts(server)) == 21  # one remote task per job: none lost, none twice
     # the three workers shared the work
-    owners = {db_job(sq, i)["events"][1]["message"].split()[2].split(":")[1] for i in everything}
+    owners = {db_job(sq, i).events[1].message.split()[2].split(":")[1] for i in everything}
     assert len(owners) >= 2
 
 

@@ -243,7 +243,7 @@ def test_ensure_worker_spawns_a_detached_burst_worker(make_settings, queue, serv
     wait_for(lambda: not queue_mod.pid_alive(pid) or _reap(pid), timeout=30, what="worker exit")
     log = settings.data_dir / "logs" / f"worker-{pid}.log"
     assert log.is_file()
-    assert f"job {job['id']} succeeded" in log.read_text()
+    assert f"job {job.id} succeeded" in log.read_text()
     assert queue.live_workers(30) == []
 
 
