@@ -405,6 +405,31 @@ def test_zfps_secret_body_is_not_redirected_to_another_origin(tmp_path, fake_ser
         other.stop()
 
 
+def test_zfps_listing_with_the_account_in_its_url_is_not_redirected_elsewhere(tmp_path, fake_server):
+    other = FakeServer([zfps.ZfpsEmulator()]).start()
+    try:  # a 302 whose Location repeats the query (email, userpass) on another origin
+        fake_server.add_fault("redirect", "getBatchForcedPhotometryRequests", method="GET",
+                              options={"location": other.base_url, "status": 302})
+        service, ctx = run_service(tmp_path, fake_server, "ztf-fps")
+        with pytest.raises(QueryFailed, match="another origin"):
+            service.query_service(SN, {"baseline": "none"}, ctx)
+        ctx.close()
+        assert other.requests == []
+    finally:
+        other.stop()
+
+
+def test_a_secret_in_a_redirect_url_is_not_sent_to_another_origin():
+    client, seen = mock_client(answers(redirect(302, "https://evil.example.net/x?t=tok-SECRET-1"),
+                                       httpx.Response(200)), secrets=["tok-SECRET-1"])
+    with pytest.raises(QueryFailed, match="another origin") as err:
+        client.get(f"{URL}/x")
+    assert len(seen) == 1 and "tok-SECRET-1" not in str(err.value)
+    client, seen = mock_client(answers(redirect(302, "https://cdn.example.net/x"),
+                                       httpx.Response(200)), secrets=["tok-SECRET-1"])
+    assert client.get(f"{URL}/x?t=tok-SECRET-1").status_code == 200 and len(seen) == 2
+
+
 # -- atlas-login -------------------------------------------------------------------------------------
 
 

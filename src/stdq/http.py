@@ -567,7 +567,11 @@ class Client:
             keeps_body = next_request.method == request.method and method.upper() not in (
                 "GET", "HEAD"
             )
-            if policy.secret_body and keeps_body and origin(str(next_request.url)) != first_origin:
+            elsewhere = origin(str(next_request.url)) != first_origin
+            if elsewhere and (
+                (policy.secret_body and keeps_body)
+                or self._carries_secret(next_request, keeps_body)
+            ):
                 raise QueryFailed(
                     f"{self.service}: the server redirected a request that carries credentials"
                     f" to another origin ({target}, HTTP {response.status_code}); not followed,"
@@ -578,6 +582,20 @@ class Client:
             request = next_request
         self._read_body(response, end, max_bytes)
         return response
+
+    def _carries_secret(self, request: httpx.Request, with_body: bool) -> bool:
+        """Whether REQUEST's URL (or its body, when WITH_BODY) holds one of the secrets."""
+        if not self.secrets:
+            return False
+        url = str(request.url)
+        texts = [url, unquote_plus(url)]
+        if with_body:
+            try:
+                body = request.read().decode("utf-8", "replace")
+            except Exception:  # a streaming body: assume the worst
+                return True
+            texts += [body, unquote_plus(body)]
+        return any(secret in text for secret in self.secrets if len(secret) >= 3 for text in texts)
 
     def _read_body(self, response: httpx.Response, end: float, max_bytes: int) -> None:
         """Stream the body into the response; never past MAX_BYTES nor the deadline END."""
