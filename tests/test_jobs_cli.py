@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import StdqRunner, assert_clean_error, stop_workers
+from conftest import STDQ_BIN, StdqRunner, assert_clean_error, stop_workers
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer
 
@@ -370,3 +370,63 @@ def test_in_process_progress_is_shown_piped_only_with_verbose():
     loud.progress("panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4", wait_until=clock.now + 1)
     loud.progress("panstarrs: 120 detections")
     assert said == ["panstarrs: HTTP 503 at http://127.0.0.1/x; retry 1/4 (1 s left)", "panstarrs: 120 detections"]
+
+
+def run_on_a_terminal(runner, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """`stdq ARGS` with stderr on a pseudo-terminal (200 columns): (code, stdout, what the terminal got)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    env = {k: v for k, v in runner.env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen([str(STDQ_BIN), *args], stdout=subprocess.PIPE, stderr=slave, env=env, cwd=runner.tmp)
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the process closed its end
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return proc.returncode, out.decode(), screen.decode("utf-8", "replace")
+
+
+def test_a_foreground_in_process_query_shows_its_retries_on_a_terminal(sq):
+    """The 155 s with nothing on the screen: on a terminal the live line says what the
+    in-process query waits for (service, why, attempt k of n, seconds left) and the time spent."""
+    configure(sq, autostart_worker=False)
+    sq.server.add_fault("503", r"/slow/tasks/1$", method="GET", times=2)
+    code, out, screen = run_on_a_terminal(sq, "query", "slow", *SN, "--sync")
+    assert code == 0, screen
+    assert "rows" in out
+    assert "slow: HTTP 503 at http://127.0.0.1" in screen and "/slow/tasks/1; retry 1/" in screen
+    assert "s left)" in screen and "· 0:0" in screen
+    piped = sq.run_process("query", "slow", *SN, "--sync", "--force")  # piped: no live line
+    assert piped.returncode == 0 and "retry" not in piped.stderr
+
+
+def test_a_worker_job_waited_for_on_a_terminal_shows_its_progress(sq):
+    configure(sq, lease_seconds=3.0)
+    code, out, screen = run_on_a_terminal(sq, "query", "slow", *SN, "--seconds", "1")
+    assert code == 0, screen
+    assert "job 1 " in screen and "· 0:0" in screen  # the job, what it does, the time spent
