@@ -14,6 +14,7 @@ pandas and astropy are imported when a method needs them.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -128,7 +129,7 @@ class TargetCatalog:
             for r in list_targets(self._owner.store)
         ]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> builtins.list[dict[str, Any]]:
         """The table's rows as stored (name, ra, dec, source, created_at)."""
         from stdq.targets import list_targets
 

@@ -15,6 +15,7 @@ that job (``reused``). Time comes from the database's clock, so tests inject one
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -527,7 +528,7 @@ class JobQueue:
             counts[row["state"]] = row["n"]
         return counts
 
-    def events(self, job_id: int, after_id: int = 0, last: int | None = None) -> list[JobEvent]:
+    def events(self, job_id: int, after_id: int = 0, last: int | None = None) -> builtins.list[JobEvent]:
         """The job's events after event AFTER_ID (only the LAST ones when given), oldest first."""
         if last is not None:
             rows = self.conn.execute(
@@ -557,7 +558,7 @@ class JobQueue:
         ).fetchone()
         return bool(row[0])
 
-    def running(self) -> list[Job]:
+    def running(self) -> builtins.list[Job]:
         """The running jobs, oldest first."""
         return [
             Job.from_row(r)
@@ -614,7 +615,7 @@ class JobQueue:
         with self._tx() as conn:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id(pid),))
 
-    def live_workers(self, lease_seconds: float) -> list[dict[str, Any]]:
+    def live_workers(self, lease_seconds: float) -> builtins.list[dict[str, Any]]:
         """The workers whose heartbeat is fresh and whose process (on this host) exists."""
         return live_workers(self.conn, lease_seconds, now=self.now())
 

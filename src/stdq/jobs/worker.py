@@ -162,7 +162,7 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
             "(a second signal exits at once)"
         )
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
