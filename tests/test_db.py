@@ -188,6 +188,35 @@ def test_processes_upgrading_one_old_database_at_once_apply_each_migration_once(
         assert out.strip() == str(SCHEMA_VERSION)
 
 
+CLOSE_ONE = """
+import sys
+from stdq.db import Database
+database = Database(sys.argv[1])
+database.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+database.close()
+"""
+
+
+def test_opening_a_second_database_keeps_the_locks_of_the_first(tmp_path):
+    """A plain open()+close() of the file (the header check) would drop this process's
+    SQLite locks; another process closing its connection would then delete the WAL in use."""
+    data_dir = tmp_path / "data"
+    first = Database(data_dir)
+    with first.transaction() as conn:
+        insert_job(conn)
+    second = Database(data_dir)
+    assert second.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    done = subprocess.run([sys.executable, "-c", CLOSE_ONE, str(data_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / f"{DB_NAME}-wal").exists()  # still ours: the other process was not last
+    with first.transaction() as conn:
+        insert_job(conn)
+    assert second.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 2
+    first.close()
+    second.close()
+    assert db._OPEN_FILES == {}
+
+
 # -- the Database object ------------------------------------------------------------------------
 
 

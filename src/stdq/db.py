@@ -151,9 +151,44 @@ def db_path(data_dir: Path | str) -> Path:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that knows its :class:`Database` (so ``transaction(conn)`` can use it)."""
+    """A connection that knows its :class:`Database` (so ``transaction(conn)`` can use it)
+    and, while open, counts in ``_OPEN_FILES`` for its file."""
 
     stdq_db: weakref.ReferenceType[Database] | None = None
+    stdq_file: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        key, self.stdq_file = self.stdq_file, None
+        if key is not None:
+            _release_file(key)
+
+
+# POSIX: closing ANY descriptor of a file drops every lock this process holds on it, and SQLite
+# keeps its locks as such (another process may then checkpoint or delete the WAL under us). So
+# the header check, a plain open() and close(), runs only while no connection of this process
+# has the file open, under this lock (no connection can open meanwhile).
+_OPEN_LOCK = threading.Lock()
+_OPEN_FILES: dict[str, int] = {}  # database file -> connections of this process open on it
+
+
+def _reserve_file(path: Path) -> str:
+    """Count one more connection on PATH (checking its header first if it is the first)."""
+    key = os.path.realpath(path)
+    with _OPEN_LOCK:
+        if not _OPEN_FILES.get(key):
+            check_header(path)
+        _OPEN_FILES[key] = _OPEN_FILES.get(key, 0) + 1
+    return key
+
+
+def _release_file(key: str) -> None:
+    with _OPEN_LOCK:
+        left = _OPEN_FILES.get(key, 0) - 1
+        if left > 0:
+            _OPEN_FILES[key] = left
+        else:
+            _OPEN_FILES.pop(key, None)
 
 
 def _bad(path: Path, what: str, todo: str = MOVE_AWAY) -> ConfigError:
@@ -410,19 +445,6 @@ class transaction(AbstractContextManager[sqlite3.Connection]):
 # -- the database of one data directory ------------------------------------------------------
 
 
-_OPEN_LOCK = threading.Lock()
-_OPEN_FILES: dict[str, int] = {}  # database file -> connections of this process open on it
-
-
-def _release_file(key: str) -> None:
-    with _OPEN_LOCK:
-        left = _OPEN_FILES.get(key, 0) - 1
-        if left > 0:
-            _OPEN_FILES[key] = left
-        else:
-            _OPEN_FILES.pop(key, None)
-
-
 class Database:
     """The database of one data directory: ONE lazily opened connection, for its thread.
 
@@ -447,7 +469,6 @@ class Database:
         self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
         self._ephemeral = False  # an in-memory stand-in while the file does not exist
-        self._file_key: str | None = None  # counted in _OPEN_FILES while open
         self._writable: bool | None = None
 
     # -- state ------------------------------------------------------------------------------
@@ -494,21 +515,13 @@ class Database:
             migrate(conn)
         else:
             self._ephemeral = False
-            key = os.path.realpath(self.path)
-            with _OPEN_LOCK:
-                first = not _OPEN_FILES.get(key)
-                _OPEN_FILES[key] = _OPEN_FILES.get(key, 0) + 1
+            key = _reserve_file(self.path)
             try:
-                # POSIX: closing any descriptor of the file drops every SQLite lock this
-                # process holds on it (then another process may delete the WAL under us):
-                # read the header only while no connection of this process has it open.
-                if first:
-                    check_header(self.path)
                 conn = self._open_file()
             except BaseException:
                 _release_file(key)
                 raise
-            self._file_key = key
+            conn.stdq_file = key  # released by conn.close()
         conn.stdq_db = weakref.ref(self)
         return conn
 
@@ -586,10 +599,6 @@ class Database:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        key = self._file_key
-        if key is not None:
-            self._file_key = None
-            _release_file(key)
         self._ephemeral = False
 
     def __enter__(self) -> Database:
