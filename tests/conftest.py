@@ -177,6 +177,7 @@ def run_in_process(
         sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     groups = _click_groups()
+    reset_stdq_state()  # also what tests calling stdq directly left cached
     timed_out = threading.Event()
     timer = None
     if timeout and threading.current_thread() is threading.main_thread():

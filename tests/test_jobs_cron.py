@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_jobs_cli import configure, slow_runner
 
-from conftest import ROOT, STDQ_BIN, stop_workers
+from conftest import ROOT, STDQ_BIN, stop_workers, wait_until
 from stdq.testing import slow
 from stdq.testing.fakeserver import FakeServer
 
@@ -71,13 +71,15 @@ def test_nightly_collects_tables_and_reports_failures(cron):
 def test_nightly_all_good_exits_0_and_a_timeout_exits_75(cron):
     good = nightly(cron, ["SN 2023ixf | 210.910674 | 54.311650", "Empty Field | 150.0 | -30.0"])
     assert good.returncode == 0, good.stdout + good.stderr
-    slow_night = nightly(cron, ["NGC 3642 | 170.5750583 | 59.0742417"], "--seconds", "60", timeout_s="1")
+    slow_night = nightly(cron, ["NGC 3642 | 170.5750583 | 59.0742417"], "--seconds", "60", timeout_s="0.3")
     assert slow_night.returncode == 75, slow_night.stdout + slow_night.stderr
     assert "WAITING NGC 3642: job 3 has not finished" in slow_night.stdout
     # run again: the identical query finds the running job instead of submitting a second one
-    again = nightly(cron, ["NGC 3642 | 170.5750583 | 59.0742417"], "--seconds", "60", timeout_s="1")
+    again = nightly(cron, ["NGC 3642 | 170.5750583 | 59.0742417"], "--seconds", "60", timeout_s="0.3")
     assert "job 3 has not finished" in again.stdout
-    assert len(cron.server.log_of(emulator="slow", method="POST")) == 3
+    posts = lambda: len(cron.server.log_of(emulator="slow", method="POST"))  # noqa: E731
+    wait_until(lambda: posts() >= 3, timeout=30, what="the worker to start job 3")
+    assert posts() == 3
 
 
 def test_usage_error_exits_2(tmp_path):
