@@ -86,13 +86,13 @@ def test_sync_query_values_follow_the_zfps_rules(stdq):
     raw = {r["pid"]: r for r in parse_lc(raw_text)}
     rows = read_rows(folder / "photometry.csv")
     meta = json.loads((folder / "product.json").read_text())
-    # left out: two sentinel/null fluxes, procstatus 57 and "56,57" (compared as text)
+    # left out: the null flux (procstatus 0) and the -99999 flux, counted by its procstatus 56;
+    # kept: procstatus 57 (says nothing about the flux) and "56,57" (flagged: 56 warns)
     assert meta["left_out"] == {
-        "rows with null or -99999 forcediffimflux": 2,
-        "rows with procstatus 56,57": 1,
-        "rows with procstatus 57": 1,
+        "rows with null or -99999 forcediffimflux": 1,
+        "rows without a usable flux, procstatus 56 (56 bad or NaN pixels)": 1,
     }
-    assert len(rows) == len(raw) - 4
+    assert len(rows) == len(raw) - 2
     # a worked example: the first g baseline epoch, 38 DN +- 10 DN at zpdiff 26.30
     first = next(r for r in rows if r["source_row_id"] == "2300081018122")
     f = 38 * 10 ** (-0.4 * (26.30 - 23.9))  # 4.16662 uJy
@@ -127,12 +127,15 @@ def test_sync_query_values_follow_the_zfps_rules(stdq):
         fcqfid = int(src["field"]) * 10000 + int(src["ccdid"]) * 100 + int(src["qid"]) * 10 + fid
         assert row["object_id"] == str(fcqfid) == row["ztf_fcqfid"]
         assert row["band"] == {"ZTF_g": "ztfg", "ZTF_r": "ztfr"}[src["filter"]]
-        assert row["ztf_procstatus"] == "0"
-        flags = ((1 if int(src["infobitssci"]) else 0) | (4 if float(src["scisigpix"]) > 25 else 0)
+        assert row["ztf_procstatus"] == src["procstatus"]
+        warns = any(int(code) not in (0, 57, 58, 62) for code in src["procstatus"].split(","))
+        flags = ((1 if int(src["infobitssci"]) or warns else 0)
+                 | (4 if float(src["scisigpix"]) > 25 else 0)
                  | (32 if float(src["sciinpseeing"]) > 5 else 0))
         assert int(row["quality_flag"]) == flags
         assert float(row["ra"]) == 210.910674 and float(row["dec"]) == 54.31165
-    assert sorted(int(r["quality_flag"]) for r in rows if r["quality_flag"] != "0") == [1, 4, 32]
+    assert sorted(int(r["quality_flag"]) for r in rows if r["quality_flag"] != "0") == [1, 1, 4, 32]
+    assert {r["ztf_procstatus"] for r in rows} == {"0", "57", "56,57"}
     assert {r["object_id"] for r in rows} == {"7350521", "7350522", "17680912"}
     # the request: position and JD range (the whole survey up to now, as no time range was given)
     (form,) = emulator.submissions
@@ -162,31 +165,41 @@ def test_baseline_auto_end_to_end(stdq):
     # peak: the highest-SNR epoch is the brightest g epoch, jd 2460093.7088 (start of exposure)
     assert baseline["peak_mjd"] == pytest.approx(60093.2088 + 15 / 86400, abs=1e-7)
     per = baseline["fcqfids"]
-    # baseline fluxes are offset + NOISE; sorted NOISE is -6 -5 -4 -3 -2 -1 0 1 1 2 3 4 5 6: median 0.5
-    assert per["7350521"]["offset_dn"] == 35.5 and per["7350521"]["n_epochs"] == 14
-    assert per["7350522"]["offset_dn"] == -19.5 and per["7350522"]["n_epochs"] == 14
+    assert baseline["unit"] == "uJy"
     # the flagged g epoch (scisigpix 31) is not a baseline epoch
     assert "2300089918122" not in per["7350521"]["epochs"]
-    # reduced chi2 of the baseline: sum((noise - 0.5)^2) = 185.5; / unc^2 / (14 - 1)
-    assert per["7350521"]["chi2_nu"] == pytest.approx(185.5 / 100 / 13)
-    assert per["7350521"]["err_scale"] == 1.0
-    assert per["7350522"]["chi2_nu"] == pytest.approx(185.5 / 4 / 13)
-    assert per["7350522"]["err_scale"] == pytest.approx(math.sqrt(185.5 / 4 / 13))
     assert per["17680912"]["applied"] is False and per["17680912"]["n_epochs"] == 6
     assert "fewer than baseline_min_epochs (10)" in per["17680912"]["reason"]
+    # per fcqfid, in uJy (zpdiff varies inside one): C = the median of the baseline epochs'
+    # fluxes, each converted with its own zpdiff; chi2_nu = sum(((f - C) / err)^2) / (n - 1)
+    offsets = {"17680912": 0.0}
+    for fcqfid in ("7350521", "7350522"):
+        pids = per[fcqfid]["epochs"]
+        assert per[fcqfid]["n_epochs"] == len(pids) == 14 and per[fcqfid]["applied"] is True
+        fluxes = [float(raw[p]["forcediffimflux"]) * factor(float(raw[p]["zpdiff"])) for p in pids]
+        errors = [float(raw[p]["forcediffimfluxunc"]) * factor(float(raw[p]["zpdiff"])) for p in pids]
+        c = statistics.median(fluxes)
+        assert per[fcqfid]["offset_ujy"] == pytest.approx(c, rel=1e-12)
+        chi2 = sum(((f - c) / e) ** 2 for f, e in zip(fluxes, errors, strict=True)) / (len(pids) - 1)
+        assert per[fcqfid]["chi2_nu"] == pytest.approx(chi2, rel=1e-9)
+        # every baseline epoch is more than 100 days before the peak
+        assert all(float(raw[p]["jd"]) - 2400000.5 < baseline["peak_mjd"] - 100 for p in pids)
+        offsets[fcqfid] = c
+    # the offsets are those of the emulator's sky: +35 DN (g) and -20 DN (r), about
+    assert offsets["7350521"] == pytest.approx(35.5 * factor(26.31), rel=0.02)
+    assert offsets["7350522"] == pytest.approx(-19.5 * factor(26.20), rel=0.02)
     rows = read_rows(folder / "photometry.csv")
-    scale_r = math.sqrt(185.5 / 4 / 13)
     for row in rows:
         src = raw[row["source_row_id"]]
         k = factor(float(src["zpdiff"]))
-        c, s = {"7350521": (35.5, 1.0), "7350522": (-19.5, scale_r), "17680912": (0.0, 1.0)}[row["object_id"]]
-        assert float(row["flux_ujy"]) == pytest.approx((float(src["forcediffimflux"]) - c) * k, rel=1e-9, abs=1e-12)
-        assert float(row["flux_err_ujy"]) == pytest.approx(float(src["forcediffimfluxunc"]) * s * k, rel=1e-9)
-        assert float(row["err_scale"]) == pytest.approx(s)
+        c = offsets[row["object_id"]]
+        assert float(row["flux_ujy"]) == pytest.approx(float(src["forcediffimflux"]) * k - c, rel=1e-9, abs=1e-9)
+        assert float(row["flux_err_ujy"]) == pytest.approx(float(src["forcediffimfluxunc"]) * k, rel=1e-9)
+        assert float(row["err_scale"]) == 1.0  # error rescaling is off by default
     # after the correction the corrected baseline of each corrected fcqfid has median 0
     for fcqfid, pids in ((k, v["epochs"]) for k, v in per.items() if v["applied"]):
         corrected = [float(r["flux_ujy"]) for r in rows if r["source_row_id"] in pids]
-        assert statistics.median(corrected) == pytest.approx(0.0, abs=0.05), fcqfid
+        assert statistics.median(corrected) == pytest.approx(0.0, abs=1e-9), fcqfid
 
 
 def test_baseline_options_are_validated(stdq):
@@ -485,15 +498,14 @@ K = 10 ** (-0.4 * (26.0 - 23.9))  # DN -> uJy at zpdiff 26.0
 def test_baseline_correction_removes_a_known_offset(tmp_path, params):
     product, table = process_constructed(tmp_path, params)
     per = product.notes["baseline"]["fcqfids"]
-    assert product.left_out == {"rows with null or -99999 forcediffimflux": 1, "rows with procstatus 61": 1}
-    # sorted deviations -4 -3 -2 -1 0 0 1 2 2 3 4 5: median (0 + 1) / 2 = 0.5
-    assert per["5000521"]["offset_dn"] == 40.5 and per["5000521"]["n_epochs"] == 12
-    assert per["5000522"]["offset_dn"] == -24.5
-    assert per["5000521"]["offset_ujy"] == pytest.approx(40.5 * K)
-    # sum((d - 0.5)^2) = 85: chi2_nu = 85 / unc^2 / 11
-    assert per["5000521"]["chi2_nu"] == pytest.approx(85 / 9 / 11) and per["5000521"]["err_scale"] == 1.0
+    # the null flux is left out; the procstatus-61 row has a usable flux: kept, flagged
+    assert product.left_out == {"rows with null or -99999 forcediffimflux": 1}
+    # sorted deviations -4 -3 -2 -1 0 0 1 2 2 3 4 5: median (0 + 1) / 2 = 0.5 (zpdiff 26 everywhere)
+    assert per["5000521"]["offset_ujy"] == pytest.approx(40.5 * K) and per["5000521"]["n_epochs"] == 12
+    assert per["5000522"]["offset_ujy"] == pytest.approx(-24.5 * K)
+    # sum((d - 0.5)^2) = 85: chi2_nu = 85 / unc^2 / 11 (recorded; errors are not rescaled by default)
+    assert per["5000521"]["chi2_nu"] == pytest.approx(85 / 9 / 11)
     assert per["5000522"]["chi2_nu"] == pytest.approx(85 / 11)
-    assert per["5000522"]["err_scale"] == pytest.approx(math.sqrt(85 / 11))
     assert per["5000523"] == {
         "n_epochs": 9, "applied": False,
         "reason": "9 baseline epochs, fewer than baseline_min_epochs (10); not corrected",
@@ -505,12 +517,14 @@ def test_baseline_correction_removes_a_known_offset(tmp_path, params):
     base = g[g["mjd"] < 59200]
     assert statistics.median(base[base["quality_flag"] == 0]["flux_ujy"]) == pytest.approx(0.0, abs=1e-12)
     assert list(g[g["mjd"] > 59200]["flux_ujy"]) == pytest.approx([(1000.0 * k - 0.5) * K for k in (1, 2, 3)])
-    assert list(r[r["mjd"] > 59200]["flux_ujy"]) == pytest.approx([(-25 + 1000.0 * k + 24.5) * K for k in (1, 2, 3)])
+    assert list(r[r["mjd"] > 59200]["flux_ujy"]) == pytest.approx(
+        [(-25 + 1000.0 * k + 24.5) * K for k in (1, 2, 3)] + [(10.0 + 24.5) * K])
+    assert list(r[r["mjd"] > 59350]["quality_flag"]) == [1]  # procstatus 61 warns
     assert list(i[i["mjd"] > 59200]["flux_ujy"]) == pytest.approx([(15 + 1000.0 * k) * K for k in (1, 2, 3)])
     flagged = g[g["quality_flag"] == 4]
     assert list(flagged["flux_ujy"]) == pytest.approx([(500 - 40.5) * K])
-    assert list(r["err_scale"].unique()) == pytest.approx([math.sqrt(85 / 11)])
-    assert list(r["flux_err_ujy"])[0] == pytest.approx(1.0 * math.sqrt(85 / 11) * K)
+    assert list(r["err_scale"].unique()) == [1.0]
+    assert list(r["flux_err_ujy"])[0] == pytest.approx(1.0 * K)
     assert set(g["err_scale"]) == {1.0} and set(i["err_scale"]) == {1.0}
     # no baseline row is a detection any more (|d - 0.5| <= 5.5 DN, 3 DN errors: snr < 3 for g)
     assert not base[base["quality_flag"] == 0]["detected"].any()
