@@ -297,16 +297,16 @@ def test_fakeserver_truncate_and_hang(fake_server):
     assert len(fake_server.log_of(emulator="sesame")) == 2 and len(waits) == 1
 
     # one hang longer than the timeout: retried, then answered
-    fake_server.add_fault("hang", "nph-sesame", times=1, seconds=2.0)
-    with Client("sesame", timeout=0.5, max_retries=2, sleep=waits.append) as client:
+    fake_server.add_fault("hang", "nph-sesame", times=1, seconds=0.6)
+    with Client("sesame", timeout=0.2, max_retries=2, sleep=waits.append) as client:
         response = client.get(url)
     assert response.status_code == 200 and "%J" in response.text
     # (the hung request is logged only when the server wakes up, so the log is not counted here)
 
     # hangs on every try: a temporary failure naming the service
-    fake_server.add_fault("hang", "nph-sesame", times=3, seconds=2.0)
+    fake_server.add_fault("hang", "nph-sesame", times=3, seconds=0.6)
     with (
-        Client("sesame", timeout=0.5, max_retries=2, sleep=waits.append) as client,
+        Client("sesame", timeout=0.2, max_retries=2, sleep=waits.append) as client,
         pytest.raises(TemporaryFailure, match="sesame: timed out") as err,
     ):
         client.get(url)
