@@ -567,3 +567,24 @@ def test_slow_service_post_lost_makes_one_task(tmp_path, fake_server):
     ctx.close()
     assert emulator.submissions == 1 and product.raw_files
     assert all(t.deleted_at is not None for t in emulator.tasks.values())
+
+
+def test_a_job_shows_its_retries_with_seconds_left(stdq, recorded_waits):
+    """A retry is the job's progress (service, why, attempt k of n) with its wait_until."""
+    from stdq import Stdq
+
+    stdq.server.emulator("atlas").queue_seconds = 0.0
+    stdq.server.add_fault("503", r"/queue/\d+/$", method="GET", times=1)
+    shown: list[tuple[str, float | None]] = []
+    with Stdq(stdq.config_path, stdq.data_dir) as s:
+        job = s.submit("atlas", ra=SN.ra, dec=SN.dec, runner="inprocess")
+        before = time.time()
+        ended = s.run(job.id, on_progress=lambda text, until=None: shown.append((text, until)))
+        events = [e.message for e in s.events(job.id) if e.kind == "retry"]
+    assert ended.state == "succeeded"
+    retries = [(text, until) for text, until in shown if "retry 1/" in text]
+    assert retries, shown
+    text, until = retries[0]
+    assert text.startswith("atlas: HTTP 503 at ") and text.endswith("; retry 1/2")
+    assert until is not None and before < until <= time.time() + 60
+    assert events and events[0].startswith(text) and recorded_waits
