@@ -543,7 +543,11 @@ class Client:
         refused redirect, ResponseTooLarge past MAX_BYTES."""
         import httpx
 
-        request = self.client.build_request(method, url, timeout=self._timeout(end), **kw)
+        try:
+            request = self.client.build_request(method, url, timeout=self._timeout(end), **kw)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise QueryFailed(f"{self.service}: not a URL stdq can fetch:"
+                              f" {self.safe_url(url)} ({exc})") from None
         first_origin = origin(str(request.url))
         hops = 0
         while True:
@@ -551,7 +555,10 @@ class Client:
                 response = self.client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 raise _Problem(self._network_text(exc), reached=False) from None
-            except (httpx.UnsupportedProtocol, httpx.ProxyError, httpx.LocalProtocolError) as exc:
+            except httpx.UnsupportedProtocol:
+                raise QueryFailed(f"{self.service}: not a URL stdq can fetch:"
+                                  f" {self.safe_url(request.url)}") from None
+            except (httpx.ProxyError, httpx.LocalProtocolError) as exc:
                 raise _Problem(self._network_text(exc), reached=False) from None
             except httpx.TransportError as exc:  # read/write timeouts, resets, lost answers
                 raise _Problem(self._network_text(exc), reached=True) from None
