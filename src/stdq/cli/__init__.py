@@ -167,7 +167,6 @@ class AppState:
         self.json = json_output
         self.verbose = verbose
         self._stdq: Any = None
-        self._settings: Any = None
 
     @property
     def stdq(self) -> Any:
@@ -181,14 +180,8 @@ class AppState:
 
     @property
     def settings(self) -> Any:
-        """The settings in effect (those of the open Stdq, else read and checked now)."""
-        if self._stdq is not None:
-            return self._stdq.settings
-        if self._settings is None:
-            from stdq.registry import load_settings
-
-            self._settings = load_settings(self.config, self.data_dir)
-        return self._settings
+        """The settings in effect: those of the run's one Stdq."""
+        return self.stdq.settings
 
     def close(self) -> None:
         if self._stdq is not None:
