@@ -218,19 +218,20 @@ def test_ensure_worker_rules(make_settings, tmp_path, server, monkeypatch):
     on = make_settings(autostart_worker=True)
     clock = Clock(time.time())
     queue = JobQueue(Database(tmp_path / "data", clock=clock))
-    queue.submit("slow", SN, {})
-    assert ensure_worker(off) is None  # autostart off
-    assert ensure_worker(on) == 4242
-    assert ensure_worker(on) is None  # the spawned worker is registered: no second one
+    job = queue.submit("slow", SN, {})
+    assert ensure_worker(off, queue) is None  # autostart off
+    assert ensure_worker(on, queue) == 4242
+    assert ensure_worker(on, queue) is None  # the spawned worker is registered: no second one
     assert spawned == [1]
-    queue.conn.execute("DELETE FROM workers")
+    queue.unregister_worker(4242)
     queue.register_worker(99999, burst=False, concurrency=1)
     assert ensure_worker(on, queue) is None  # a live worker exists
     clock.advance(60)  # no heartbeat for a minute (> lease and spawn grace): dead
     assert ensure_worker(on, queue) == 4242
-    queue.conn.execute("DELETE FROM workers")
-    queue.conn.execute("UPDATE jobs SET state = 'succeeded'")
-    assert ensure_worker(on) is None  # nothing to run
+    queue.unregister_worker(4242)
+    queue.finish(job.id, "cancelled", note="done with it")
+    assert ensure_worker(on, queue) is None  # nothing to run
+    assert spawned == [1, 1]
 
 
 @pytest.mark.slow
