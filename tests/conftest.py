@@ -383,9 +383,27 @@ def stop_workers(runner: StdqRunner) -> None:
             continue
     deadline = time.monotonic() + 15
     for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether PID runs: a child of this process that has exited is reaped here (a worker
+    spawned by an in-process `stdq` is our child), and a zombie counts as gone."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

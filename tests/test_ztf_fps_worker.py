@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import time
 
 import pytest
 from test_ztf_fps import CREDS_ENV, SECRET_FORMS, SN, settings_without_credentials
 
-from conftest import stop_workers, wait_until
+from conftest import process_alive, stop_workers, wait_until, worker_pids
 from stdq import Stdq
 
 
@@ -118,16 +117,4 @@ def test_foreground_query_through_an_autostarted_worker_keeps_secrets_out(wq):
 
 
 def _live_worker_pids(runner) -> list[int]:
-    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3")
-    try:
-        pids = [r[0] for r in conn.execute("SELECT pid FROM workers")]
-    finally:
-        conn.close()
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-            alive.append(pid)
-        except ProcessLookupError:
-            continue
-    return alive
+    return [pid for pid in worker_pids(runner) if process_alive(pid)]
