@@ -430,3 +430,13 @@ def test_a_worker_job_waited_for_on_a_terminal_shows_its_progress(sq):
     code, out, screen = run_on_a_terminal(sq, "query", "slow", *SN, "--seconds", "1")
     assert code == 0, screen
     assert "job 1 " in screen and "· 0:0" in screen  # the job, what it does, the time spent
+
+
+def test_logs_follow_on_a_terminal_keeps_the_events_on_stdout(sq):
+    """The live line of `jobs logs -f` is on stderr; the events stay on stdout (piped here)."""
+    job = submit(sq, *SN, "--seconds", "1")
+    code, out, screen = run_on_a_terminal(sq, "jobs", "logs", str(job), "-f")
+    assert code == 0, screen
+    lines = out.strip().splitlines()
+    assert lines[0].split()[2] == "submitted" and lines[-1].split()[2] == "succeeded"
+    assert f"job {job} " in screen and "· 0:0" in screen and "submitted" not in screen

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,6 +26,9 @@ from stdq.cli.common import (
     output_options,
 )
 from stdq.errors import EXIT_TEMPORARY, BadInput, Interrupted
+
+if TYPE_CHECKING:
+    from stdq.records import JobEvent
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -129,12 +133,17 @@ def logs(job_id: int, follow: bool, lines: int | None) -> None:
     show_.events(events, state.json)
     if not follow:
         return
+    from stdq.cli.live import wait_display
+
     try:
-        sdq.follow_events(
-            job_id,
-            after_id=events[-1].id if events else 0,
-            on_events=lambda batch: show_.events(batch, state.json),
-        )
+        with wait_display(state) as display:
+            display.jobs([sdq.job(job_id)])
+
+            def on_events(batch: list[JobEvent]) -> None:
+                show_.events(batch, state.json, echo=display.echo)
+                display.jobs([sdq.job(job_id)])  # the live line: what the job does now
+
+            sdq.follow_events(job_id, after_id=events[-1].id if events else 0, on_events=on_events)
     except KeyboardInterrupt:
         raise Interrupted(f"stopped following job {job_id}; it goes on") from None
 

@@ -116,6 +116,19 @@ class WaitDisplay:
         else:
             self.say(text)
 
+    def echo(self, text: str) -> None:
+        """A result line for stdout; above the live line when stdout is that terminal too."""
+        import sys
+
+        import click
+
+        if self._live is not None and sys.stdout.isatty():
+            from rich.text import Text
+
+            self._live.console.print(Text(text))
+        else:
+            click.echo(text)
+
     # -- drawing -------------------------------------------------------------------------
     def line(self, now: float | None = None) -> str:
         """The live line now: text, seconds left of the announced wait, time spent."""
@@ -134,7 +147,11 @@ class WaitDisplay:
 
             from stdq.cli.common import console
 
-            self._live = Live(self, console=console(stderr=True), transient=True, refresh_per_second=4)
+            # stdout is never redirected: results stay on stdout, wherever it goes
+            self._live = Live(
+                self, console=console(stderr=True), transient=True, refresh_per_second=4,
+                redirect_stdout=False,
+            )
             self._live.start()
         return self
 

@@ -160,10 +160,10 @@ def event_line(event: JobEvent) -> str:
     return f"  {fmt_time(event.ts)}  {event.kind:<10} {text}"
 
 
-def events(batch: Sequence[JobEvent], as_json: bool) -> None:
+def events(batch: Sequence[JobEvent], as_json: bool, echo: Any = click.echo) -> None:
     """`jobs logs`: one line per event (one JSON object per line with --json -f)."""
     for event in batch:
-        click.echo(json.dumps(event.to_json()) if as_json else event_line(event).lstrip())
+        echo(json.dumps(event.to_json()) if as_json else event_line(event).lstrip())
 
 
 def wait_line(job: Job, now: float) -> str:
