@@ -120,7 +120,7 @@ def _read(data: Any, stream: Any) -> tuple[pd.DataFrame, int]:
     # The real files separate fields by runs of spaces: the C parser's single-space mode
     # (skipinitialspace) reads them right and fast. Tabs or CRs take the general
     # whitespace mode, as does a line with a trailing space (a ParserError here).
-    modes = [{"sep": r"\s+"}]
+    modes: list[dict[str, Any]] = [{"sep": r"\s+"}]
     if data.find(b"\t") < 0 and data.find(b"\r") < 0:
         modes.insert(0, {"sep": " ", "skipinitialspace": True})
     # The number of fields comes from the first row: a row with more is a ParserError,
@@ -232,10 +232,11 @@ def _clock_table() -> np.ndarray:
 
     seconds = np.arange(86_400)
     table = np.empty((86_400, 9), dtype=np.uint32)
-    for column, value in enumerate(
-        (seconds // 36000, seconds // 3600 % 10, -1, seconds // 600 % 6, seconds // 60 % 10, -1,
-         seconds % 60 // 10, seconds % 10, -2)
-    ):
+    digits: tuple[Any, ...] = (
+        seconds // 36000, seconds // 3600 % 10, -1, seconds // 600 % 6, seconds // 60 % 10, -1,
+        seconds % 60 // 10, seconds % 10, -2,
+    )
+    for column, value in enumerate(digits):
         if isinstance(value, int):
             table[:, column] = ord(":") if value == -1 else ord(".")
         else:

@@ -261,7 +261,7 @@ def _check_last_line(tail: bytes, n_fields: int, *, header_only: bool) -> None:
 def read_answer(raw: RawFile | Any, kind: str) -> pd.DataFrame:
     """One stored answer (CSV or JSON, by its file name) of KIND "detection" or "mean"."""
     name = getattr(raw, "name", str(raw))
-    path = getattr(raw, "path", raw)
+    path: Any = getattr(raw, "path", raw)
     if name.endswith(".json"):
         with open(path, "rb") as fh:
             return read_mast_json(fh.read())
