@@ -17,8 +17,6 @@ from test_atlas_limiter import max_in_window
 from conftest import stop_workers, wait_until, worker_pids
 from stdq.testing.atlas import TEST_TOKEN
 
-pytest.importorskip("stdq.jobs.worker")
-
 POS = ("--ra", "210.910674", "--dec", "54.311650")
 
 
