@@ -25,7 +25,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from stdq import db as db_module
 from stdq.db import Database
 from stdq.errors import BadInput
 from stdq.records import (
@@ -137,23 +136,13 @@ class JobQueue:
 
     def now(self) -> float:
         """The time of the database's clock (injectable: tests pass their own)."""
-        clock = getattr(self.db, "clock", None)
-        if clock is None:  # pragma: no cover - an older Database
-            import time
-
-            return time.time()
-        return float(clock())
+        return float(self.db.clock())
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        transaction = getattr(self.db, "transaction", None)
-        if transaction is not None:
-            return transaction()  # type: ignore[no-any-return]
-        return db_module.transaction(self.conn)  # pragma: no cover - an older Database
+        return self.db.transaction()
 
     def _writable(self, what: str) -> None:
-        check = getattr(self.db, "require_writable", None)
-        if check is not None:
-            check(what)
+        self.db.require_writable(what)
 
     def close(self) -> None:
         if self._owned:

@@ -53,7 +53,7 @@ class Heartbeat:
         self.owner = owner
         self.lease_seconds = float(lease_seconds)
         self.data_dir = queue.data_dir
-        self.clock = getattr(queue.db, "clock", None)
+        self.clock = queue.db.clock
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -75,7 +75,7 @@ class Heartbeat:
         from stdq.db import Database
 
         # its own Database: sqlite3 objects stay in the thread that made them
-        database = Database(self.data_dir, clock=self.clock) if self.clock else Database(self.data_dir)
+        database = Database(self.data_dir, clock=self.clock)
         queue = JobQueue(database)
         try:
             while not self._stop.wait(self.interval):
