@@ -251,3 +251,17 @@ def test_without_plugins_the_help_lists_the_built_in_commands_only(runner):
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
     assert listed[:7] == ["query", "jobs", "targets", "products", "services", "config", "demo"]
     assert "hello" not in result.stdout
+
+
+def test_built_in_commands_never_read_the_entry_points(plugin):
+    from stdq import registry
+
+    def scans() -> int:
+        return registry.SCANS.get(registry.COMMAND_GROUP, 0)
+
+    before = scans()
+    assert plugin.run("products", "list").returncode == 0
+    assert plugin.run("jobs", "status").returncode == 0
+    assert scans() == before  # a built-in command is found without them
+    assert plugin.run("--help").returncode == 0
+    assert scans() == before + 1  # the listing reads them once
