@@ -509,9 +509,12 @@ class Stdq:
             self.notice(f"warning: could not start a worker ({exc}); run one: stdq jobs worker")
 
     # -- products ---------------------------------------------------------------------------
-    def products(self, target: str | None = None) -> list[Product]:
-        """Catalog rows, newest first; only TARGET's (its name, or J<ra>+<dec>) when given."""
-        return self.store.products(target.strip() if target else None)
+    def products(
+        self, target: str | None = None, *, service: str | None = None, limit: int | None = None
+    ) -> list[Product]:
+        """Catalog rows, newest first; only TARGET's (its name, or J<ra>+<dec>, case ignored)
+        and SERVICE's when given; at most LIMIT."""
+        return self.store.products(target.strip() if target else None, service=service, limit=limit)
 
     def product(self, product_id: int) -> Product:
         """One product, with product.json and each raw file checked against its sha256
