@@ -276,3 +276,50 @@ def test_form_bools_given_as_text_parse_strictly():
         with pytest.raises(BadInput) as info:
             Form({"reduced": bad}).clean()
         assert info.value.exit_code == 2 and info.value.message.startswith("--reduced:")
+
+
+def test_follow_events_hands_out_each_event_once_until_the_job_ends(sdq):
+    job = sdq.submit("panstarrs", SN, runner="inprocess")
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the job runs while the loop pauses
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            sdq.run(job.id)
+
+    sdq.sleep = sleep
+    seen: list = []
+    ended = sdq.follow_events(job.id, on_events=seen.extend)
+    assert ended.state is JobState.SUCCEEDED and pauses == pytest.approx([0.05, 0.075])
+    ids = [e.id for e in seen]
+    assert ids == sorted(set(ids)) and ids == [e.id for e in sdq.events(job.id)]
+    assert seen[0].kind == "submitted" and seen[-1].kind == "succeeded"
+
+
+def test_ctrl_c_in_a_wait_propagates(sdq):
+    job = sdq.submit("atlas", SN, mjd_min=60001)
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    sdq.sleep = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        sdq.wait([job.id])
+    assert sdq.job(job.id).state is JobState.QUEUED  # the job goes on
+
+
+def test_an_inprocess_job_whose_process_died_settles_the_wait_and_says_retry(sdq):
+    from stdq.records import hostname
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    job = sdq.submit("panstarrs", SN, runner="inprocess")
+    sdq.queue.claim(f"{hostname()}:{done.stdout.strip()}:abcdef", 3600, job_id=job.id,
+                    runner="inprocess")
+    (seen,) = sdq.wait([job.id], timeout=5)
+    assert seen.state is JobState.RUNNING and seen.is_abandoned() and wait_exit_code([seen]) == 1
+    with pytest.raises(StdqError) as info:
+        sdq.result(job.id)
+    assert info.value.exit_code == 1 and f"stdq jobs retry {job.id}" in info.value.hint
+    assert sdq.retry(job.id).state is JobState.QUEUED
+    assert sdq.run(job.id).state is JobState.SUCCEEDED
