@@ -28,35 +28,35 @@ def check_files(files: list[Path]) -> None:
     assert any(p.parent.name == "raw" for p in files)  # raw answers are kept beside each table
 
 
+def listing(files: list[Path], folder: Path) -> list[str]:
+    """The files relative to FOLDER, product ids as "#" (they depend on which background
+    job ended first)."""
+    return sorted(
+        "/".join("#" if part.isdigit() else part for part in p.relative_to(folder).parts) for p in files
+    )
+
+
 @pytest.mark.slow
-def test_demo_runs_every_builtin_service(tmp_path):
+def test_demo_runs_every_builtin_service_and_says_so_in_json_too(tmp_path):
+    """Each file on a line of its own; `stdq --json demo` (which used to ignore the flag)
+    lists the same files as {"dir", "files"}."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1"}
     result = subprocess.run(
-        [str(STDQ_BIN), "demo", "--dir", str(tmp_path / "demo")],
+        [str(STDQ_BIN), "demo", "--dir", str(tmp_path / "text")],
         capture_output=True, text=True, timeout=180, env=env,
     )
     assert result.returncode == 0, result.stderr
-    check_files([Path(line) for line in result.stdout.splitlines() if line.strip()])
+    files = [Path(line) for line in result.stdout.splitlines() if line.strip()]
+    check_files(files)
     # the ATLAS and ZTF forced-photometry jobs went through a background worker
     assert "queued as job" in result.stderr
     assert "atlas job" in result.stderr and "succeeded" in result.stderr
 
-
-@pytest.mark.slow
-def test_demo_json_before_and_after_the_command(tmp_path):
-    """`stdq --json demo` used to ignore the flag: now both spellings print {"dir", "files"}."""
-    env = {"HOME": str(tmp_path), "NO_COLOR": "1", "STDQ_CONFIG": None, "STDQ_DATA_DIR": None}
-    before = run_in_process(["--json", "demo", "--dir", str(tmp_path / "a")], env=env, cwd=tmp_path)
-    after = run_in_process(["demo", "--dir", str(tmp_path / "b"), "--json"], env=env, cwd=tmp_path)
-    listings = []
-    for result, folder in ((before, tmp_path / "a"), (after, tmp_path / "b")):
-        assert result.returncode == 0, result.stderr
-        data = json.loads(result.stdout)
-        assert set(data) == {"dir", "files"} and data["dir"] == str(folder)
-        files = [Path(p) for p in data["files"]]
-        check_files(files)
-        # product ids depend on which background job ended first: "#" for each
-        listings.append(sorted(
-            "/".join("#" if part.isdigit() else part for part in p.relative_to(folder).parts) for p in files
-        ))
-    assert listings[0] == listings[1]
+    in_process_env = {"HOME": str(tmp_path), "NO_COLOR": "1", "STDQ_CONFIG": None, "STDQ_DATA_DIR": None}
+    folder = tmp_path / "json"
+    as_json = run_in_process(["--json", "demo", "--dir", str(folder)], env=in_process_env, cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert set(data) == {"dir", "files"} and data["dir"] == str(folder)
+    check_files([Path(p) for p in data["files"]])
+    assert listing([Path(p) for p in data["files"]], folder) == listing(files, tmp_path / "text")
