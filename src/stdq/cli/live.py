@@ -96,6 +96,8 @@ class WaitDisplay:
 
     def jobs(self, jobs: Sequence[Job]) -> None:
         """The poll loop's callback: the current state of the jobs waited for."""
+        if all(job.final for job in jobs):
+            return  # the wait is over: its callers say how the jobs ended
         text, until = jobs_text(jobs, self.clock())
         self._set(text, until)
 
