@@ -32,6 +32,13 @@ CREDS_ENV = {"STDQ_ZTF_FPS_EMAIL": EMAIL, "STDQ_ZTF_FPS_USERPASS": USERPASS}
 SECRET_FORMS = (EMAIL, USERPASS, EMAIL.replace("@", "%40"))
 
 
+@pytest.fixture(autouse=True)
+def quick_requests(request):
+    """Emulated requests end 0.1 s after their submission (instead of 1 s): fewer polls to wait."""
+    if "fake_server" in request.fixturenames:
+        request.getfixturevalue("fake_server").emulator("zfps").delay = 0.1
+
+
 def settings_without_credentials(server, extra: str = "") -> str:
     """The emulators' settings with the test account's lines taken out."""
     lines = settings_toml(server, extra).splitlines()
