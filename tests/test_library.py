@@ -323,3 +323,14 @@ def test_an_inprocess_job_whose_process_died_settles_the_wait_and_says_retry(sdq
     assert info.value.exit_code == 1 and f"stdq jobs retry {job.id}" in info.value.hint
     assert sdq.retry(job.id).state is JobState.QUEUED
     assert sdq.run(job.id).state is JobState.SUCCEEDED
+
+
+def test_form_ints_are_not_truncated():
+    class Form(QueryForm):
+        fields = (Field("stack", "int"),)
+
+    for given, value in [(3, 3), ("3", 3), (" 7 ", 7), (4.0, 4)]:
+        assert Form({"stack": given}).clean() == {"stack": value}
+    for bad in (1.7, "1.5", "three", True):
+        with pytest.raises(BadInput, match="^--stack:"):
+            Form({"stack": bad}).clean()

@@ -110,6 +110,19 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(value)
 
 
+def parse_int(value: Any) -> int:
+    """An int, a whole float, or the text of an integer; ValueError else (no truncation)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return int(str(value).strip())
+
+
 class QueryForm:
     """The fields of one service's query, and their validation.
 
@@ -154,7 +167,7 @@ class QueryForm:
                     raise ValueError
                 return result
             if f.type == "int":
-                return int(value)
+                return parse_int(value)
             if f.type == "bool":
                 return parse_bool(value)
             if f.type == "choice":
