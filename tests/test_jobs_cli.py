@@ -440,3 +440,14 @@ def test_logs_follow_on_a_terminal_keeps_the_events_on_stdout(sq):
     lines = out.strip().splitlines()
     assert lines[0].split()[2] == "submitted" and lines[-1].split()[2] == "succeeded"
     assert f"job {job} " in screen and "· 0:0" in screen and "submitted" not in screen
+
+
+def test_piped_waits_report_progress_only_with_verbose(sq):
+    quiet_job = submit(sq, *SN, "--seconds", "0.5")
+    quiet = sq.run("jobs", "wait", str(quiet_job))
+    assert quiet.returncode == 0 and "remote task running" not in quiet.stderr
+    loud_job = submit(sq, *SN, "--seconds", "0.5", "--force")
+    loud = sq.run("-v", "jobs", "wait", str(loud_job))
+    assert loud.returncode == 0
+    assert f"job {loud_job} running: remote task running" in loud.stderr
+    assert loud.stderr.count("remote task running") == 1  # a line when the text changes, not per look
