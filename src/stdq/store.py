@@ -248,21 +248,9 @@ class Store:
         product.notes = dict(meta.get("service_notes", {}))
         return product
 
-    def product_row(self, product_id: int) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
-        return dict(row) if row else None
-
     def list_products(self, target: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM products"
-        args: list[Any] = []
-        if target:
-            sql += " WHERE target = ? COLLATE NOCASE"
-            args.append(target)
-        sql += " ORDER BY id DESC"
-        if limit:
-            sql += " LIMIT ?"
-            args.append(int(limit))
-        return [dict(r) for r in self.conn.execute(sql, args)]
+        """The catalog rows as dicts, newest first (:meth:`products` gives records)."""
+        return [p.row() for p in self.products(target, limit=limit)]
 
     def mark_product(self, product_id: int, **fields: Any) -> None:
         """Update catalog columns of a product (state, rows, detections, left_out, error...)."""
