@@ -60,6 +60,15 @@ class Clock:
         self.now += seconds
 
 
+@pytest.fixture
+def clocked(tmp_path):
+    """(a hand-moved clock, the queue of the data dir on it)."""
+    clock = Clock(time.time())
+    database = Database(tmp_path / "data", clock=clock)
+    yield clock, JobQueue(database)
+    database.close()
+
+
 def emulator(server) -> SlowServiceEmulator:
     return server.emulator("slow")
 
@@ -108,10 +117,9 @@ def test_no_data_is_a_success_with_zero_rows(make_settings, queue):
     assert len(ended.products) == 1  # the raw answer is kept
 
 
-def test_temporary_failure_is_queued_again_with_backoff_then_fails(make_settings, tmp_path, server):
+def test_temporary_failure_is_queued_again_with_backoff_then_fails(make_settings, clocked, server):
     settings = make_settings()
-    clock = Clock(time.time())
-    queue = JobQueue(Database(tmp_path / "data", clock=clock))
+    clock, queue = clocked
     # a POST that creates remote work is never re-sent: one try per attempt, answered 503
     server.add_fault("503", r"/slow/tasks$", method="POST", times=2)
     job = queue.submit("slow", SN, {}, max_attempts=2)  # as [tasks] max_attempts = 2 would
@@ -210,14 +218,13 @@ def test_cancel_of_a_running_job_deletes_the_remote_task(make_settings, queue, s
     assert emulator(server).tasks[1].deleted_at is not None
 
 
-def test_ensure_worker_rules(make_settings, tmp_path, server, monkeypatch):
+def test_ensure_worker_rules(make_settings, clocked, server, monkeypatch):
     spawned = []
     monkeypatch.setattr(worker_mod, "spawn_worker", lambda s: (spawned.append(1) or 4242, s.data_dir / "x.log"))
     monkeypatch.setattr(queue_mod, "pid_alive", lambda pid: True)
     off = make_settings(autostart_worker=False)
     on = make_settings(autostart_worker=True)
-    clock = Clock(time.time())
-    queue = JobQueue(Database(tmp_path / "data", clock=clock))
+    clock, queue = clocked
     job = queue.submit("slow", SN, {})
     assert ensure_worker(off, queue) is None  # autostart off
     assert ensure_worker(on, queue) == 4242
