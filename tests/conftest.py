@@ -67,10 +67,15 @@ def _scrubbed_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("STDQ_") and k not in SCRUBBED}
 
 
+# Loggers a run finds as in a fresh process (whatever an earlier CliRunner.invoke set).
+FRESH_LOGGERS = ("stdq", "httpx", "httpcore")
+
+
 @contextlib.contextmanager
 def _logging_isolated() -> Iterator[None]:
     """The CLI configures logging as in a fresh process (no pytest handlers on the root
-    logger); afterwards every logger is as it was, and handlers it added are closed."""
+    logger, stdq's and httpx's loggers untouched); afterwards every logger is as it was,
+    and handlers the run added are closed."""
     manager = logging.root.manager
     before = {
         name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
@@ -80,6 +85,12 @@ def _logging_isolated() -> Iterator[None]:
     root = (logging.root.level, list(logging.root.handlers))
     logging.root.handlers = []
     logging.root.setLevel(logging.WARNING)
+    for name, lg in manager.loggerDict.items():
+        if isinstance(lg, logging.Logger) and name.split(".")[0] in FRESH_LOGGERS:
+            lg.setLevel(logging.NOTSET)
+            lg.handlers = []
+            lg.propagate = True
+            lg.disabled = False
     try:
         yield
     finally:
