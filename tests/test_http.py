@@ -311,3 +311,68 @@ def test_fakeserver_truncate_and_hang(fake_server):
     ):
         client.get(url)
     assert err.value.exit_code == 75
+
+
+# -- expect_format: one classification of a malformed answer ------------------------------
+
+
+def _answer(body: bytes, ctype: str = "text/plain") -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"Content-Type": ctype},
+                          request=httpx.Request("GET", "https://svc.example/x"))
+
+
+@pytest.mark.parametrize(
+    "body, ctype",
+    [
+        (b"\n\n  <html><head><title>502 Bad Gateway</title></head></html>", "text/plain"),
+        (b"<!DOCTYPE html>\n<html>maintenance</html>", "application/json"),
+        (b"Service down for maintenance\n<p>back soon</p>", "text/html; charset=utf-8"),
+    ],
+)
+def test_expect_format_an_html_page_is_temporary_quoting_its_first_line(body, ctype):
+    from stdq.http import expect_format
+
+    with pytest.raises(TemporaryFailure) as info:
+        expect_format(_answer(body, ctype), "mast", "the catalog search", "JSON")
+    first = next(line.strip() for line in body.decode().splitlines() if line.strip())
+    assert info.value.exit_code == 75
+    assert info.value.message.startswith(
+        f"mast: the catalog search answered an HTML page where JSON was expected: {first!r}"
+    )
+
+
+@pytest.mark.parametrize("body", [b"", b"  \r\n\t\n"])
+def test_expect_format_an_empty_body_is_temporary(body):
+    from stdq.http import expect_format
+
+    with pytest.raises(TemporaryFailure) as info:
+        expect_format(_answer(body), "irsa", "the light-curve download", "a CSV table")
+    assert "irsa: the light-curve download answered an empty body where a CSV table was expected" in (
+        info.value.message
+    )
+
+
+def test_expect_format_accepts_the_expected_format_and_html_when_html_is_expected():
+    from stdq.http import expect_format
+
+    expect_format(_answer(b"ra,dec\n"), "irsa", "the light-curve download", "a CSV table")
+    expect_format(_answer(b'{"data": []}', "application/json"), "mast", "the search", "JSON")
+    expect_format(_answer(b"<html><table></table></html>", "text/html"), "zfps", "the listing",
+                  "an HTML table")
+    with pytest.raises(TemporaryFailure):
+        expect_format(_answer(b"", "text/html"), "zfps", "the listing", "an HTML table")
+
+
+def test_expect_format_quotes_at_most_120_characters_without_secrets():
+    from stdq.http import expect_format
+
+    line = "<html>" + "x" * 50 + " s3cr3t-token ?token=abc&x=1 " + "y" * 200
+    with pytest.raises(TemporaryFailure) as info:
+        expect_format(_answer(line.encode(), "text/html"), "atlas", "the task poll", "JSON",
+                      secrets=["s3cr3t-token"])
+    quoted = info.value.message.split("was expected: ", 1)[1].split("; try again")[0]
+    import ast
+
+    assert len(ast.literal_eval(quoted)) == 120
+    assert "s3cr3t-token" not in info.value.message and "abc" not in info.value.message
+    assert "***" in info.value.message

@@ -706,3 +706,55 @@ def _short_detail(response: httpx.Response, secrets: Iterable[str]) -> str:
         return ""
     text = " ".join(text.split())[:200]
     return f": {redact(text, secrets)}"
+
+
+# -- malformed answers --------------------------------------------------------------
+
+_HTML_START = ("<!doctype", "<html")
+_QUOTE_CHARS = 120
+
+
+def expect_format(
+    response: httpx.Response,
+    service: str,
+    step: str,
+    expected: str,
+    *,
+    secrets: Iterable[str] = (),
+) -> None:
+    """Raise TemporaryFailure (exit 75) when RESPONSE is not in the service's own format.
+
+    An HTML page (Content-Type html, or a body starting with ``<!DOCTYPE``/``<html``)
+    where EXPECTED is not html, or an empty (or all-blank) body, is the one
+    classification of a malformed answer for every service and step: a proxy's
+    error page, a maintenance page, a cut connection. The message says
+    ``"<service>: <step> answered an HTML page where <expected> was expected:
+    '<first non-empty line>'"`` (120 characters at most, secrets masked).
+    "No data" is decided by the caller only from an answer in the expected format.
+    """
+    body = response.content or b""
+    text = body.decode("utf-8", "replace").lstrip("\ufeff")
+    if not text.strip():
+        raise TemporaryFailure(
+            f"{service}: {step} answered an empty body where {expected} was expected;"
+            " try again later"
+        )
+    if "html" in expected.lower():
+        return
+    ctype = response.headers.get("Content-Type", "").lower()
+    head = text.lstrip()[:16].lower()
+    if "html" in ctype or head.startswith(_HTML_START):
+        raise TemporaryFailure(
+            f"{service}: {step} answered an HTML page where {expected} was expected:"
+            f" {first_line(text, secrets)!r}; try again later"
+        )
+
+
+def first_line(text: str, secrets: Iterable[str] = ()) -> str:
+    """TEXT's first non-empty line, stripped, redacted, at most 120 characters."""
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            line = _SECRET_QUERY.sub(r"\1***", redact(line, secrets))
+            return line if len(line) <= _QUOTE_CHARS else line[: _QUOTE_CHARS - 3] + "..."
+    return ""
