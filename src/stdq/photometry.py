@@ -23,17 +23,26 @@ bit   name                   set when
 8     FLAG_MASKED_PIXELS     PS1 ``psfQfPerfect`` < ``min_psf_qf_perfect``
 16    FLAG_BLEND             PS1 ``infoFlag`` BLEND (0x100) or EXT_LIMIT (0x4000)
 32    FLAG_BAD_SEEING        ZFPS ``sciinpseeing`` > 5 pixels
-64    FLAG_ZERO_ERROR        the flux error is zero or negative (SNR undefined)
+64    FLAG_ZERO_ERROR        reserved (was: error <= 0; such rows are now left out)
 ====  =====================  ===========================================================
+
+Values every processor checks (:func:`drop_bad_values`, docs/photometry.md "Rows
+left out"): a row with a non-finite flux or error, an error <= 0, an epoch that
+is not a number, before its survey began (:data:`SURVEY_YEARS`), after it ended,
+or more than a day in the future is left out and counted by reason.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from stdq.store import DataProduct
 
 ZP_AB_UJY = 23.9
 PSF_MAG_ERR = 2.5 / math.log(10)  # 1.0857...
@@ -44,7 +53,7 @@ FLAG_LARGE_ERROR = 4
 FLAG_MASKED_PIXELS = 8
 FLAG_BLEND = 16
 FLAG_BAD_SEEING = 32
-FLAG_ZERO_ERROR = 64
+FLAG_ZERO_ERROR = 64  # reserved: rows with an error <= 0 are left out (drop_bad_values)
 QUALITY_BITS = {
     "survey_code": FLAG_SURVEY_CODE,
     "poor_fit": FLAG_POOR_FIT,
@@ -106,6 +115,170 @@ UNITS = {
     "dec": "deg",
     "sep_arcsec": "arcsec",
 }
+
+
+# -- values every processor checks ---------------------------------------------------
+
+# The survey's operating years: (first MJD, last MJD or None while it observes, as text).
+# An epoch outside them is no measurement of that survey. Bounds are generous: a day
+# or a year early is harmless, a real epoch left out is not (docs/photometry.md).
+SURVEY_YEARS: dict[str, tuple[float, float | None, str]] = {
+    "ATLAS": (57000.0, None, "2014-12-09 (first unit 2015; the service's own mjd_min default)"),
+    "PS1": (54832.0, 57754.0, "2009-01-01 .. 2017-01-01 (DR2 covers 2009-2015)"),
+    "ZTF": (58000.0, None, "2017-09-04 (first light 2017-11-01)"),
+    "Gaia": (56800.0, None, "2014-05-23 (science operations from 2014-07-25)"),
+}
+FUTURE_DAYS = 1.0  # an epoch later than now + this is in the future
+LEFT_NON_FINITE = "non-finite flux or error"
+LEFT_BAD_ERROR = "flux error <= 0"
+LEFT_NO_EPOCH = "epoch not a number"
+LEFT_FUTURE = "epoch in the future"
+INT64_MAX = 2**63 - 1
+
+
+def left_before(survey: str) -> str:
+    """The left-out reason of an epoch before SURVEY began."""
+    return f"epoch before {survey} began"
+
+
+def left_after(survey: str) -> str:
+    """The left-out reason of an epoch after SURVEY ended."""
+    return f"epoch after {survey} ended"
+
+
+def now_mjd(clock: Callable[[], float] = time.time) -> float:
+    """The current UTC MJD (by CLOCK, Unix seconds)."""
+    return clock() / 86400.0 + 40587.0
+
+
+def bad_values(
+    flux: Any,
+    err: Any,
+    mjd: Any,
+    survey: str | None,
+    *,
+    now: float | None = None,
+    require_error: bool = True,
+) -> list[tuple[str, Any]]:
+    """[(reason, mask)] of the rows to leave out, each row under its first reason only.
+
+    FLUX and ERR in any unit, MJD in UTC days (numpy arrays of one length). SURVEY
+    names a row of SURVEY_YEARS (None or an unknown survey: no operating years,
+    the other rules still hold). NOW is the current MJD (default: the clock). With
+    REQUIRE_ERROR false a missing (NaN) error is allowed -- a survey that gives none
+    -- but a given error must still be finite and > 0.
+    """
+    import numpy as np
+
+    flux = np.asarray(flux, dtype="float64")
+    err = np.asarray(err, dtype="float64")
+    mjd = np.asarray(mjd, dtype="float64")
+    now = now_mjd() if now is None else float(now)
+    taken = np.zeros(flux.shape, dtype=bool)
+    out: list[tuple[str, Any]] = []
+
+    def add(reason: str, mask: Any) -> None:
+        nonlocal taken
+        mask = np.asarray(mask, dtype=bool) & ~taken
+        if mask.any():
+            out.append((reason, mask))
+            taken |= mask
+
+    err_missing = np.isnan(err) if not require_error else np.zeros(err.shape, dtype=bool)
+    add(LEFT_NON_FINITE, ~np.isfinite(flux) | (~np.isfinite(err) & ~err_missing))
+    with np.errstate(invalid="ignore"):
+        add(LEFT_BAD_ERROR, (err <= 0) & ~err_missing)
+        add(LEFT_NO_EPOCH, ~np.isfinite(mjd))
+        years = SURVEY_YEARS.get(survey or "")
+        if years is not None:
+            first, last, _ = years
+            add(left_before(str(survey)), mjd < first)
+            if last is not None:
+                add(left_after(str(survey)), mjd > last)
+        add(LEFT_FUTURE, mjd > now + FUTURE_DAYS)
+    return out
+
+
+def drop_bad_values(
+    df: pd.DataFrame,
+    survey: str | None,
+    product: DataProduct,
+    *,
+    now: float | None = None,
+    require_error: bool = True,
+    flux: str = "flux_ujy",
+    err: str = "flux_err_ujy",
+    mjd: str = "mjd",
+) -> pd.DataFrame:
+    """DF without the rows whose values no survey can have, each counted in PRODUCT.
+
+    The one rule every processor applies (``bad_values``): non-finite flux or
+    error, error <= 0, an epoch not a number, outside SURVEY's operating years or in
+    the future. SURVEY None takes each row's ``survey`` column. FLUX, ERR, MJD name
+    the columns (default the normalized ones). DF itself is returned when nothing
+    is left out.
+    """
+    import numpy as np
+
+    n = len(df)
+    if not n:
+        return df
+
+    def values(name: str) -> Any:
+        if name not in df.columns:
+            return np.full(n, np.nan)
+        return np.asarray(df[name].to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
+
+    if survey is None and "survey" in df.columns:
+        drop = np.zeros(n, dtype=bool)
+        surveys = df["survey"].astype(object).to_numpy()
+        for name in sorted({str(s) for s in surveys}):
+            rows = np.array([str(s) == name for s in surveys], dtype=bool)
+            for reason, mask in bad_values(
+                values(flux)[rows], values(err)[rows], values(mjd)[rows], name,
+                now=now, require_error=require_error,
+            ):
+                product.leave_out(reason, int(mask.sum()))
+                where = np.flatnonzero(rows)[mask]
+                drop[where] = True
+    else:
+        found = bad_values(values(flux), values(err), values(mjd), survey, now=now,
+                           require_error=require_error)
+        drop = np.zeros(n, dtype=bool)
+        for reason, mask in found:
+            product.leave_out(reason, int(mask.sum()))
+            drop |= mask
+    if not drop.any():
+        return df
+    return df.loc[~drop].reset_index(drop=True)
+
+
+def check_int64(values: Any, what: str) -> None:
+    """QueryFailed naming WHAT when a value of VALUES (numbers or integer text) is not a
+    whole number that fits a signed 64-bit integer (NaN/None: allowed, a missing value)."""
+    from stdq.errors import QueryFailed
+
+    for value in values:
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                continue
+            digits = text[1:] if text[:1] in "+-" else text
+            ok = digits.isascii() and digits.isdigit() and len(digits) <= 19
+            ok = ok and -INT64_MAX - 1 <= int(text) <= INT64_MAX
+        elif isinstance(value, float):
+            ok = math.isfinite(value) and value.is_integer() and abs(value) < 2.0**63
+        else:
+            try:
+                ok = -INT64_MAX - 1 <= int(value) <= INT64_MAX
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+        if not ok:
+            shown = str(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise QueryFailed(f"{what} {shown!r} is not a 64-bit integer")
 
 
 # -- conversions ------------------------------------------------------------------
