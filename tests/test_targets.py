@@ -9,7 +9,7 @@ import re
 import pytest
 
 from conftest import assert_clean_error
-from stdq.errors import BadInput
+from stdq.errors import BadInput, QueryFailed
 from stdq.targets import parse_dec, parse_mast_resolver, parse_position, parse_ra, parse_sesame
 from stdq.testing.resolvers import MastResolverEmulator, SesameEmulator
 
@@ -160,7 +160,7 @@ def test_parse_nothing_found():
     text = "# Nowhere Object    #Q1234\n#! *** Nothing found *** \n#====Done (2016-Mar-04,17:43:13z)====\n"
     assert parse_sesame(text) is None
     assert parse_mast_resolver({"resolvedCoordinate": [], "status": ""}) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(QueryFailed, match="resolvedCoordinate"):
         parse_mast_resolver(["not", "an", "object"])
 
 
