@@ -233,7 +233,8 @@ def test_html_instead_of_the_result_is_temporary(atlas):
     stdq.server.add_fault("html", r"/static/results/")
     result = stdq.run("query", "atlas", *POS, "--sync")
     assert_clean_error(result, 75)
-    assert "not an ATLAS result" in result.stderr
+    assert ("answered an HTML page where an ATLAS result file was expected: '<!DOCTYPE html>'"
+            " (title '503 Service Unavailable')") in result.stderr
     assert not list(stdq.data_dir.rglob("photometry.csv")) and not list(stdq.data_dir.rglob("job*.txt"))
     assert not any(t.deleted for t in emulator.tasks.values())  # kept for the next attempt
 

@@ -711,6 +711,7 @@ def _short_detail(response: httpx.Response, secrets: Iterable[str]) -> str:
 # -- malformed answers --------------------------------------------------------------
 
 _HTML_START = ("<!doctype", "<html")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _QUOTE_CHARS = 120
 
 
@@ -729,7 +730,8 @@ def expect_format(
     classification of a malformed answer for every service and step: a proxy's
     error page, a maintenance page, a cut connection. The message says
     ``"<service>: <step> answered an HTML page where <expected> was expected:
-    '<first non-empty line>'"`` (120 characters at most, secrets masked).
+    '<first non-empty line>'"`` (120 characters at most, secrets masked), then the
+    page's title when it has one.
     "No data" is decided by the caller only from an answer in the expected format.
     """
     body = response.content or b""
@@ -744,9 +746,11 @@ def expect_format(
     ctype = response.headers.get("Content-Type", "").lower()
     head = text.lstrip()[:16].lower()
     if "html" in ctype or head.startswith(_HTML_START):
+        title = _TITLE.search(text[:20000])
+        named = f" (title {first_line(title.group(1), secrets)!r})" if title and title.group(1).strip() else ""
         raise TemporaryFailure(
             f"{service}: {step} answered an HTML page where {expected} was expected:"
-            f" {first_line(text, secrets)!r}; try again later"
+            f" {first_line(text, secrets)!r}{named}; try again later"
         )
 
 

@@ -8,8 +8,10 @@ One query is one remote task (docs/wire-formats.md section 1):
    POST is sent once (:func:`stdq.remote.create_once`): the key is saved in the
    checkpoint before the send; when the answer is lost (a reset, a timeout, a
    5xx, a killed process) the job looks for the key in the user's task list
-   (for up to 6 poll intervals) and adopts the task it finds, and never sends
-   again while the task may exist. The task URL is saved in the checkpoint at
+   (newest first, following the list's ``next`` pages -- only on the service's
+   own origin -- through the newest ``MAX_LIST_PAGES`` x 100 tasks; for up to 6
+   poll intervals) and adopts the task it finds, and never sends again while the
+   task may exist. The task URL is saved in the checkpoint at
    once; a restarted job resumes polling that task.
 2. ``GET`` the task (``If-None-Match`` with its ETag; 304 = unchanged) until it
    has finished. The wait starts at ``poll_interval``, grows x1.5 up to
@@ -20,7 +22,16 @@ One query is one remote task (docs/wire-formats.md section 1):
    error -> failed with the server's text; else ``GET result_url`` (only from
    the service's own origin: another one fails, nothing fetched), check that
    it is an ATLAS result, keep it byte for byte, then ``DELETE`` the task (204).
-   A cancelled job deletes its remote task.
+   The server only archives a finished task (a later GET is a 404 "Page not
+   found"); an unfinished one it removes (a JSON 404). A cancelled job deletes
+   its remote task.
+
+Every answer is checked before it is read (:func:`stdq.http.expect_format`): an
+HTML page or an empty body where JSON or the result file was expected is a
+temporary failure (exit 75) quoting the page's first line, at every step
+(submission, poll, task list, download); after the submission it counts as a
+lost answer (the task may exist: it is looked for). "No data" (exit 5) only when
+the server says so in the task's own ``error_msg``.
 
 Throttling: every request to the ATLAS host first takes a slot in a limiter
 shared by all processes of the data directory (``writes_per_minute``,
@@ -65,6 +76,9 @@ JSON_HEADERS = {"Accept": "application/json"}
 SUBMIT_SLOT = "atlas_submit"  # the create-once record of the task submission (stdq.remote)
 CREATE_GRACE_POLLS = 6  # after a lost answer, look for the task this many poll intervals ...
 CREATE_GRACE_MAX = 60.0  # ... but at most this many seconds
+LIST_PAGESIZE = 100  # the server's max_page_size
+MAX_LIST_PAGES = 10  # the newest 1000 tasks are searched for a key
+PAGE_NOT_FOUND = "Page not found"  # the body of the 404 of an archived task
 
 
 class AtlasQueryForm(QueryForm):
@@ -195,6 +209,15 @@ def looks_like_result(data: bytes) -> bool:
         return False
     first = head.split(b"\n", 1)[0].lstrip(b"#").split()
     return bool(first) and first[0] == b"MJD"
+
+
+def task_archived(response: httpx.Response) -> bool:
+    """Whether a 404 of a task is the server's "archived" answer (the plain text
+    "Page not found"), not the JSON 404 of a task that was removed or never was."""
+    try:
+        return response.text.strip() == PAGE_NOT_FOUND
+    except Exception:  # undecodable: not the server's text
+        return False
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -337,6 +360,12 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             response = client.request(
                 "POST", queue_url, policy=_submit_policy(), data=form, headers=JSON_HEADERS
             )
+            if response.status_code < 300:
+                try:
+                    self._expect(response, "the task submission", "JSON")
+                except TemporaryFailure as exc:
+                    # an answer that is not the server's: the task may have been made
+                    raise http.AmbiguousSend(exc.message) from None
             if response.status_code == 201:
                 try:
                     return self._json(response, "the new task")
@@ -384,28 +413,57 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         context.event("task", f"ATLAS task {task_id} {how}: {url}")
 
     def _find_own_task(self, client: Client, key: str) -> dict[str, Any] | None:
-        """The user's task whose comment carries KEY (the newest 100 tasks are searched).
+        """The user's task whose comment carries KEY, or None when it is not there.
 
-        None when it is not there; TemporaryFailure when the list could not be read
-        (then nothing may be sent: the task may exist)."""
-        response = client.get(f"{self.url}/queue/", params={"pagesize": 100}, headers=JSON_HEADERS)
-        if response.status_code != 200:
-            self._check(response)
-            raise TemporaryFailure(
-                f"atlas: HTTP {response.status_code} reading the task list; try again later"
-            )
-        try:
-            data = response.json()
-        except ValueError:
-            raise TemporaryFailure("atlas: the task list is not JSON; try again later") from None
-        results = data.get("results", []) if isinstance(data, dict) else data
-        if not isinstance(results, list):
-            raise TemporaryFailure("atlas: the task list has no results; try again later")
-        for task in results:
-            comment = str(task.get("comment") or "") if isinstance(task, dict) else ""
-            if comment.split()[-1:] == [key]:
-                return task if isinstance(task, dict) else None
+        The list is read newest first (``ordering=-id``) and its ``next`` pages
+        (absolute URLs with a cursor) are followed, only on the service's own
+        origin, through the newest MAX_LIST_PAGES x LIST_PAGESIZE tasks.
+        TemporaryFailure when the list could not be read (then nothing may be sent:
+        the task may exist); QueryFailed for a ``next`` page on another origin."""
+        from stdq import http
+
+        url: str | None = f"{self.url}/queue/"
+        params: dict[str, Any] | None = {"pagesize": LIST_PAGESIZE, "ordering": "-id"}
+        for page in range(1, MAX_LIST_PAGES + 1):
+            assert url is not None
+            response = client.get(url, params=params, headers=JSON_HEADERS)
+            if response.status_code != 200:
+                self._check(response)
+                raise TemporaryFailure(
+                    f"atlas: HTTP {response.status_code} reading the task list; try again later"
+                )
+            self._expect(response, "the task list" if page == 1 else f"page {page} of the task list",
+                         "JSON")
+            try:
+                data = response.json()
+            except ValueError:
+                raise TemporaryFailure("atlas: the task list is not JSON; try again later") from None
+            results = data.get("results", []) if isinstance(data, dict) else data
+            if not isinstance(results, list):
+                raise TemporaryFailure("atlas: the task list has no results; try again later")
+            for task in results:
+                comment = str(task.get("comment") or "") if isinstance(task, dict) else ""
+                if comment.split()[-1:] == [key]:
+                    return task if isinstance(task, dict) else None
+            following = data.get("next") if isinstance(data, dict) else None
+            if not following:
+                return None
+            if not isinstance(following, str) or not http.same_origin(following, self.url):
+                shown = http.redact_url(str(following), self.config.secret_values())
+                raise QueryFailed(
+                    f"atlas: the task list names its next page on another origin ({shown});"
+                    f" stdq reads the list only from the service's own origin ({self.url})",
+                    hint="check the atlas url setting (http or https, host): stdq services show atlas",
+                )
+            url, params = following, None  # the cursor is in the URL
+        log.info("atlas: key %s not among the newest %d tasks", key, MAX_LIST_PAGES * LIST_PAGESIZE)
         return None
+
+    def _expect(self, response: httpx.Response, step: str, expected: str) -> None:
+        """expect_format for this service (the token masked in the quoted line)."""
+        from stdq import http
+
+        http.expect_format(response, self.name, step, expected, secrets=self.config.secret_values())
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -438,6 +496,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 headers["If-None-Match"] = etag
             try:
                 response = client.get(url, headers=headers)
+                if response.status_code == 200:
+                    self._expect(response, f"the poll of ATLAS task {task_id}", "JSON")
             except TemporaryFailure as exc:
                 # the remote task lives on: keep this job (and its claim) and poll again
                 failures += 1
@@ -457,10 +517,15 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 etag = response.headers.get("ETag")
             elif response.status_code == 404:
                 context.save_checkpoint(task_url=None, task_id=None, lost_task=url, **{SUBMIT_SLOT: None})
+                how = (
+                    "archived: it was deleted after it finished"
+                    if task_archived(response)
+                    else "deleted before it finished"
+                )
                 raise QueryFailed(
-                    f"atlas: ATLAS task {task_id} no longer exists on the server (deleted or"
-                    f" archived); nothing was downloaded; `stdq jobs retry {context.job_id}`"
-                    " submits the query again"
+                    f"atlas: ATLAS task {task_id} no longer exists on the server ({how});"
+                    f" nothing was downloaded; `stdq jobs retry {context.job_id}` submits the"
+                    " query again"
                 )
             else:
                 self._check(response)
@@ -520,13 +585,13 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         if response.status_code != 200:
             self._check(response)
             raise QueryFailed(f"atlas: HTTP {response.status_code} downloading the result")
+        self._expect(response, f"the result download of ATLAS task {task_id}",
+                     "an ATLAS result file")
         data = response.content
         if not looks_like_result(data):
-            what = "an HTML page" if b"<html" in data[:2000].lower() else "no ATLAS header line"
-            if not data.strip():
-                what = "empty"
             raise TemporaryFailure(
-                f"atlas: the result of ATLAS task {task_id} is not an ATLAS result ({what});"
+                f"atlas: the result of ATLAS task {task_id} is not an ATLAS result (no ATLAS"
+                f" header line: {http.first_line(data.decode('utf-8', 'replace'))!r});"
                 " try again later"
             )
         product = context.new_product(target, params)
@@ -643,6 +708,7 @@ def obtain_token(settings: Settings, username: str, password: str) -> str:
             hint=f"check them at {config.url.rstrip('/')}/ (log in on the web page)",
         )
     http.check_response(response, "atlas", hidden)
+    http.expect_format(response, "atlas", "the login", "JSON", secrets=hidden)
     try:
         token = response.json().get("token")
     except (ValueError, AttributeError):

@@ -15,9 +15,21 @@ Mounted at ``/atlas/forcedphot``: the service URL is ``<server>/atlas/forcedphot
   ``run_seconds``, then has ``finishtimestamp`` and ``result_url``
   (``static/results/job%05d.txt``) or ``error_msg`` "No data returned" (the
   "Empty Field" target, or nothing in the time range). ``hold = True`` keeps
-  every task queued. ``archive(id)`` makes a task answer 404 "Page not found".
-- ``DELETE queue/<id>/`` -> 204 with an empty body.
-- ``GET queue/`` lists the user's tasks (``pagesize``, newest first).
+  every task queued. ``archive(id)`` archives a task as a DELETE of a finished one does.
+- ``DELETE queue/<id>/`` -> 204 with an empty body. As the server's ``Task.delete``
+  does it: a FINISHED task is only archived (its result file goes; a later GET is a
+  404 whose body is the plain text "Page not found", served as text/html; a second
+  DELETE answers 204 again); an UNFINISHED task is really removed (a later GET or
+  DELETE is the JSON 404 ``{"detail": "No Task matches the given query."}``).
+- ``GET queue/`` lists the user's own non-archived tasks with the server's
+  CursorPagination (pagination.py): ``pagesize`` (default 6, at most 100),
+  ``ordering`` ``-id`` (default) or ``id``, and the page
+  ``{"next", "previous", "pagefirsttaskposition", "taskcount", "results"}`` whose
+  ``next``/``previous`` are absolute URLs (the request's own, ``cursor`` replaced)
+  holding a base64 cursor (``o`` offset, ``r`` reverse, ``p`` position = a task id);
+  a bad cursor is the JSON 404 ``{"detail": "Invalid cursor"}``. ``list_origin``
+  makes the links name another origin (a misconfigured proxy). The list has an
+  ``ETag`` for the user's whole task list; ``If-None-Match`` with it -> 304.
 - Throttling per user, as DRF does it: ``write_limit`` writes and ``read_limit``
   reads in any ``throttle_window`` seconds; the 429 says "Request was throttled.
   Expected available in N seconds." (singular for 1) with ``Retry-After: N``.
@@ -42,6 +54,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from stdq.testing import sky
 from stdq.testing.fakeserver import Emulator, Request, Response
@@ -75,6 +88,35 @@ TASK_FIELDS = (
 )
 NO_DATA = "No data returned"
 SN_2023IXF_EXPLOSION = 60082.8
+
+
+def encode_cursor(offset: int, reverse: bool, position: int | None) -> str:
+    """DRF CursorPagination.encode_cursor: base64 of the query string o=, r=, p=."""
+    tokens: dict[str, str] = {}
+    if offset:
+        tokens["o"] = str(offset)
+    if reverse:
+        tokens["r"] = "1"
+    if position is not None:
+        tokens["p"] = str(position)
+    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+
+
+def decode_cursor(text: str | None) -> tuple[int, bool, int | None]:
+    """(offset, reverse, position) of a cursor (ValueError for a bad one; None: the first page)."""
+    if not text:
+        return 0, False, None
+    try:
+        tokens = dict(parse_qsl(base64.b64decode(text.encode("ascii"), validate=True).decode("ascii"),
+                                keep_blank_values=True))
+        offset = int(tokens.get("o", 0))
+        reverse = bool(int(tokens.get("r", 0)))
+        position = int(tokens["p"]) if "p" in tokens else None
+    except (ValueError, UnicodeError, KeyError) as exc:
+        raise ValueError("Invalid cursor") from exc
+    if offset < 0:
+        raise ValueError("Invalid cursor")
+    return offset, reverse, position
 
 
 def iso(ts: float | None, micro: bool = True) -> str | None:
@@ -200,9 +242,14 @@ class Task:
     finished: float | None = None
     error_msg: str | None = None
     result: str | None = None
-    archived: bool = False
-    deleted: bool = False
+    archived: bool = False  # a finished task its owner deleted: kept, hidden, 404 "Page not found"
+    removed: bool = False  # an unfinished task its owner deleted: gone (JSON 404)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deleted(self) -> bool:
+        """Whether its owner's DELETE was accepted (archived when finished, else removed)."""
+        return self.archived or self.removed
 
 
 class AtlasEmulator(Emulator):
@@ -231,6 +278,7 @@ class AtlasEmulator(Emulator):
         self.queue_full_status = 400
         self.error_msg: str | None = None  # force this error_msg on every finishing task
         self.result_base: str | None = None  # serve result_url from another base URL
+        self.list_origin: str | None = None  # the task list's next/previous links on this origin
         self.nights = {"first_night": 60000, "last_night": 60300, "cadence": 3}
         self.settings_overrides: dict[str, Any] = {}
         self._history: dict[tuple[str, str], list[float]] = {}
@@ -258,8 +306,11 @@ class AtlasEmulator(Emulator):
         return f"{self.result_base or self.base_url}/static/results/job{task_id:05d}.txt"
 
     def archive(self, task_id: int) -> None:
+        """What the owner's DELETE of a finished task does: hidden, its result file gone."""
         with self.lock:
-            self.tasks[task_id].archived = True
+            task = self.tasks[task_id]
+            task.archived = True
+            task.result = None
 
     def accepted_posts(self) -> list[Task]:
         with self.lock:
@@ -268,7 +319,7 @@ class AtlasEmulator(Emulator):
     def _advance(self, now: float) -> None:
         """Start and finish tasks whose time has come (frozen once reached)."""
         for task in sorted(self.tasks.values(), key=lambda t: t.id):
-            if task.deleted:
+            if task.removed or task.archived:
                 continue
             if task.started is None and not self.hold and now >= task.created + self.queue_seconds:
                 task.started = min(now, task.created + self.queue_seconds)
@@ -298,7 +349,7 @@ class AtlasEmulator(Emulator):
             return 0
         ahead = sum(
             1 for t in self.tasks.values()
-            if t.id < task.id and t.started is None and not t.deleted
+            if t.id < task.id and t.started is None and not t.removed
         )
         if self.hold or self.queue_seconds <= 0:
             fraction = 1.0 if self.hold else 0.0
@@ -416,7 +467,7 @@ class AtlasEmulator(Emulator):
             match = re.fullmatch(r"/queue/(\d+)/data\.txt", path)
             if match:
                 task = self.tasks.get(int(match.group(1)))
-                if task is None or task.deleted or task.result is None:
+                if task is None or task.removed or task.result is None:
                     return Response.text("Page not found", 404, "text/html; charset=utf-8")
                 return Response.text(task.result)
             detail = re.fullmatch(r"/queue/(\d+)/", path)
@@ -441,7 +492,7 @@ class AtlasEmulator(Emulator):
                     return throttled or self._create(request, user, now)
                 return self._not_allowed(method)
             task = self.tasks.get(int(detail.group(1)))
-            if task is None or task.deleted:
+            if task is None or task.removed:
                 throttled = self._throttle(user or f"anon:{request.header('host')}", scope, now)
                 return throttled or Response.json({"detail": "No Task matches the given query."}, 404)
             throttled = self._throttle(user or "anon", scope, now)
@@ -460,7 +511,10 @@ class AtlasEmulator(Emulator):
                     return self._error(401, {"detail": "Authentication credentials were not provided."}, auth=True)
                 if user != task.user:
                     return self._error(403, {"detail": "You must be the owner of this object."})
-                task.deleted = True
+                if task.finished is not None:
+                    self.archive(task.id)  # models.py Task.delete: finished tasks are archived
+                else:
+                    task.removed = True
                 return Response(204, b"", {})
             return self._not_allowed(method)
 
@@ -482,24 +536,76 @@ class AtlasEmulator(Emulator):
 
     def _result_file(self, task_id: int) -> Response:
         task = self.tasks.get(task_id)
-        if task is None or task.deleted or task.result is None or task.error_msg:
+        if task is None or task.removed or task.result is None or task.error_msg:
             return Response.text("<h1>Not Found</h1>", 404, "text/html; charset=utf-8")
         return Response.text(task.result)
 
     def _list(self, request: Request, user: str, now: float) -> Response:
+        """The user's own non-archived tasks, one cursor page (pagination.py TaskPagination)."""
+        own = [t for t in self.tasks.values() if t.user == user and not t.deleted]
+        etag = '"' + hashlib.md5(repr(sorted(
+            (t.id, t.started, t.finished) for t in own)).encode()).hexdigest() + '"'
+        if request.header("if-none-match") == etag:
+            return Response(304, b"", {"ETag": etag})
         try:
             pagesize = max(1, min(100, int(request.arg("pagesize", "6") or 6)))
         except ValueError:
             pagesize = 6
-        own = sorted(
-            (t for t in self.tasks.values() if t.user == user and not t.deleted and not t.archived),
-            key=lambda t: -t.id,
-        )
-        page = [self.serialize(t, now) for t in own[:pagesize]]
-        # guess: cursor paging beyond the first page is not emulated ("next" stays null)
-        return Response.json(
-            {"next": None, "previous": None, "pagefirsttaskposition": 0, "taskcount": len(own), "results": page}
-        )
+        descending = (request.arg("ordering") or "-id").strip() != "id"
+        try:
+            offset, reverse, position = decode_cursor(request.arg("cursor"))
+        except ValueError:
+            return Response.json({"detail": "Invalid cursor"}, 404)
+        # the scan order: the ordering, or its reverse for a reverse cursor
+        scan_desc = descending != reverse
+        ordered = sorted(own, key=lambda t: t.id, reverse=scan_desc)
+        if position is not None:
+            ordered = [t for t in ordered if (t.id < position if scan_desc else t.id > position)]
+        window = ordered[offset: offset + pagesize + 1]
+        page = window[:pagesize]
+        has_following = len(window) > len(page)
+        if reverse:
+            page.reverse()
+            has_next = position is not None or offset > 0
+            has_previous = has_following
+        else:
+            has_next = has_following
+            has_previous = position is not None or offset > 0
+        # tasks shown before this page (the page's first task's position in the whole list)
+        if reverse:
+            before = [t for t in own if (t.id > position if descending else t.id < position)] if (
+                position is not None) else own
+            first_position = max(0, len(before) - offset - len(page))
+        else:
+            first_position = offset + (sum(
+                1 for t in own if (t.id >= position if descending else t.id <= position)
+            ) if position is not None else 0)
+        next_link = previous_link = None
+        if has_next and page:
+            next_link = self._page_link(request, encode_cursor(0, False, page[-1].id))
+        if has_previous:
+            if first_position <= pagesize:  # near the top: the link without a cursor
+                previous_link = self._page_link(request, None)
+            elif page:
+                previous_link = self._page_link(request, encode_cursor(0, True, page[0].id))
+        body = {
+            "next": next_link,
+            "previous": previous_link,
+            "pagefirsttaskposition": first_position,
+            "taskcount": len(own),
+            "results": [self.serialize(t, now) for t in page],
+        }
+        return Response.json(body, headers={"ETag": etag})
+
+    def _page_link(self, request: Request, cursor: str | None) -> str:
+        """The request's own absolute URL with its ``cursor`` replaced (DRF replace_query_param)."""
+        parts = urlsplit(request.full_path)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cursor"]
+        if cursor is not None:
+            query.append(("cursor", cursor))
+        assert self.server is not None
+        origin = (self.list_origin or self.server.base_url).rstrip("/")
+        return origin + parts.path + ("?" + urlencode(query) if query else "")
 
     def _create(self, request: Request, user: str, now: float) -> Response:
         try:
@@ -508,7 +614,7 @@ class AtlasEmulator(Emulator):
             return Response.json({"detail": "JSON parse error"}, 400)
         unstarted = sum(
             1 for t in self.tasks.values()
-            if t.user == user and t.started is None and not t.deleted and not t.archived
+            if t.user == user and t.started is None and not t.deleted
         )
         if unstarted + 1 > self.max_user_tasks:
             message = (
