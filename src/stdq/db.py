@@ -14,6 +14,7 @@ Stdlib only: ``stdq jobs status`` opens this without importing anything heavy.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias, TypeVar
 
-from stdq.errors import ConfigError, TemporaryFailure
+from stdq.errors import ConfigError, DiskFull, StdqError, TemporaryFailure, is_disk_full
 
 DB_NAME = "stdq.sqlite3"
 APPLICATION_ID = 0x53544451  # b"STDQ": PRAGMA application_id of every stdq database
@@ -308,6 +309,8 @@ def _create(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path.parent, "creating it") from exc
         raise ConfigError(
             f"cannot create the data directory {path.parent}: {exc.strerror}; "
             "point --data-dir to a writable folder"
@@ -329,6 +332,8 @@ def _create(path: Path) -> None:
             if not path.exists():
                 os.replace(tmp, path)
     except (OSError, sqlite3.OperationalError) as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path.parent, f"creating {path.name}") from exc
         raise ConfigError(
             f"cannot create {path}: {exc}; point --data-dir to a writable folder"
         ) from exc
@@ -357,9 +362,12 @@ def _dir_writable(path: Path) -> bool:
     return False
 
 
-def _translate(exc: sqlite3.Error, path: Path, folder: Path) -> ConfigError | None:
-    """The ConfigError for a SQLite error that means read-only or corrupt, else None."""
+def _translate(exc: sqlite3.Error, path: Path, folder: Path) -> StdqError | None:
+    """The ConfigError for a SQLite error that means read-only or corrupt, DiskFull for a
+    full disk, else None."""
     text = str(exc)
+    if is_disk_full(exc):
+        return DiskFull(folder, "writing its database")
     if isinstance(exc, sqlite3.OperationalError):
         if "readonly" in text or "read-only" in text or "unable to open" in text:
             return read_only_error(folder, "write to its database")
@@ -470,6 +478,9 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._ephemeral = False  # an in-memory stand-in while the file does not exist
         self._writable: bool | None = None
+        # told "note: created the data directory PATH" when a first write creates the folder
+        # (None: the "stdq" logger's warning)
+        self.notice: Callable[[str], None] | None = None
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -574,7 +585,11 @@ class Database:
             self._conn.close()
             self._conn = None
         if not self.path.exists():
+            created = not self.data_dir.exists()
             _create(self.path)
+            if created:
+                say = self.notice or logging.getLogger("stdq").warning
+                say(f"note: created the data directory {self.data_dir}")
         self._ephemeral = False
         self._conn = self._open()
 

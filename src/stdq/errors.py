@@ -71,6 +71,30 @@ class TemporaryFailure(StdqError):
         self.retry_after = retry_after
 
 
+class DiskFull(TemporaryFailure):
+    """No space left on the disk of the data directory while stdq wrote to it (exit 75).
+
+    One line naming the data directory; the job that met it ends as a temporary failure
+    with its checkpoint kept (docs/data.md).
+    """
+
+    def __init__(self, data_dir: object, what: str = "writing to it"):
+        super().__init__(
+            f"the disk of the data directory {data_dir} is full (no space left {what});"
+            " free some space, then try again"
+        )
+        self.data_dir = data_dir
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether EXC says the disk is full (ENOSPC, EDQUOT, or SQLite's SQLITE_FULL)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    return "database or disk is full" in str(exc)
+
+
 class Cancelled(StdqError):
     """The job was cancelled while it ran."""
 
