@@ -224,6 +224,7 @@ class Stdq:
             from stdq.jobs.queue import JobQueue
 
             self._queue = JobQueue(self.db)
+            self._db.notice = lambda text: self.notice(text)  # "created the data directory"
         return self._queue
 
     def close(self) -> None:
