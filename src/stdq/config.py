@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,14 @@ HTTP_DEFAULTS: dict[str, Any] = {
     "deadline": 300.0,
     "max_bytes": 512 * 1024 * 1024,
 }
+# Ranges of the numbers (forms of check_range); every number is also finite.
+TASKS_RANGES: dict[str, str] = {"lease_seconds": ">= 1", "max_attempts": "1..100"}
+HTTP_RANGES: dict[str, str] = {
+    "timeout": "> 0",
+    "deadline": "> 0",
+    "max_retries": "0..20",
+    "max_bytes": ">= 1",
+}
 # The other keys of [resolver] belong to the resolver plug-ins (stdq.resolvers), which
 # declare them with their defaults; the registry checks them.
 RESOLVER_DEFAULTS: dict[str, Any] = {"order": ["local", "sesame", "mast"]}
@@ -59,6 +68,27 @@ TOP_LEVEL_KEYS = {
 }
 # Keys every [services.NAME] table accepts, whatever the service.
 COMMON_SERVICE_KEYS = ("class", "url", "api_key")
+
+
+# "scheme://user:password@": the password of a URL's user info (masked wherever shown).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:)(?P<password>[^/?#@\s]*)@")
+
+
+def mask_url_password(text: str) -> str:
+    """TEXT with the password of every ``scheme://user:password@`` replaced by ``***``."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
+
+
+def url_passwords(text: str) -> list[str]:
+    """The passwords inside the URLs of TEXT, as written and percent-decoded."""
+    from urllib.parse import unquote
+
+    found: list[str] = []
+    for match in _URL_PASSWORD.finditer(text):
+        for value in (match["password"], unquote(match["password"])):
+            if value and value not in found:
+                found.append(value)
+    return found
 
 
 def default_config_path() -> Path:
@@ -143,12 +173,21 @@ class ServiceConfig:
         return self._secrets.get(fieldname)
 
     def secret_values(self) -> list[str]:
-        """Every secret set for this service, for redaction."""
-        return [v for v in self._secrets.values() if v]
+        """Every secret set for this service, for redaction: its secret fields, and the
+        password of any URL in its settings (``https://user:pass@host``)."""
+        found = [v for v in self._secrets.values() if v]
+        for value in self.values.values():
+            if isinstance(value, str) and "@" in value:
+                found += [p for p in url_passwords(value) if p not in found]
+        return found
 
     def masked(self) -> dict[str, Any]:
-        """Settings for display: secrets replaced by a mask and where they came from."""
-        shown: dict[str, Any] = {"class": self.class_path, **self.values}
+        """Settings for display: secrets replaced by a mask and where they came from (a
+        password inside a URL is shown as ``***``)."""
+        shown: dict[str, Any] = {
+            "class": self.class_path,
+            **{k: mask_url_password(v) if isinstance(v, str) else v for k, v in self.values.items()},
+        }
         for name in self.secret_fields:
             if self._secrets.get(name):
                 shown[name] = f"{MASK} (from {self.secret_sources.get(name, '?')})"
@@ -170,6 +209,64 @@ class Settings:
     services_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_product_types: dict[str, str] = field(default_factory=dict)
     data_processors: dict[str, str] = field(default_factory=dict)
+
+
+def _range_bounds(spec: str) -> tuple[float | None, bool, float | None, bool]:
+    """(low, low_included, high, high_included) of a range SPEC: "> A", ">= A", "< B",
+    "<= B" or "A..B" (both ends included)."""
+    text = spec.replace(" ", "")
+    try:
+        if ".." in text:
+            low, _, high = text.partition("..")
+            return float(low), True, float(high), True
+        for op, included in ((">=", True), ("<=", True), (">", False), ("<", False)):
+            if text.startswith(op):
+                value = float(text[len(op):])
+                if op[0] == ">":
+                    return value, included, None, False
+                return None, False, value, included
+    except ValueError:
+        pass
+    raise ValueError(f"not a range: {spec!r} (use '> A', '>= A', '< B', '<= B' or 'A..B')")
+
+
+def describe_range(spec: str, integer: bool = False) -> str:
+    """SPEC in words: "a finite number > 0", "an integer from 0 to 20"."""
+    low, _, high, _ = _range_bounds(spec)
+    kind = "an integer" if integer else "a finite number"
+
+    def num(value: float) -> str:
+        return str(int(value)) if value == int(value) else str(value)
+
+    if low is not None and high is not None:
+        return f"{kind} from {num(low)} to {num(high)}"
+    op = spec.replace(" ", "").rstrip("0123456789.-+eE")
+    bound = low if low is not None else high
+    assert bound is not None  # _range_bounds gives one end at least
+    return f"{kind} {op} {num(bound)}"
+
+
+def check_range(value: Any, spec: str | None, key: str, where: str) -> None:
+    """ConfigError (exit 3) "WHERE KEY must be ..." unless VALUE is finite and within SPEC.
+
+    Non-numbers (and booleans) are left alone: their type is checked elsewhere.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    integer = isinstance(value, int)
+    if not integer and not math.isfinite(value):
+        what = describe_range(spec) if spec else "a finite number"
+        raise ConfigError(f"{where} {key} must be {what}, not {value!r}")
+    if not spec:
+        return
+    low, low_in, high, high_in = _range_bounds(spec)
+    ok = True
+    if low is not None:
+        ok = value >= low if low_in else value > low
+    if ok and high is not None:
+        ok = value <= high if high_in else value < high
+    if not ok:
+        raise ConfigError(f"{where} {key} must be {describe_range(spec, integer)}, not {value!r}")
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any] | set, where: str, path: Path):
@@ -204,7 +301,7 @@ def _check_type(value: Any, default: Any, key: str, path: Path) -> Any:
 
 
 def _typed_table(
-    raw: Any, defaults: dict[str, Any], name: str, path: Path
+    raw: Any, defaults: dict[str, Any], name: str, path: Path, ranges: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     if raw is None:
         raw = {}
@@ -214,6 +311,7 @@ def _typed_table(
     merged = dict(defaults)
     for key, value in raw.items():
         merged[key] = _check_type(value, defaults[key], f"[{name}] {key}", path)
+        check_range(merged[key], (ranges or {}).get(key), key, f"{path}: [{name}]")
     return merged
 
 
@@ -235,20 +333,13 @@ def load_settings(
             raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     _check_keys(raw, TOP_LEVEL_KEYS, "", path)
 
-    tasks = _typed_table(raw.get("tasks"), TASKS_DEFAULTS, "tasks", path)
+    tasks = _typed_table(raw.get("tasks"), TASKS_DEFAULTS, "tasks", path, TASKS_RANGES)
     if tasks["backend"] not in TASK_BACKENDS:
         raise ConfigError(
             f"{path}: [tasks] backend must be one of {', '.join(TASK_BACKENDS)}, "
             f"not {tasks['backend']!r}"
         )
-    if tasks["lease_seconds"] <= 0 or tasks["max_attempts"] < 1:
-        raise ConfigError(f"{path}: [tasks] lease_seconds and max_attempts must be positive")
-    http = _typed_table(raw.get("http"), HTTP_DEFAULTS, "http", path)
-    if http["timeout"] <= 0 or http["max_retries"] < 0:
-        raise ConfigError(f"{path}: [http] timeout must be > 0 and max_retries >= 0")
-    for key in ("deadline", "max_bytes"):
-        if not (math.isfinite(http[key]) and http[key] > 0):
-            raise ConfigError(f"{path}: [http] {key} must be a finite number > 0, not {http[key]!r}")
+    http = _typed_table(raw.get("http"), HTTP_DEFAULTS, "http", path, HTTP_RANGES)
     resolver_raw = raw.get("resolver")
     if resolver_raw is None:
         resolver_raw = {}
@@ -273,9 +364,15 @@ def load_settings(
 
     if "data_dir" in raw and (not isinstance(raw["data_dir"], str) or not raw["data_dir"].strip()):
         raise ConfigError(f"{path}: data_dir must be a non-empty string (a folder path)")
-    data_dir_value = (
-        data_dir or os.environ.get(ENV_DATA_DIR) or raw.get("data_dir") or default_data_dir()
-    )
+    data_dir_value = data_dir or os.environ.get(ENV_DATA_DIR)
+    if not data_dir_value and raw.get("data_dir"):
+        # relative to the settings file's folder, not to wherever the command runs
+        from_file = Path(raw["data_dir"]).expanduser()
+        data_dir_value = (
+            from_file if from_file.is_absolute() else Path(os.path.abspath(path)).parent / from_file
+        )
+    if not data_dir_value:
+        data_dir_value = default_data_dir()
     settings = Settings(
         path=path,
         file_exists=exists,

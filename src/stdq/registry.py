@@ -36,7 +36,15 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from stdq.config import COMMON_SERVICE_KEYS, MASK, ServiceConfig, Settings, env_var_name
+from stdq.config import (
+    COMMON_SERVICE_KEYS,
+    MASK,
+    ServiceConfig,
+    Settings,
+    check_range,
+    env_var_name,
+    mask_url_password,
+)
 from stdq.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -81,6 +89,31 @@ BUILTIN: dict[str, dict[str, str]] = {
         "irsa": "stdq.testing.irsa:IrsaLightCurveEmulator",
         "zfps": "stdq.testing.zfps:ZfpsEmulator",
     },
+}
+
+# Ranges of service and processor keys, by key name, in whatever service declares the key
+# (docs/settings.md#ranges); a class adds or overrides its own in ``settings_ranges``.
+# Every number is also finite (check_range).
+SERVICE_RANGES: dict[str, str] = {
+    "poll_interval": "> 0",
+    "max_poll_interval": "> 0",
+    "task_timeout": "> 0",
+    "max_wait": "> 0",
+    "rate_window": "> 0",
+    "writes_per_minute": ">= 0",
+    "reads_per_minute": ">= 0",
+    "pagesize": ">= 1",
+    "snr_threshold": "> 0",
+    "limit_nsigma": "> 0",
+    "chi2_max": "> 0",
+    "dujy_max": "> 0",
+    "scisigpix_max": "> 0",
+    "seeing_max": "> 0",
+    "min_psf_qf_perfect": "0..1",
+    "baseline_pre_peak_days": ">= 0",
+    "baseline_post_peak_days": ">= 0",
+    "baseline_min_pre_epochs": ">= 0",
+    "baseline_min_epochs": ">= 1",
 }
 
 # The resolver that reads the local targets table (`stdq targets add`): always built in.
@@ -295,25 +328,30 @@ class Registry:
         return self._classes[key]
 
     def settings_keys(self, name: str) -> dict[str, dict[str, Any]]:
-        """Every settings key of service NAME: {key: {"default", "help", "owner"}}.
+        """Every settings key of service NAME: {key: {"default", "help", "owner", "range"}}.
 
         ``url`` and the service class's ``settings_defaults`` (its transport keys),
-        then the cut keys its processor declares (owner "processor").
+        then the cut keys its processor declares (owner "processor"). ``range`` is the
+        class's ``settings_ranges`` entry, else :data:`SERVICE_RANGES`'s, else None.
         """
         cls = self.service_class(name)
         help_of = dict(getattr(cls, "settings_help", {}) or {})
+        ranges = {**SERVICE_RANGES, **(getattr(cls, "settings_ranges", {}) or {})}
         keys: dict[str, dict[str, Any]] = {
             "url": {"default": getattr(cls, "default_url", ""), "help": help_of.get("url", ""),
-                    "owner": "service"}
+                    "owner": "service", "range": None}
         }
         for key, value in (getattr(cls, "settings_defaults", {}) or {}).items():
-            keys[key] = {"default": value, "help": help_of.get(key, ""), "owner": "service"}
+            keys[key] = {"default": value, "help": help_of.get(key, ""), "owner": "service",
+                         "range": ranges.get(key)}
         proc = self._processor_class_of(cls)
         if proc is not None:
             proc_help = dict(getattr(proc, "settings_help", {}) or {})
+            proc_ranges = {**SERVICE_RANGES, **(getattr(proc, "settings_ranges", {}) or {})}
             for key, value in (getattr(proc, "settings_defaults", {}) or {}).items():
                 if key not in keys:
-                    keys[key] = {"default": value, "help": proc_help.get(key, ""), "owner": "processor"}
+                    keys[key] = {"default": value, "help": proc_help.get(key, ""),
+                                 "owner": "processor", "range": proc_ranges.get(key)}
         return keys
 
     def _processor_class_of(self, cls: type) -> type | None:
@@ -345,6 +383,7 @@ class Registry:
                 continue
             default = keys.get(key, {}).get("default")
             values[key] = check_type(value, default, key, where)
+            check_range(values[key], keys.get(key, {}).get("range"), key, where)
         secrets: dict[str, str] = {}
         sources: dict[str, str] = {}
         conventional = getattr(cls, "secret_env", {}) or {}
@@ -476,6 +515,7 @@ class Registry:
                         raise ConfigError(f"{where} {key} must be a string, not {type(value).__name__}")
                 else:
                     table[key] = check_type(value, keys[key]["default"], key, where)
+                    check_range(table[key], keys[key].get("range"), key, where)
         for dptype in settings.data_processors:
             self.processor_class(dptype)
         self._validate_resolver()
@@ -502,6 +542,7 @@ class Registry:
             if key not in declared:
                 raise _unknown_key(f"{path}: [resolver]", key, [*RESOLVER_CORE_KEYS, *declared])
             values[key] = check_type(value, declared[key]["default"], key, f"{path}: [resolver]")
+            check_range(values[key], None, key, f"{path}: [resolver]")
 
     def resolver_keys(self) -> dict[str, dict[str, Any]]:
         """The [resolver] keys of every registered remote resolver: {key: {default, help, resolver}}."""
@@ -523,7 +564,7 @@ class Registry:
                 "name": name,
                 "title": None,
                 "supports_async": None,
-                "url": table.get("url"),
+                "url": mask_url_password(table["url"]) if isinstance(table.get("url"), str) else None,
                 "class": table.get("class") or lookup(SERVICE_GROUP, name),
                 "registered_by": self.registered_by(name),
                 "data_product_type": None,
@@ -538,7 +579,7 @@ class Registry:
                 entry.update(
                     title=getattr(cls, "title", "") or name,
                     supports_async=bool(getattr(cls, "supports_async", False)),
-                    url=config.url,
+                    url=mask_url_password(config.url),
                     data_product_type=getattr(cls, "data_product_type", "") or None,
                 )
             out.append(entry)
@@ -553,7 +594,9 @@ class Registry:
         for key, spec in self.settings_keys(name).items():
             if key in secret_fields:
                 continue
-            keys[key] = {"default": spec["default"], "value": config.values.get(key), "help": spec["help"]}
+            value = config.values.get(key)
+            shown = mask_url_password(value) if isinstance(value, str) else value
+            keys[key] = {"default": spec["default"], "value": shown, "help": spec["help"]}
         conventional = getattr(cls, "secret_env", {}) or {}
         secrets = {}
         for fieldname in secret_fields:
@@ -584,7 +627,7 @@ class Registry:
             "data_product_title": self.settings.data_product_types.get(dptype),
             "processor": self.processor_path(dptype) if dptype else None,
             "supports_async": bool(getattr(cls, "supports_async", False)),
-            "url": config.url,
+            "url": mask_url_password(config.url),
             "options": options,
             "settings": keys,
             "secrets": secrets,
@@ -602,7 +645,8 @@ class Registry:
                 services[name] = {"error": exc.message}
         resolver: dict[str, Any] = {"order": list(settings.resolver.order)}
         for key, spec in self.resolver_keys().items():
-            resolver[key] = settings.resolver.values.get(key, spec["default"])
+            value = settings.resolver.values.get(key, spec["default"])
+            resolver[key] = mask_url_password(value) if isinstance(value, str) else value
         return {
             "config_file": str(settings.path) + ("" if settings.file_exists else " (absent: defaults)"),
             "data_dir": str(settings.data_dir),
