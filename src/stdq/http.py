@@ -118,7 +118,9 @@ class _RedactUrlFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # a record that cannot be formatted: leave it alone
             return True
-        masked = _SECRET_QUERY.sub(r"\1***", text)
+        from stdq.config import mask_url_password
+
+        masked = mask_url_password(_SECRET_QUERY.sub(r"\1***", text))  # and user:password@
         if masked != text:
             record.msg, record.args = masked, ()
         return True
