@@ -59,13 +59,14 @@ ROWS = [
     (OBJ, "1612345678900001013", 2, 55650.5, 210.91071, 54.31162, 2.5e-04, 2e-06, 1.3, 1.15, 0.998, 2.6e-04, 3e-06, 0x8, 5, 7),
     (OBJ, "1612345678900002026", 3, 56400.75, 210.91072, 54.31160, 3.0e-04, 2.5e-06, 1.3, 1.15, 0.5, 3.1e-04, 3e-06, 0x100, 0, 0),
     (OBJ, "1612345678900003039", 4, 56800.125, 210.91069, 54.31163, 3.2e-04, 2.7e-06, 1.3, 1.15, 0.95, 3.3e-04, 3e-06, 0x1000 | 0x4000, 0, 0),
-    (OBJ, "1612345678900004052", 5, 57500.375, 210.91070, 54.31161, 3.4e-04, 0.0, 1.3, 1.15, -999, 3.5e-04, 3e-06, 0x2, 0, 0),
+    (OBJ, "1612345678900004052", 5, 57500.375, 210.91070, 54.31161, 3.4e-04, 2.9e-06, 1.3, 1.15, -999, 3.5e-04, 3e-06, 0x2, 0, 0),
     (OBJ, "1612345678900005065", 1, 57501.0, 210.91070, 54.31161, -999, -999, -999, -999, 0.99, -999, -999, 0, 0, 0),
     (OBJ, "1612345678900006078", 2, 57502.0, 210.91070, 54.31161, 0.0, 1e-06, 1.3, 1.15, 0.99, 1e-06, 1e-06, 0, 0, 0),
+    (OBJ, "1612345678900007091", 3, 57503.0, 210.91070, 54.31161, 3.0e-04, 0.0, 1.3, 1.15, 0.99, 3e-04, 3e-06, 0, 0, 0),
     (OBJ, "1612345678900000000", 1, 55300.25, 210.91070, 54.31161, 3.631e-05, 3.631e-07, 1.3, 1.15, 0.998, 3.7e-05, 4e-07, 0, 0, 0),
     (OTHER, "1612345679900000000", 3, 55700.5, 210.91105, 54.31190, 1.0e-05, 1e-07, 1.3, 1.15, 0.99, 1e-05, 1e-07, 0, 0, 0),
 ]
-GOOD = ROWS[:5]  # the rows of OBJ that stay: -999 flux, zero flux and the duplicate leave
+GOOD = ROWS[:5]  # the rows of OBJ that stay: -999 flux, zero flux, zero error and the duplicate leave
 MEAN_HEADER = "objID,raMean,decMean,epochMean,nDetections,gMeanPSFMag,gMeanPSFMagErr,gMeanPSFMagNpt,ng,rMeanPSFMag,rMeanPSFMagErr,rMeanPSFMagNpt,nr,gQfPerfect,rQfPerfect,distance"
 MEAN_ROWS = [
     f"{OBJ},210.9107216,54.3116083,56357.4411,50,18.2,0.005,9,10,-999.0,-999.0,0,0,0.998,-999.0,5.0e-05",
@@ -123,6 +124,7 @@ def test_detection_rows_follow_the_documented_rules(tmp_path, fmt):
         "detections of other objects in the cone (see --all-objects)": 1,
         "psfFlux missing (-999 or null)": 1,
         "psfFlux = 0": 1,
+        "flux error <= 0": 1,
     }
     by_id = {row.source_row_id: row for row in table.itertuples()}
     assert set(by_id) == {r[1] for r in GOOD}
@@ -146,7 +148,6 @@ def test_detection_rows_follow_the_documented_rules(tmp_path, fmt):
             (1 if info & BAD_INFOFLAG else 0)
             | (16 if info & BLEND_BITS else 0)
             | (8 if not qf >= 0.9 else 0)  # -999 counts as low
-            | (64 if not err_jy > 0 else 0)
         )
         assert row.quality_flag == expected_flag, raw
         assert row.detected is True or row.detected == True  # noqa: E712
@@ -160,7 +161,7 @@ def test_detection_rows_follow_the_documented_rules(tmp_path, fmt):
     assert by_id["1612345678900001013"].quality_flag == 1  # FAIL
     assert by_id["1612345678900002026"].quality_flag == 16 | 8  # BLEND, psfQfPerfect 0.5
     assert by_id["1612345678900003039"].quality_flag == 1 | 16  # SATURATED + EXT_LIMIT
-    assert by_id["1612345678900004052"].quality_flag == 8 | 64  # psfQfPerfect -999, error 0
+    assert by_id["1612345678900004052"].quality_flag == 8  # psfQfPerfect -999
     # TAI-UTC of 34, 35 and 36 s all occur
     offsets = {round((r.ps1_obstime_tai - r.mjd) * 86400, 6) for r in table.itertuples()}
     assert offsets == {34.0, 35.0, 36.0}

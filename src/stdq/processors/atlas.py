@@ -16,9 +16,12 @@ Rules (docs/photometry.md sections 1 and 4):
   ``difference``, or ``total`` for a query of the reduced images.
 - quality_flag bits (photometry.py): 1 when ``err`` != 0 (tphot error code);
   2 when ``chi/N`` > ``chi2_max`` (10); 4 when ``duJy`` > ``dujy_max`` (160 uJy),
-  the ATClean cuts; 64 when duJy <= 0 (no SNR; such a row is never a detection).
-- Rows whose MJD, uJy or duJy is not a number are left out and counted, as are
-  repeated exposures (the same Obs: the first is kept).
+  the ATClean cuts.
+- The common rule (``photometry.drop_bad_values``, survey ``ATLAS``): rows whose
+  uJy or duJy is not a finite number, whose duJy <= 0, whose MJD is not a number,
+  before MJD 57000 or in the future are left out and counted, as are repeated
+  exposures (the same Obs: the first is kept). An ``err`` code that is not a
+  whole 64-bit number fails the product (QueryFailed).
 - Extra columns: ``atlas_m``, ``atlas_dm`` (raw, for audit), ``atlas_err``,
   ``atlas_chi2n``, ``atlas_x``, ``atlas_y``, ``atlas_maj``, ``atlas_min``,
   ``atlas_phi``, ``atlas_apfit``, ``atlas_sky``, ``atlas_night`` (the night's MJD
@@ -322,16 +325,13 @@ class AtlasProcessor(DataProcessor):
         import numpy as np
         import pandas as pd
 
-        usable = (
-            np.isfinite(frame["MJD"].to_numpy())
-            & np.isfinite(frame["uJy"].to_numpy())
-            & np.isfinite(frame["duJy"].to_numpy())
-        )
-        if not usable.all():
-            bad_time = int((~np.isfinite(frame["MJD"].to_numpy())).sum())
-            product.leave_out("MJD not a number", bad_time)
-            product.leave_out("uJy or duJy not a number", int((~usable).sum()) - bad_time)
-            frame = frame.loc[usable]
+        frame = photometry.drop_bad_values(frame, "ATLAS", product, flux="uJy", err="duJy", mjd="MJD")
+        if "err" in frame.columns and frame["err"].dtype.kind == "f":
+            codes = frame["err"].to_numpy(dtype="float64")
+            whole = np.isnan(codes) | (np.isfinite(codes) & (np.abs(codes) < 2.0**63))
+            whole &= np.isnan(codes) | (codes == np.round(codes))
+            if not whole.all():
+                photometry.check_int64(codes[~whole][:1].tolist(), "atlas: the err code")
         if "Obs" in frame.columns:
             # a repeated exposure repeats its Obs and its MJD: look at rows sharing an MJD only
             times = frame["MJD"].to_numpy(dtype="float64")
@@ -375,7 +375,6 @@ class AtlasProcessor(DataProcessor):
         with np.errstate(invalid="ignore"):
             flags |= np.where(column("chi/N") > self.value("chi2_max"), photometry.FLAG_POOR_FIT, 0)
             flags |= np.where(err > self.value("dujy_max"), photometry.FLAG_LARGE_ERROR, 0)
-            flags |= np.where(err <= 0, photometry.FLAG_ZERO_ERROR, 0)
 
         ra, dec = column("RA"), column("Dec")
         target = product.target or {}

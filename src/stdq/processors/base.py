@@ -3,7 +3,11 @@
 A processor never does HTTP. It reads the product's raw files, returns a
 DataFrame in the normalized schema (``stdq.photometry.COLUMNS``, then any
 survey-prefixed extra columns), and records rows it left out with
-``product.leave_out(reason, n)``.
+``product.leave_out(reason, n)``. Every processor applies the common rule
+``stdq.photometry.drop_bad_values(table, SURVEY, product)`` (non-finite flux or
+error, error <= 0, an epoch outside the survey's years or in the future); the
+processing step applies it again to what ``process`` returns. An exception from
+``process`` that is not a StdqError fails the product (QueryFailed, exit 1).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class DataProcessor:
     def process(self, product: DataProduct) -> pd.DataFrame:
         """The product's photometry as a DataFrame in the normalized schema."""
         raise NotImplementedError
+
+    def requires_errors(self) -> bool:
+        """Whether every row must have a flux error (False: an empty error is allowed, a
+        given one must still be finite and > 0), for the common rule."""
+        return True
 
     def cuts(self) -> dict[str, Any]:
         """The thresholds this processor applied, for product.json (default: its declared keys)."""

@@ -22,7 +22,11 @@ Detection mode (the default for DR2; docs/photometry.md sections 2, 4, 6, 7):
 - quality_flag bits (``stdq.photometry``): FLAG_SURVEY_CODE for an ``infoFlag``
   bit of PS1_BAD_INFOFLAG, FLAG_BLEND for BLEND/EXT_LIMIT, FLAG_MASKED_PIXELS
   for ``psfQfPerfect`` below the ``min_psf_qf_perfect`` setting (a missing,
-  -999, psfQfPerfect counts as below), FLAG_ZERO_ERROR for an error <= 0 or missing;
+  -999, psfQfPerfect counts as below);
+- the common rule (``photometry.drop_bad_values``, survey ``PS1``, MJD 54832 ..
+  57754): rows with a non-finite flux or error (an error of -999 or null), an
+  error <= 0, or an epoch outside those years or in the future are left out and
+  counted;
 - extra columns ``ps1_obstime_tai``, ``ps1_filterid``, ``ps1_infoflag``,
   ``ps1_infoflag2``, ``ps1_infoflag3``, ``ps1_psfqfperfect``,
   ``ps1_psfmajorfwhm``, ``ps1_psfminorfwhm``, ``ps1_apflux_ujy``,
@@ -38,7 +42,11 @@ scale) and converted to UTC. A filter without a mean magnitude (-999) is left
 out and counted.
 
 Object ids (``objID``, ``detectID``) are 64-bit integers: they are read as
-int64 or kept as strings, never through a float.
+int64 or kept as strings, never through a float. An id or an integer column
+that does not fit a signed 64-bit integer, an answer nested too deeply, or a
+number column holding text is QueryFailed (exit 1), never an internal error.
+An answer whose first character is ``{`` or ``[`` is read as MAST's JSON form
+whatever its file name.
 """
 
 from __future__ import annotations
@@ -114,6 +122,8 @@ def read_mast_json(data: bytes | str) -> pd.DataFrame:
 
     try:
         payload = json.loads(data)
+    except RecursionError:
+        raise QueryFailed("panstarrs: the JSON answer is nested too deeply to be a MAST table") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise QueryFailed(f"panstarrs: the JSON answer could not be parsed ({exc})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("info"), list) or not isinstance(
@@ -139,8 +149,22 @@ def read_mast_json(data: bytes | str) -> pd.DataFrame:
         if kind in _JSON_ID_TYPES:
             columns[name] = np.array([_id_text(v) for v in values], dtype=object)
         elif kind in _JSON_INT_TYPES or kind in _JSON_FLOAT_TYPES:
-            as_float = np.array([np.nan if v is None else v for v in values], dtype="float64")
+            if any(isinstance(v, (str, list, dict, bool)) for v in values):
+                raise QueryFailed(f"panstarrs: the JSON column {name} holds a value that is not a number")
+            try:
+                as_float = np.array([np.nan if v is None else v for v in values], dtype="float64")
+            except (TypeError, ValueError, OverflowError):
+                raise QueryFailed(
+                    f"panstarrs: the JSON column {name} holds a value that is not a number"
+                ) from None
+            if kind in _JSON_INT_TYPES:
+                photometry.check_int64(
+                    [v for v in values if isinstance(v, int) and not -(2**63) <= v < 2**63][:1],
+                    f"panstarrs: column {name}:",
+                )
             if kind in _JSON_INT_TYPES and np.isfinite(as_float).all():
+                photometry.check_int64(as_float[np.abs(as_float) >= 2.0**63][:1].tolist(),
+                                       f"panstarrs: column {name}:")
                 columns[name] = as_float.astype("int64")
             else:
                 columns[name] = as_float
@@ -156,6 +180,7 @@ def _id_text(value: Any) -> str | None:
     if isinstance(value, bool):
         raise QueryFailed(f"panstarrs: {value!r} is not an object id")
     if isinstance(value, int):
+        photometry.check_int64([value], "panstarrs: object id")
         return str(value)
     if isinstance(value, float):
         # a JSON number too large for a double would have lost digits already
@@ -164,8 +189,9 @@ def _id_text(value: Any) -> str | None:
         return str(int(value))
     text = str(value).strip()
     if not text.lstrip("-").isdigit():
-        raise QueryFailed(f"panstarrs: {text!r} is not an object id")
-    return text
+        raise QueryFailed(f"panstarrs: {text[:40]!r} is not an object id")
+    photometry.check_int64([text], "panstarrs: object id")
+    return str(int(text))
 
 
 def read_mast_csv(
@@ -197,6 +223,10 @@ def read_mast_csv(
         reader = source
     if empty:
         return pd.DataFrame({name: pd.Series(dtype="float64") for name in wanted or ()})
+    if head.lstrip()[:1] in (b"{", b"["):  # MAST's JSON form (or a hostile imitation)
+        data = raw if isinstance(source, (bytes, bytearray, memoryview)) else _read_bytes(source)
+        table = read_mast_json(data)
+        return table if wanted is None else table[[c for c in table.columns if c in wanted]]
     newline = head.find(b"\n")
     header_line = head[: newline if newline >= 0 else len(head)].rstrip(b"\r")
     header = [h.strip().strip('"') for h in header_line.decode("utf-8", "replace").split(",")]
@@ -211,19 +241,24 @@ def read_mast_csv(
     # Every column is parsed (no usecols): pandas then reads a large file in parallel.
     try:
         table = pd.read_csv(_rewind(reader), dtype=dtype)
-    except (ValueError, TypeError):  # ParserError is a ValueError
+    except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError
         table = None
     if table is None:
         # Slow path: nulls in integer columns, or ids that are not integers.
         try:
             table = pd.read_csv(_rewind(reader), dtype={n: str for n in dtype})
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise QueryFailed(f"panstarrs: the CSV answer could not be parsed ({exc})") from None
         for name in dtype:
+            if name not in table.columns:
+                continue
             if name in id_columns:
                 table[name] = table[name].map(lambda v: None if v is None or v != v else _id_text(v))
             else:
-                table[name] = pd.to_numeric(table[name], errors="coerce")
+                numbers = pd.to_numeric(table[name], errors="coerce").astype("float64")
+                big = numbers.to_numpy()[~(numbers.abs() < 2.0**63).to_numpy() & numbers.notna().to_numpy()]
+                photometry.check_int64(big[:1].tolist(), f"panstarrs: column {name}:")
+                table[name] = numbers
     return table if len(usecols) == len(table.columns) else table[usecols]
 
 
@@ -236,6 +271,11 @@ def _head_and_tail(path: Any) -> tuple[bytes, bytes, bool]:
         fh.seek(max(0, size - 65536))
         tail = fh.read()
     return head, tail, not head.strip()
+
+
+def _read_bytes(path: Any) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _rewind(reader: Any) -> Any:
@@ -263,8 +303,7 @@ def read_answer(raw: RawFile | Any, kind: str) -> pd.DataFrame:
     name = getattr(raw, "name", str(raw))
     path: Any = getattr(raw, "path", raw)
     if name.endswith(".json"):
-        with open(path, "rb") as fh:
-            return read_mast_json(fh.read())
+        return read_mast_json(_read_bytes(path))
     if kind == "detection":
         return read_mast_csv(
             path, id_columns=DETECTION_ID_COLUMNS, int_columns=DETECTION_INT_COLUMNS,
@@ -442,11 +481,11 @@ class PanstarrsProcessor(DataProcessor):
                 other = obj != int(nearest) if obj.dtype.kind in "iu" else ids_as_text(obj) != nearest
                 drop(np.asarray(other, dtype=bool), LEFT_OTHER_OBJECT)
         flux_jy = cols["psfFlux"]
-        drop(~np.isfinite(flux_jy) | (flux_jy == SENTINEL), LEFT_NO_FLUX)
+        drop(np.isnan(flux_jy) | (flux_jy == SENTINEL), LEFT_NO_FLUX)
         drop(flux_jy == 0, LEFT_ZERO_FLUX)
         drop(~np.isin(cols["filterID"], (1.0, 2.0, 3.0, 4.0, 5.0)), LEFT_BAD_FILTER)
         obs = cols["obsTime"]
-        drop(~np.isfinite(obs) | (obs == SENTINEL), "obsTime missing (-999 or null)")
+        drop(np.isnan(obs) | (obs == SENTINEL), "obsTime missing (-999 or null)")
         if not keep.all():
             cols = {name: values[keep] for name, values in cols.items()}
         mjd = photometry.tai_to_utc_mjd(cols["obsTime"])
@@ -483,7 +522,6 @@ class PanstarrsProcessor(DataProcessor):
         quality |= np.where(info & photometry.PS1_BLEND_INFOFLAG, photometry.FLAG_BLEND, 0)
         with np.errstate(invalid="ignore"):
             quality |= np.where(qf >= self.min_psf_qf_perfect, 0, photometry.FLAG_MASKED_PIXELS)
-        quality |= np.where(positive_err, 0, photometry.FLAG_ZERO_ERROR)
 
         nan = np.full(n, np.nan)
         columns: dict[str, Any] = {
@@ -529,7 +567,7 @@ class PanstarrsProcessor(DataProcessor):
         if n > 1 and not (np.diff(mjd) >= 0).all():  # MAST sorts by obsTime; sort if it did not
             order = np.argsort(mjd, kind="stable")
             columns = {name: values[order] for name, values in columns.items()}
-        return _frame(columns, n)
+        return photometry.drop_bad_values(_frame(columns, n), "PS1", product)
 
     # -- mean photometry ---------------------------------------------------------------------
     def mean_rows(self, product: DataProduct, objects: pd.DataFrame) -> pd.DataFrame:
@@ -577,7 +615,6 @@ class PanstarrsProcessor(DataProcessor):
             quality = np.zeros(int(have.sum()), dtype="int64")
             with np.errstate(invalid="ignore"):
                 quality |= np.where(~(qf >= self.min_psf_qf_perfect), photometry.FLAG_MASKED_PIXELS, 0)
-                quality |= np.where(~(err > 0), photometry.FLAG_ZERO_ERROR, 0)
             m = int(have.sum())
             frames.append(
                 _frame(
@@ -614,7 +651,7 @@ class PanstarrsProcessor(DataProcessor):
             return photometry.empty_table()
         table = pd.concat(frames, ignore_index=True)
         table["time_utc"] = photometry.mjd_to_isot(table["mjd"].to_numpy())
-        return table
+        return photometry.drop_bad_values(table, "PS1", product)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -24,8 +24,14 @@ Rules:
   the rows of the other oids are left out and counted; with ``--all-objects``
   every oid is kept. ``service_notes.objects`` lists every oid with its group,
   row count, separation and whether it was kept.
-- rows without a usable ``mag``/``magerr``/``mjd`` or with an unknown
-  ``filtercode`` are left out and counted.
+- rows without a ``mag``/``magerr``/``mjd`` (empty or not a number) or with an
+  unknown ``filtercode`` are left out and counted; then the common rule
+  (``photometry.drop_bad_values``, survey ``ZTF``): a non-finite flux or error, an
+  error <= 0, an epoch before MJD 58000 or in the future.
+- ``oid``, ``expid`` and the integer columns (``catflags``, ``field``, ``ccdid``,
+  ``qid``, ``programid``) must be whole numbers that fit a signed 64-bit integer
+  (``oid``/``expid`` written as digits): anything else fails the product
+  (QueryFailed, exit 1), never an internal error.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from stdq import photometry
+from stdq.errors import QueryFailed
 from stdq.processors.base import DataProcessor
 
 if TYPE_CHECKING:
@@ -71,20 +78,22 @@ class ZtfLightCurveProcessor(DataProcessor):
         raw.columns = [c.strip() for c in raw.columns]
         missing = {"oid", "expid", "mjd", "mag", "magerr", "filtercode", "ra", "dec"} - set(raw.columns)
         if missing:
-            raise ValueError(f"the CSV has no column(s) {', '.join(sorted(missing))}")
+            raise QueryFailed(f"ztf: the light-curve CSV has no column(s) {', '.join(sorted(missing))}")
         for name in NUMERIC:
             if name in raw.columns:
-                raw[name] = pd.to_numeric(raw[name].str.strip(), errors="coerce")
+                raw[name] = pd.to_numeric(raw[name].str.strip(), errors="coerce").astype("float64")
         for name in INTEGER:
             if name in raw.columns:
-                raw[name] = pd.to_numeric(raw[name].str.strip(), errors="coerce").astype("Int64")
+                raw[name] = _integers(raw[name], name)
         for name in ("oid", "expid", "filtercode", "filefracday"):
             if name in raw.columns:
                 raw[name] = raw[name].str.strip()
+        for name in ("oid", "expid"):
+            photometry.check_int64(raw[name].unique().tolist(), f"ztf: {name}")
 
         raw = self._leave_out_unusable(product, raw)
         target_ra, target_dec = float(product.target["ra"]), float(product.target["dec"])
-        table = self._rows(raw, target_ra, target_dec)
+        table = photometry.drop_bad_values(self._rows(raw, target_ra, target_dec), "ZTF", product)
         all_objects = bool(product.params.get("all_objects"))
         table = self._select_objects(product, table, target_ra, target_dec, all_objects)
         product.notes["time"] = "mjd = IRSA mjd + exptime/2 (mid-exposure, UTC); IRSA mjd in ztf_mjd"
@@ -98,7 +107,7 @@ class ZtfLightCurveProcessor(DataProcessor):
         bad_filter = ~raw["filtercode"].isin(list(BANDS))
         product.leave_out("rows with an unknown filtercode", int(bad_filter.sum()))
         raw = raw[~bad_filter]
-        unusable = ~(np.isfinite(raw["mag"]) & np.isfinite(raw["magerr"]) & np.isfinite(raw["mjd"]))
+        unusable = np.isnan(raw["mag"]) | np.isnan(raw["magerr"]) | np.isnan(raw["mjd"])
         product.leave_out("rows without a usable mag, magerr or mjd", int(unusable.sum()))
         return raw[~unusable]
 
@@ -120,7 +129,6 @@ class ZtfLightCurveProcessor(DataProcessor):
         catflags = col("catflags", 0).fillna(0).astype("int64")
         quality = np.where(catflags.to_numpy() != 0, photometry.FLAG_SURVEY_CODE, 0).astype("int64")
         err = flux * magerr / photometry.PSF_MAG_ERR
-        quality = quality | np.where(~(err > 0), photometry.FLAG_ZERO_ERROR, 0)
         ra = raw["ra"].to_numpy(dtype="float64")
         dec = raw["dec"].to_numpy(dtype="float64")
         oid = raw["oid"].astype(str)
@@ -233,6 +241,30 @@ class ZtfLightCurveProcessor(DataProcessor):
                 int(dropped.sum()),
             )
         return table[~dropped]
+
+
+def _integers(column: pd.Series, name: str) -> pd.Series:
+    """An integer column as Int64 (empty or non-numeric text: missing); QueryFailed for a
+    number that is not whole or does not fit a signed 64-bit integer."""
+    import numpy as np
+    import pandas as pd
+
+    text = column.str.strip()
+    exact = text.where(text.str.fullmatch(r"[+-]?\d+"), None)
+    numbers = pd.to_numeric(text, errors="coerce")
+    floats = numbers.astype("float64").to_numpy()
+    bad = np.isfinite(floats) & ((np.abs(floats) >= 2.0**63) | (floats != np.round(floats)))
+    bad |= np.isinf(floats)
+    if bad.any():
+        photometry.check_int64([text[bad].iloc[0]], f"ztf: column {name}:")
+    photometry.check_int64(exact.dropna().unique().tolist(), f"ztf: column {name}:")
+    values = [int(v) if isinstance(v, str) else None for v in exact]
+    floats_ok = np.isfinite(floats)
+    out = pd.array(
+        [v if v is not None else (int(f) if ok else None) for v, f, ok in zip(values, floats, floats_ok, strict=True)],
+        dtype="Int64",
+    )
+    return pd.Series(out, index=column.index)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -26,6 +26,13 @@ Conversions (all settings keys, shown by ``stdq services show gaia-alerts``):
 
 Every kept row is a detection (``detected`` true, no limits): the alert light
 curve lists measured transits only. ``flux_kind`` is ``total``.
+
+Then stdq's common rule (``photometry.drop_bad_values``, survey ``Gaia``): rows
+with a non-finite flux or error (a magnitude such as ``1e999``), an error <= 0, a
+JD that is not a finite number, before MJD 56800 or in the future are left out
+and counted. With ``error_model = "none"`` the empty error is allowed. A line
+that is not ``date,jd,mag`` or a JD that is not a number at all fails the
+product (QueryFailed, exit 1).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from stdq.errors import ConfigError
+from stdq.errors import ConfigError, QueryFailed
 from stdq.processors.base import DataProcessor
 
 if TYPE_CHECKING:
@@ -126,6 +133,9 @@ class GaiaAlertsProcessor(DataProcessor):
             )
         return model
 
+    def requires_errors(self) -> bool:
+        return self._error_model() != "none"
+
     def cuts(self) -> dict[str, Any]:
         return {
             "ab_offset": float(self.setting("ab_offset")),
@@ -144,10 +154,15 @@ class GaiaAlertsProcessor(DataProcessor):
         text = product.raw("lightcurve.csv").path.read_bytes().decode("utf-8", "replace")
 
         kept: list[tuple[str, float, float]] = []  # (jd text, jd, G Vega)
-        for _date, jd_text, mag_text in parse_lightcurve(text):
-            jd = float(jd_text)  # ValueError -> "could not be parsed"
-            if not math.isfinite(jd):
-                raise ValueError(f"JD {jd_text!r} is not a number")
+        try:
+            rows = parse_lightcurve(text)
+        except ValueError as exc:
+            raise QueryFailed(f"gaia-alerts: {exc}") from None
+        for _date, jd_text, mag_text in rows:
+            try:
+                jd = float(jd_text)  # nan, inf, 1e999: left out below ("epoch not a number")
+            except ValueError:
+                raise QueryFailed(f"gaia-alerts: JD {jd_text[:40]!r} is not a number") from None
             word = mag_text.strip().lower()
             if word == UNTRUSTED:
                 product.leave_out(REASON_UNTRUSTED)
@@ -159,9 +174,6 @@ class GaiaAlertsProcessor(DataProcessor):
                 g_vega = float(mag_text)
             except ValueError:
                 product.leave_out(f"unreadable magnitude {mag_text[:20]!r}")
-                continue
-            if not math.isfinite(g_vega):
-                product.leave_out(REASON_NULL)
                 continue
             kept.append((jd_text, jd, g_vega))
 
@@ -179,14 +191,18 @@ class GaiaAlertsProcessor(DataProcessor):
 
         g_vega = np.array([k[2] for k in kept], dtype="float64")
         g_ab = g_vega + cuts["ab_offset"]
-        flux = photometry.flux_from_magnitude(g_ab)
-        if cuts["error_model"] == "hodgkin2021":
-            mag_err = np.array([hodgkin2021_error(g) for g in g_vega], dtype="float64")
-        else:
-            mag_err = np.full(len(kept), np.nan)
-        flux_err = flux * mag_err / photometry.PSF_MAG_ERR
+        with np.errstate(over="ignore", invalid="ignore"):
+            flux = np.where(np.isfinite(g_ab), photometry.flux_from_magnitude(g_ab), np.nan)
+            if cuts["error_model"] == "hodgkin2021":
+                mag_err = np.array(
+                    [hodgkin2021_error(g) if math.isfinite(g) else math.nan for g in g_vega],
+                    dtype="float64",
+                )
+            else:
+                mag_err = np.full(len(kept), np.nan)
+            flux_err = flux * mag_err / photometry.PSF_MAG_ERR
         n = len(kept)
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "mjd": mjd,
                 "survey": ["Gaia"] * n,
@@ -209,6 +225,7 @@ class GaiaAlertsProcessor(DataProcessor):
                 "gaia_jd_tcb": np.array([k[1] for k in kept], dtype="float64"),
             }
         )
+        return photometry.drop_bad_values(table, "Gaia", product, require_error=self.requires_errors())
 
 
 def _tcb_jd_to_utc_mjd(jd):
@@ -220,7 +237,13 @@ def _tcb_jd_to_utc_mjd(jd):
     values = np.asarray(jd, dtype="float64")
     if values.size == 0:
         return values
-    quiet_astropy()
-    from astropy.time import Time
+    # years 1000..3000 change time scale; others (nan, inf, absurd) are only shifted to
+    # an MJD, for the common rule to leave them out
+    sane = np.isfinite(values) & (values > 2086308.0) & (values < 2816788.0)
+    out = values - 2400000.5
+    if sane.any():
+        quiet_astropy()
+        from astropy.time import Time
 
-    return Time(values, format="jd", scale="tcb").utc.mjd
+        out[sane] = Time(values[sane], format="jd", scale="tcb").utc.mjd
+    return out
