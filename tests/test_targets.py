@@ -165,25 +165,49 @@ def test_parse_nothing_found():
 
 
 def test_sesame_emulator_matches_real_answer(realdata, fake_server):
-    """The emulator's answer for NGC 3642 has the real answer's lines, byte for byte where
-    it emulates them."""
+    """The emulator's all-databases answer for NGC 3642 has the real answer's lines, byte for
+    byte where it emulates them (a Simbad block, then a VizieR block for a galaxy)."""
     import httpx
 
     real = (realdata / "sesame" / "ngc3642_all.txt").read_text().splitlines()
     url = fake_server.url("sesame") + "/-oI/A?ngc3642"
     fake = httpx.get(url).text.splitlines()
-    assert re.fullmatch(r"# ngc3642    #Q\d+", fake[0]) and re.fullmatch(r"# ngc3642    #Q\d+", real[0])
+    assert re.fullmatch(r"# ngc3642\s+#Q\d+", fake[0]) and re.fullmatch(r"# ngc3642\s+#Q\d+", real[0])
     for line in ("#=S=Simbad (via url):    1", "%I.0 NGC 3642", "%C.0 LIN",
-                 "%J 170.5750583 +59.0742417 = 11:22:18.01 +59:04:27.2"):
+                 "%J 170.5750583 +59.0742417 = 11:22:18.01 +59:04:27.2", "#=V=VizieR (local):    1",
+                 "%I.0 {NGC} 3642"):
         assert line in real and line in fake
-    # the Simbad block's lines come in the real order (the emulator leaves some out)
-    fake_tags = [line.split()[0] for line in fake[1:6]]
-    real_tags = iter(line.split()[0] for line in real[1:11] if line)
-    assert fake_tags == ["#=S=Simbad", "%@", "%I.0", "%C.0", "%J"]
+    # the lines come in the real order (the emulator leaves some out, and adds the %I
+    # identifiers of the I option)
+    fake_tags = [line.split()[0] for line in fake[1:] if line and not line.startswith("%I ")]
+    real_tags = iter(line.split()[0] for line in real[1:] if line)
+    assert fake_tags[:5] == ["#=S=Simbad", "%@", "%I.0", "%C.0", "%J"]
+    assert "#=V=VizieR" in fake_tags
     assert all(tag in real_tags for tag in fake_tags)  # a subsequence of the real tags
     done = r"#====Done \(\d{4}-[A-Z][a-z]{2}-\d{2},\d{2}:\d{2}:\d{2}z\)===="
     assert re.fullmatch(done, real[-1]) and re.fullmatch(done, fake[-1])
-    assert fake[-3:-1] == ["", ""]
+    assert fake[-4:-1] == real[-4:-1] == ["", "", ""]
+
+
+def test_sesame_emulator_partial_failures_match_real_answer(realdata, fake_server):
+    """For a name only Simbad knows, the all-databases answer has the real Castor answer's
+    `#!` lines of VizieR and NED after the Simbad block."""
+    import httpx
+
+    real = (realdata / "sesame" / "castor_all_partial_failures.txt").read_text().splitlines()
+    fake = httpx.get(fake_server.url("sesame") + "/-oI/A?SN%202023ixf").text.splitlines()
+    real_failures = [line.replace("castor", "NAME") for line in real if line.startswith("#!")]
+    fake_failures = [line.replace("SN 2023ixf", "NAME") for line in fake if line.startswith("#!")]
+    assert fake_failures == real_failures == [
+        "#!V=VizieR (local): No table found for: NAME",
+        "#!N=NED: ****object name not recognized by NED name interpreter",
+        "#!N=NED: ***Not recognized by NED: NAME",
+    ]
+    # the same layout: Simbad block, blank, VizieR line, blank, two NED lines, 3 blanks, trailer
+    def layout(lines):
+        return ["" if not line else line[:2] for line in lines if not line.startswith(("%", "#="))]
+    assert layout(fake[1:]) == layout(real[1:])
+    assert parse_sesame("\n".join(fake))[:2] == (SN_RA, SN_DEC)
 
 
 def test_sesame_emulator_nothing_found(fake_server):
