@@ -206,3 +206,71 @@ def test_result_file_in_the_real_format():
         nights.setdefault(f[18][:8], []).append(f)
     assert {len(v) for v in nights.values()} == {4}  # four exposures a night
     assert [float(f[0]) for f in fields] == sorted(float(f[0]) for f in fields)
+
+
+# -- DELETE and the task list, as the server's code does them (views.py, models.py, pagination.py) --
+
+
+def test_delete_archives_a_finished_task_and_removes_an_unfinished_one(atlas, clock):
+    emulator, client = atlas
+    finished = submit(client).json()
+    done = wait_finished(client, finished["url"], clock)
+    emulator.hold = True
+    queued = submit(client).json()
+
+    assert client.delete(finished["url"]).status_code == 204
+    gone = client.get(finished["url"])  # archived: the plain text of Django's HttpResponseNotFound
+    assert gone.status_code == 404 and gone.text == "Page not found"
+    assert "application/json" not in gone.headers["Content-Type"]
+    again = client.delete(finished["url"])  # the row is still there: archived once more
+    assert again.status_code == 204 and again.content == b""
+    assert client.get(done["result_url"]).status_code == 404  # its result file went with it
+    assert emulator.tasks[finished["id"]].archived and not emulator.tasks[finished["id"]].removed
+
+    assert client.delete(queued["url"]).status_code == 204
+    for answer in (client.get(queued["url"]), client.delete(queued["url"])):
+        assert answer.status_code == 404
+        assert answer.json() == {"detail": "No Task matches the given query."}
+    assert emulator.tasks[queued["id"]].removed
+
+    listing = client.get("/queue/").json()
+    assert listing["taskcount"] == 0 and listing["results"] == []  # neither is listed
+
+
+def test_the_task_list_pages_with_absolute_cursor_links(atlas):
+    import base64
+    from urllib.parse import parse_qs, urlsplit
+
+    emulator, client = atlas
+    emulator.hold = True
+    made = [submit(client, comment=f"task {i}").json()["id"] for i in range(13)]
+    seen, url, pages = [], f"{emulator.base_url}/queue/?pagesize=5", []
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200 and page.headers["ETag"]
+        data = page.json()
+        assert list(data) == ["next", "previous", "pagefirsttaskposition", "taskcount", "results"]
+        assert data["taskcount"] == 13 and data["pagefirsttaskposition"] == len(seen)
+        seen += [task["id"] for task in data["results"]]
+        pages.append(data)
+        url = data["next"]
+        if url:  # absolute, the request's own URL with a base64 cursor "p=<last id of the page>"
+            assert url.startswith(emulator.base_url + "/queue/?")
+            query = parse_qs(urlsplit(url).query)
+            assert query["pagesize"] == ["5"]
+            assert base64.b64decode(query["cursor"][0]).decode() == f"p={seen[-1]}"
+    assert seen == sorted(made, reverse=True) and [len(p["results"]) for p in pages] == [5, 5, 3]
+    assert pages[0]["previous"] is None
+    assert pages[1]["previous"] == f"{emulator.base_url}/queue/?pagesize=5"  # near the top: no cursor
+    back = client.get(pages[2]["previous"]).json()  # a reverse cursor
+    assert [t["id"] for t in back["results"]] == seen[5:10]
+    ascending = client.get("/queue/", params={"pagesize": 100, "ordering": "id"}).json()
+    assert [t["id"] for t in ascending["results"]] == sorted(made) and ascending["next"] is None
+    bad = client.get("/queue/", params={"cursor": "not base64!"})
+    assert bad.status_code == 404 and bad.json() == {"detail": "Invalid cursor"}
+    etag = client.get("/queue/").headers["ETag"]  # the user's whole list, the same on every page
+    assert client.get("/queue/", headers={"If-None-Match": etag}).status_code == 304
+    emulator.list_origin = "https://proxy.example.org"
+    assert client.get(f"{emulator.base_url}/queue/?pagesize=5").json()["next"].startswith(
+        "https://proxy.example.org/atlas/forcedphot/queue/?pagesize=5&cursor="
+    )

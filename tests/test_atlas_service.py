@@ -282,6 +282,15 @@ def remote_task(emulator, comment: str) -> dict:
     return response.json()
 
 
+def remote_tasks(emulator, comments) -> None:
+    """Tasks made by the user elsewhere (one connection for them all)."""
+    with httpx.Client(headers={"Authorization": f"Token {TEST_TOKEN}"}) as client:
+        for comment in comments:
+            response = client.post(f"{emulator.base_url}/queue/",
+                                   data={"ra": SN.ra, "dec": SN.dec, "comment": comment})
+            assert response.status_code == 201
+
+
 def inprocess_job(s, **checkpoint):
     job = s.submit("atlas", ra=SN.ra, dec=SN.dec, runner="inprocess")
     s.queue.save_checkpoint(job.id, checkpoint)
@@ -403,3 +412,63 @@ def test_nightly_stack_through_the_cli(atlas):
     combined = [int(line.split(",")[header.index("n_combined")]) for line in lines[1:]]
     flagged = [int(line.split(",")[header.index("atlas_n_flagged")]) for line in lines[1:]]
     assert sum(combined) + sum(flagged) == len(raw) and max(combined) == 4
+
+
+# -- the task list's pages and the server's two 404s ------------------------------------------
+
+
+def test_a_lost_task_is_found_on_a_later_page_of_the_task_list(session):
+    stdq, emulator, s = session
+    emulator.write_limit = emulator.read_limit = 0
+    emulator.hold = True
+    task = remote_task(emulator, "stdq job 1 0a0b0c0d0e0f")
+    remote_tasks(emulator, [f"another task {i}" for i in range(230)])  # the lost one: page 3
+    emulator.hold = False
+    job_id = inprocess_job(s, **lost_send("0a0b0c0d0e0f"))
+    job = s.run(job_id)
+    assert job.state == "succeeded" and job.checkpoint["task_id"] == task["id"]
+    pages = log(stdq, "GET", r"/queue/\?")
+    assert len(pages) == 3 and "cursor=" in pages[2].path  # it followed `next` twice
+    assert len(log(stdq, "POST")) == 231  # only the test's own tasks: nothing resubmitted
+
+
+def test_a_next_page_on_another_origin_is_not_followed(session):
+    stdq, emulator, s = session
+    emulator.write_limit = 0
+    emulator.hold = True
+    remote_tasks(emulator, [f"another task {i}" for i in range(120)])  # two pages
+    emulator.list_origin = f"http://localhost:{stdq.server.port}"  # e.g. a proxy's own name
+    job_id = inprocess_job(s, **lost_send("0a0b0c0d0e0f"))
+    job = s.run(job_id)
+    assert job.state == "failed" and job.exit_code == 1
+    assert "the task list names its next page on another origin" in job.error
+    assert len(log(stdq, "GET", r"/queue/\?")) == 1 and len(log(stdq, "POST")) == 120  # nothing sent
+    assert all(r.headers.get("host", "").startswith("127.0.0.1") for r in log(stdq))
+
+
+def test_a_finished_task_is_archived_by_the_delete_after_the_download(atlas):
+    stdq, emulator = atlas
+    result = stdq.run("query", "atlas", *POS, "--sync")
+    assert result.returncode == 0, result.stderr
+    (task,) = emulator.tasks.values()
+    assert task.archived and not task.removed  # the server keeps a finished task, hidden
+    assert [r.status for r in log(stdq, "DELETE")] == [204]
+
+
+@pytest.mark.parametrize("finished, words", [
+    (True, "archived: it was deleted after it finished"),
+    (False, "deleted before it finished"),
+])
+def test_a_task_deleted_elsewhere_names_which_404_it_was(session, finished, words):
+    stdq, emulator, s = session
+    emulator.hold = not finished
+    task = remote_task(emulator, "stdq job 1 aaaabbbbcccc")
+    if finished:
+        emulator.queue_seconds = emulator.run_seconds = 0.0
+    httpx.get(task["url"])  # the emulator moves on
+    httpx.delete(task["url"], headers={"Authorization": f"Token {TEST_TOKEN}"})  # the web page
+    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"])
+    job = s.run(job_id)
+    assert job.state == "failed" and job.exit_code == 1
+    assert f"ATLAS task {task['id']} no longer exists on the server ({words})" in job.error
+    assert emulator.tasks[task["id"]].archived is finished
