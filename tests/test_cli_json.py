@@ -113,6 +113,7 @@ def test_json_of_changing_commands(runner, made):
     assert first.returncode == second.returncode == 0
     added, again = json.loads(first.stdout), json.loads(second.stdout)
     assert again.pop("created_at") >= added.pop("created_at")  # replaced: added again
+    assert again.pop("created_at_unix") >= added.pop("created_at_unix")
     assert added == again and (added["name"], added["ra"], added["dec"]) == ("Third Star", 12.0, 22.0)
     before, after = both(runner, "targets", "rm", "Third Star")
     assert json.loads(before.stdout) == {"removed": "Third Star"}

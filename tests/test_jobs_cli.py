@@ -140,7 +140,8 @@ def test_cancel_queued_and_running(sq):
     done = submit(sq, *EMPTY)
     sq.run("jobs", "worker", "--burst")
     refused = sq.run("jobs", "cancel", str(done))
-    assert "nothing to cancel" in assert_clean_error(refused, 2)
+    assert f"job {done} had already succeeded (no data)" in refused.stderr
+    assert_clean_error(refused, 1)
 
 
 def test_result_exit_codes_and_output(sq):
@@ -269,7 +270,7 @@ def test_wait_starts_a_worker_for_a_job_due_again(sq):
         assert time.monotonic() < deadline, (current, status)
         time.sleep(0.2)
     assert "HTTP 503" in current["error"]
-    assert current["run_after"] - time.time() > 20  # due 30 s after attempt 1
+    assert current["run_after_unix"] - time.time() > 20  # due 30 s after attempt 1
     conn = sqlite3.connect(sq.data_dir / "stdq.sqlite3")
     with conn:
         conn.execute("UPDATE jobs SET run_after = 0 WHERE id = ?", (job,))  # as 30 s later
@@ -451,3 +452,145 @@ def test_piped_waits_report_progress_only_with_verbose(sq):
     assert loud.returncode == 0
     assert f"job {loud_job} running: remote task running" in loud.stderr
     assert loud.stderr.count("remote task running") == 1  # a line when the text changes, not per look
+
+
+# -- issue 9: a cancel that comes too late, piped tables, JSON times, counted words --------
+
+
+ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+
+
+def claimed_here(runner, job_id: int):
+    """Claim JOB_ID for this test process (a live owner with a long lease): the test plays
+    its runner. Returns (queue, owner)."""
+    from stdq.jobs.queue import JobQueue, owner_id
+
+    queue = JobQueue(runner.data_dir)
+    owner = owner_id()
+    assert queue.claim(owner, 60.0, job_id=job_id).state.value == "running"
+    return queue, owner
+
+
+def test_a_cancel_that_loses_the_race_with_the_end_says_so_and_exits_1(sq):
+    import threading
+
+    from stdq.jobs.queue import JobQueue
+
+    configure(sq, autostart_worker=False)
+    job_id = submit(sq, *SN)
+    queue, owner = claimed_here(sq, job_id)
+    queue.close()
+    finished = threading.Event()
+
+    def runner_ends_first() -> None:
+        """The runner sees the cancel too late: it ends the job as succeeded."""
+        with JobQueue(sq.data_dir) as own:
+            deadline = time.monotonic() + 20
+            while not own.cancel_requested(job_id) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            own.finish(job_id, "succeeded", owner=owner, rows=3, detections=2, products=[],
+                       note="3 rows, 2 detections", exit_code=0)
+        finished.set()
+
+    thread = threading.Thread(target=runner_ends_first, daemon=True)
+    thread.start()
+    result = sq.run("--json", "jobs", "cancel", str(job_id), "--wait", timeout=30)
+    thread.join(20)
+    assert finished.is_set()
+    assert "stops at its next check" in result.stderr
+    assert f"job {job_id} had already succeeded" in assert_clean_error(result, 1) + result.stderr
+    assert json.loads(result.stdout)["state"] == "succeeded"  # the job as it is
+    # the same answer once it has ended, and for several ids the code of the worst
+    again = sq.run("jobs", "cancel", str(job_id))
+    assert f"error: job {job_id} had already succeeded" in again.stderr and again.returncode == 1
+    queued = submit(sq, *EMPTY)
+    both = sq.run("--json", "jobs", "cancel", str(queued), str(job_id))
+    assert both.returncode == 1 and f"job {queued} cancelled before it ran" in both.stderr
+    assert [j["state"] for j in json.loads(both.stdout)] == ["cancelled", "succeeded"]
+
+
+def test_multi_line_notes_and_errors_keep_jobs_list_one_line_per_row(sq):
+    configure(sq, autostart_worker=False)
+    ok, bad = submit(sq, *SN), submit(sq, *EMPTY)
+    queue, owner = claimed_here(sq, ok)
+    with queue:
+        queue.finish(ok, "succeeded", owner=owner, rows=2, detections=1, products=[],
+                     note="2 rows\nsecond\tline \\ here", exit_code=0)
+        queue.claim(owner, 60.0, job_id=bad)
+        queue.finish(bad, "failed", owner=owner, error="slow: it broke\nhint: try again\x1b[31m",
+                     exit_code=1)
+    listing = sq.run("jobs", "list")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 3  # the header and one line per job
+    assert all(len(line.split("\t")) == 9 for line in lines)
+    assert lines[1].split("\t")[-1] == "slow: it broke\\nhint: try again\\x1b[31m"
+    assert lines[2].split("\t")[-1] == "2 rows\\nsecond\\tline \\\\ here"
+    assert "\x1b" not in listing.stdout
+    shown = sq.run("jobs", "show", str(ok)).stdout  # text for people: continuation lines indented
+    assert "note:       2 rows\n            second\tline" in shown
+
+
+def test_json_times_are_iso_8601_utc_with_unix_twins(sq):
+    import re
+    from datetime import datetime
+
+    from stdq.jobs.queue import JobQueue
+
+    configure(sq, autostart_worker=False)
+    job_id = submit(sq, *SN)
+    assert sq.run("jobs", "worker", "--burst").returncode == 0
+    job = show(sq, job_id)
+    for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        assert re.match(ISO_UTC, job[key]), (key, job[key])
+        unix = job[f"{key}_unix"]
+        assert isinstance(unix, float)
+        assert datetime.fromisoformat(job[key]).timestamp() == int(unix)
+    assert job["created_at_unix"] <= job["started_at_unix"] <= job["finished_at_unix"]
+    assert job["run_after"] is None and job["run_after_unix"] == 0.0
+    assert job["lease_expires"] is None and job["lease_expires_unix"] is None
+    assert job["wait_until"] is None and "wait_until_unix" in job
+    for event in job["events"]:
+        assert re.match(ISO_UTC, event["ts"]) and isinstance(event["ts_unix"], float)
+    logs = json.loads(sq.run("--json", "jobs", "logs", str(job_id)).stdout)
+    assert logs == job["events"]
+    (product,) = json.loads(sq.run("--json", "products", "list").stdout)
+    assert re.match(ISO_UTC, product["created_at"]) and re.match(ISO_UTC, product["processed_at"])
+    assert product["processed_at_unix"] >= product["created_at_unix"]
+    details = json.loads(sq.run("--json", "products", "show", str(product["id"])).stdout)
+    assert details["product"]["created_at"] == product["created_at"]
+    assert "created" in sq.run("products", "show", str(product["id"])).stdout
+    import os
+
+    with JobQueue(sq.data_dir) as queue:  # this process as a live worker, for `jobs status`
+        queue.register_worker(os.getpid(), burst=True, concurrency=2)
+        try:
+            status = json.loads(sq.run("--json", "jobs", "status").stdout)
+        finally:
+            queue.unregister_worker(os.getpid())
+    (worker,) = status["workers"]
+    assert re.match(ISO_UTC, worker["started_at"]) and re.match(ISO_UTC, worker["heartbeat_at"])
+    assert isinstance(worker["heartbeat_at_unix"], float)
+    added = json.loads(sq.run("--json", "targets", "add", "Somewhere", "--ra", "10", "--dec", "20").stdout)
+    assert re.match(ISO_UTC, added["created_at"]) and isinstance(added["created_at_unix"], float)
+
+
+def test_messages_count_in_words():
+    from click.testing import CliRunner
+
+    from stdq.cli import render
+    from stdq.records import JobState, counted
+
+    assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
+    assert counted(None, "detection") == "0 detections"
+    import click
+
+    @click.command()
+    def details() -> None:
+        job = make_job(state=JobState.SUCCEEDED, rows=1, detections=1, finished_at=1001.0)
+        render.job_details(job, [], 2000.0)
+        render.queue_status({"counts": {"queued": 0}, "running": [],
+                             "workers": [{"pid": 5, "burst": False}]})
+
+    out = CliRunner().invoke(details).output
+    assert "rows:       1 (1 detection)" in out and "1 worker alive: pid 5" in out

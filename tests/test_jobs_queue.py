@@ -271,8 +271,10 @@ def test_public_shape(queue):
     assert list(shown) == [
         "id", "state", "service", "target", "params", "runner", "attempts", "max_attempts",
         "progress", "error", "exit_code", "rows", "detections", "products", "note", "checkpoint",
-        "created_at", "started_at", "finished_at", "run_after", "cancel_requested",
-        "lease_expires", "abandoned",
+        "created_at", "created_at_unix", "updated_at", "updated_at_unix", "started_at",
+        "started_at_unix", "finished_at", "finished_at_unix", "run_after", "run_after_unix",
+        "lease_expires", "lease_expires_unix", "wait_until", "wait_until_unix",
+        "cancel_requested", "abandoned",
     ]
     assert shown["state"] == "queued" and shown["abandoned"] is False
     assert shown["target"]["name"] == "SN 2023ixf" and shown["params"] == {"seconds": 1.0}

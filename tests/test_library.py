@@ -147,8 +147,9 @@ def test_errors_are_the_documented_classes_with_their_codes(sdq):
     assert job.outcome is Outcome.NO_DATA and job.error_exception().exit_code == 5
     with pytest.raises(BadInput):
         sdq.job(9999)
-    with pytest.raises(BadInput, match="nothing to cancel"):
-        sdq.cancel(job.id)
+    with pytest.raises(StdqError, match=f"job {job.id} had already succeeded") as late:
+        sdq.cancel(job.id)  # a cancel that comes too late: exit 1
+    assert late.value.exit_code == 1
 
 
 def test_a_failed_job_raises_its_own_error_and_retry_runs_it_again(sdq, server):

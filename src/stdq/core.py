@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from stdq.errors import BadInput, QueryFailed
+from stdq.errors import EXIT_FAILED, BadInput, QueryFailed, StdqError
 from stdq.records import Job, JobEvent, JobState, Outcome, Product, Target
 
 if TYPE_CHECKING:
@@ -93,6 +93,22 @@ class QueryResult:
         table.meta.update({"zpsys": "ab", "time_scale": "utc", "job_id": self.job.id,
                            "service": self.job.service})
         return table
+
+
+class CancelTooLate(StdqError):
+    """A cancel that lost the race with the job's end: it had already succeeded or
+    failed (exit 1). ``job`` is the job as it ended."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, job: Job):
+        how = "succeeded (no data)" if job.outcome is Outcome.NO_DATA else str(job.state)
+        hint = (
+            f"its result: stdq jobs result {job.id}" if job.state is JobState.SUCCEEDED
+            else f"what happened: stdq jobs show {job.id}"
+        )
+        super().__init__(f"job {job.id} had already {how}", hint=hint)
+        self.job = job
 
 
 class Pruned(NamedTuple):
@@ -208,6 +224,7 @@ class Stdq:
             from stdq.db import Database
 
             self._db = Database(self.data_dir, clock=self.clock)
+            self._db.notice = lambda text: self.notice(text)  # "created the data directory"
         return self._db
 
     @property
@@ -224,7 +241,6 @@ class Stdq:
             from stdq.jobs.queue import JobQueue
 
             self._queue = JobQueue(self.db)
-            self._db.notice = lambda text: self.notice(text)  # "created the data directory"
         return self._queue
 
     def close(self) -> None:
@@ -412,7 +428,11 @@ class Stdq:
     def cancel(self, job_id: int, *, wait: bool = False) -> Job:
         """Cancel a job: a queued one at once, a running one at its next check (WAIT:
         until it has stopped). The remote task is deleted where the service can; for a
-        job whose runner died, here. BadInput when the job had already ended."""
+        job whose runner died, here. A job cancelled before is returned as it is.
+
+        CancelTooLate (exit 1, "job N had already succeeded") when the job ended
+        otherwise: before the call, or (WAIT) before its runner saw the cancel.
+        """
         from stdq.jobs.runner import cleanup_abandoned
 
         job, what = self.queue.request_cancel(job_id)
@@ -420,11 +440,10 @@ class Stdq:
             if job.checkpoint:
                 cleanup_abandoned(self.settings, self.store, self.queue, job)
                 job = self.queue.require(job_id)
-        elif what == "requested":
-            if wait:
-                (job,) = self.wait([job_id])
-        elif job.state is not JobState.CANCELLED:
-            raise BadInput(f"job {job_id} already {job.state}; nothing to cancel")
+        elif what == "requested" and wait:
+            (job,) = self.wait([job_id])
+        if job.final and job.state is not JobState.CANCELLED:
+            raise CancelTooLate(job)
         return job
 
     def retry(self, job_id: int) -> Job:
@@ -457,13 +476,16 @@ class Stdq:
     def status(self) -> dict[str, Any]:
         """``jobs status --json``: jobs per state, the running ones, the live workers."""
         from stdq.jobs.queue import WORKER_KEYS
+        from stdq.records import WORKER_TIMES, with_times
 
         now = self.clock()
         workers = self.queue.live_workers(self.settings.tasks.lease_seconds)
         return {
             "counts": self.queue.counts(),
             "running": [j.to_json(now) for j in self.queue.running()],
-            "workers": [{k: w.get(k) for k in WORKER_KEYS} for w in workers],
+            "workers": [
+                with_times({k: w.get(k) for k in WORKER_KEYS}, WORKER_TIMES) for w in workers
+            ],
         }
 
     def prune_jobs(self, older_than_seconds: float) -> Pruned:

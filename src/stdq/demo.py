@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stdq.errors import QueryFailed
+from stdq.records import counted
 
 if TYPE_CHECKING:
     from stdq.records import Job
@@ -142,7 +143,7 @@ def run_demo(
                 say(f"{service}: {DEMO_TARGET} (name -> coordinates -> photometry)")
                 result = sdq.query(service, DEMO_TARGET)
                 _write_table(result.table, out_dir / f"{service}.csv")
-                say(f"  {result.rows} rows, {result.detections} detections")
+                say(f"  {counted(result.rows, 'row')}, {counted(result.detections, 'detection')}")
             # 2. ATLAS and ZTF forced photometry: queued, run by a background worker.
             services: dict[int, str] = {}
             for service, emulator in BACKGROUND:

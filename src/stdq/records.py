@@ -86,6 +86,33 @@ def owner_dead(owner: str | None) -> bool:
     return not pid_alive(int(pid_text))
 
 
+def iso_time(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC to the second (``2026-12-01T22:30:35Z``); None, and 0
+    (never set), as None."""
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def with_times(data: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """DATA with each time key K as ISO 8601 UTC and its Unix seconds under ``K_unix``
+    (the key order kept: ``K`` then ``K_unix``); keys not in DATA are left out."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in keys:
+            out[key] = iso_time(value)
+            out[f"{key}_unix"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def counted(n: int | None, word: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``0 detections`` (PLURAL for irregular words)."""
+    n = int(n or 0)
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
 def coordinate_name(ra: float, dec: float) -> str:
     """``J<ra>+<dec>`` in degrees with six decimals, for a target given by coordinates."""
     return f"J{ra:.6f}{dec:+.6f}"
@@ -161,6 +188,7 @@ class RawFile:
         }
 
 
+PRODUCT_TIMES = ("created_at", "processed_at")
 PRODUCT_COLUMNS = (
     "id", "job_id", "service", "data_product_type", "target", "ra", "dec", "path", "state",
     "rows", "detections", "left_out", "error", "created_at", "processed_at",
@@ -212,9 +240,13 @@ class Product:
         out["path"] = str(self.path)
         return out
 
+    def row_json(self) -> dict[str, Any]:
+        """The catalog row as JSON: times as ISO 8601 UTC, with ``*_unix`` twins."""
+        return with_times(self.row(), PRODUCT_TIMES)
+
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``products list --json``: the catalog row and the table's path."""
-        return {**self.row(), "photometry": str(self.photometry_path)}
+        return {**self.row_json(), "photometry": str(self.photometry_path)}
 
     def details_json(self) -> dict[str, Any]:
         """The JSON of ``products show --json``: row, paths, product.json, raw-file check."""
@@ -223,7 +255,7 @@ class Product:
         photometry = folder / "photometry.csv"
         product_json = folder / "product.json"
         return {
-            "product": self.row(),
+            "product": self.row_json(),
             "paths": {
                 "directory": str(folder),
                 "photometry": str(photometry) if photometry.is_file() else None,
@@ -264,14 +296,25 @@ class JobEvent:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``jobs logs --json`` (and the events of ``jobs show``)."""
-        return {"id": self.id, "ts": self.ts, "kind": self.kind, "message": self.message}
+        return {
+            "id": self.id, "ts": iso_time(self.ts), "ts_unix": self.ts, "kind": self.kind,
+            "message": self.message,
+        }
 
 
 PUBLIC_KEYS = (
     "id", "state", "service", "target", "params", "runner", "attempts", "max_attempts",
     "progress", "error", "exit_code", "rows", "detections", "products", "note", "checkpoint",
-    "created_at", "started_at", "finished_at", "run_after", "cancel_requested", "lease_expires",
+    "created_at", "updated_at", "started_at", "finished_at", "run_after", "lease_expires",
+    "wait_until", "cancel_requested",
 )
+# the time keys of a job's JSON: ISO 8601 UTC, and Unix seconds under K_unix
+JOB_TIMES = (
+    "created_at", "updated_at", "started_at", "finished_at", "run_after", "lease_expires",
+    "wait_until",
+)
+# and of a worker's (``jobs status --json``)
+WORKER_TIMES = ("started_at", "heartbeat_at")
 
 _EXIT_CLASSES: dict[int, type[StdqError]] = {
     errors.EXIT_FAILED: errors.QueryFailed,
@@ -404,13 +447,16 @@ class Job:
             "note": self.note,
             "checkpoint": dict(self.checkpoint),
             "created_at": self.created_at,
+            "updated_at": self.updated_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "run_after": self.run_after,
-            "cancel_requested": self.cancel_requested,
             "lease_expires": self.lease_expires,
+            "wait_until": self.wait_until,
+            "cancel_requested": self.cancel_requested,
             "abandoned": self.is_abandoned(now),
         }
+        out = with_times(out, JOB_TIMES)
         if events is not None:
             out["events"] = [e.to_json() for e in events]
         return out
@@ -437,7 +483,7 @@ class Job:
         if self.state is JobState.SUCCEEDED:
             if self.outcome is Outcome.NO_DATA:
                 return errors.NoData(f"job {self.id}: {self.note or 'no data for this target'}")
-            raise ValueError(f"job {self.id} succeeded with {self.rows} rows: no error")
+            raise ValueError(f"job {self.id} succeeded with {counted(self.rows, 'row')}: no error")
         if self.runner == "inprocess" and self.is_abandoned(now):
             return StdqError(
                 f"job {self.id} was being run by a process that stopped",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -79,13 +80,24 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, no_color=plain, highlight=False, soft_wrap=plain)
 
 
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_CONTROL = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def tsv_cell(text: str) -> str:
+    """TEXT as one cell of tab-separated output: backslash, tab, newline and carriage
+    return as ``\\\\ \\t \\n \\r``, other control characters as ``\\xNN`` (mysql --batch)."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table on stdout: rich on a terminal, tab-separated text otherwise."""
+    """A table on stdout: rich on a terminal, tab-separated text otherwise (one line per
+    row: see :func:`tsv_cell`)."""
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     if plain_stdout():
-        click.echo("\t".join(columns))
+        click.echo("\t".join(tsv_cell(c) for c in columns))
         for row in cells:
-            click.echo("\t".join(row))
+            click.echo("\t".join(tsv_cell(c) for c in row))
         return
     from rich.table import Table
 

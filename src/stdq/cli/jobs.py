@@ -25,7 +25,8 @@ from stdq.cli.common import (
     message,
     output_options,
 )
-from stdq.errors import EXIT_TEMPORARY, BadInput, Interrupted
+from stdq.errors import EXIT_TEMPORARY, BadInput, Interrupted, StdqError
+from stdq.records import counted
 
 if TYPE_CHECKING:
     from stdq.records import JobEvent
@@ -212,44 +213,45 @@ def cancel(job_ids: tuple[int, ...], wait_end: bool) -> None:
     A running job's service deletes its remote task where it can.
     """
     from stdq.cli.live import wait_display
+    from stdq.core import CancelTooLate
 
     state = get_state()
     sdq = state.stdq
     results = []
-    problems = []
+    too_late: list[CancelTooLate] = []
     for job_id in job_ids:
-        before = sdq.job(job_id)
-        if before.final:
-            if str(before.state) == "cancelled":
-                message(f"job {job_id} was already cancelled")
-            else:
-                problems.append(f"job {job_id} already {before.state}; nothing to cancel")
+        before = sdq.job(job_id)  # exit 2 for an unknown id
+        if str(before.state) == "cancelled":
+            message(f"job {job_id} was already cancelled")
             results.append(before)
             continue
         try:
             job = sdq.cancel(job_id)
-        except BadInput as exc:  # it ended meanwhile
-            problems.append(exc.message)
-            results.append(sdq.job(job_id))
-            continue
-        if job.final:
-            how = "before it ran" if str(before.state) == "queued" else "(its runner had stopped)"
-            message(f"job {job_id} cancelled {how}")
-        else:
-            message(f"job {job_id}: cancel requested; it stops at its next check")
-            if wait_end:
-                try:
-                    with wait_display(state) as display:
-                        (job,) = sdq.wait([job_id], on_progress=display.jobs)
-                except KeyboardInterrupt:
-                    raise Interrupted(f"stopped waiting; job {job_id} stops at its next check") from None
-                message(f"job {job_id} {job.state}")
+            if job.final:
+                how = "before it ran" if str(before.state) == "queued" else "(its runner had stopped)"
+                message(f"job {job_id} cancelled {how}")
+            else:
+                message(f"job {job_id}: cancel requested; it stops at its next check")
+                if wait_end:
+                    try:
+                        with wait_display(state) as display:
+                            (job,) = sdq.wait([job_id], on_progress=display.jobs)
+                    except KeyboardInterrupt:
+                        raise Interrupted(f"stopped waiting; job {job_id} stops at its next check") from None
+                    if job.final and str(job.state) != "cancelled":
+                        raise CancelTooLate(job)
+                    message(f"job {job_id} {show_.state_label(job, time.time())}")
+        except CancelTooLate as exc:  # it ended otherwise first
+            too_late.append(exc)
+            job = exc.job
         results.append(job)
     if state.json:
         now = time.time()
         emit_json([j.to_json(now) for j in results] if len(job_ids) > 1 else results[0].to_json(now))
-    if problems:
-        raise BadInput("; ".join(problems))
+    if len(too_late) == 1:
+        raise too_late[0]
+    if too_late:
+        raise StdqError("; ".join(exc.message for exc in too_late))
 
 
 @jobs.command("retry")
@@ -294,8 +296,8 @@ def prune(older_than: str) -> None:
     if state.json:
         emit_json({"pruned": count, "logs_removed": logs_removed})
         return
-    click.echo(f"pruned {count} finished job(s) older than {older_than}"
-               + (f" and {logs_removed} worker log(s)" if logs_removed else ""))
+    click.echo(f"pruned {counted(count, 'finished job')} older than {older_than}"
+               + (f" and {counted(logs_removed, 'worker log')}" if logs_removed else ""))
 
 
 # -- the worker -------------------------------------------------------------------------------

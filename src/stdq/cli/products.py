@@ -17,6 +17,7 @@ import click
 
 from stdq.cli import PluginGroup
 from stdq.cli.common import emit_json, fmt_time, get_state, json_option, message, print_table
+from stdq.records import counted
 
 if TYPE_CHECKING:
     from stdq.records import Product
@@ -73,7 +74,7 @@ def print_details(data: dict[str, Any]) -> None:
     echo(f"product {row['id']}: {row['service']}, {row['target']} "
          f"(RA {row['ra']:.6f}, Dec {row['dec']:+.6f}), {row['state']}")
     echo(f"  job: {row['job_id'] if row['job_id'] is not None else '-'}; "
-         f"created {fmt_time(row['created_at'])}; processed {fmt_time(row['processed_at']) or '-'}")
+         f"created {fmt_time(row['created_at_unix'])}; processed {fmt_time(row['processed_at_unix']) or '-'}")
     query = data["query"] or {}
     if query.get("params") is not None:
         echo(f"  query: {json.dumps(query['params'], sort_keys=True)}")
@@ -83,7 +84,7 @@ def print_details(data: dict[str, Any]) -> None:
              f"cuts {json.dumps(processor.get('cuts') or {}, sort_keys=True)}")
     counts = data["counts"]
     if counts:
-        echo(f"  {counts.get('rows')} rows, {counts.get('detections')} detections, "
+        echo(f"  {counted(counts.get('rows'), 'row')}, {counted(counts.get('detections'), 'detection')}, "
              f"flux kind: {', '.join(counts.get('flux_kind') or []) or '-'}")
         for band, c in (counts.get("bands") or {}).items():
             echo(f"    {band}: {c['rows']} rows, {c['detections']} detections")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from stdq.cli.common import console, emit_json, fmt_time, message, plain_stdout, print_table
+from stdq.records import counted
 
 if TYPE_CHECKING:
     from stdq.core import QueryResult
@@ -94,7 +95,7 @@ def queue_status(status: dict[str, Any]) -> None:
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     if workers:
         click.echo(
-            f"{len(workers)} worker(s) alive: "
+            f"{counted(len(workers), 'worker')} alive: "
             + ", ".join(f"pid {w['pid']}{' (burst)' if w['burst'] else ''}" for w in workers)
         )
     else:
@@ -105,7 +106,7 @@ def queue_status(status: dict[str, Any]) -> None:
             [
                 (
                     j["id"], j["service"], _target_text(j["target"]), f"{j['attempts']}/{j['max_attempts']}",
-                    _clock(j.get("started_at"), None, time.time()),
+                    _clock(j.get("started_at_unix"), None, time.time()),
                     ("(runner gone) " if j.get("abandoned") else "") + (j.get("progress") or ""),
                 )
                 for j in running
@@ -140,7 +141,7 @@ def job_details(job: Job, events: Sequence[JobEvent], now: float) -> None:
         ("finished", fmt_time(job.finished_at)),
         ("time", elapsed(job, now)),
         ("progress", job.progress or ""),
-        ("rows", "" if job.rows is None else f"{job.rows} ({job.detections or 0} detections)"),
+        ("rows", "" if job.rows is None else f"{job.rows} ({counted(job.detections, 'detection')})"),
         ("products", ", ".join(str(p) for p in job.products)),
         ("note", job.note or ""),
         ("error", job.error or ""),
@@ -149,7 +150,8 @@ def job_details(job: Job, events: Sequence[JobEvent], now: float) -> None:
     ]
     for key, value in fields:
         if value not in ("", None):
-            click.echo(f"{key + ':':<12}{value}")
+            text = str(value).replace("\n", "\n" + " " * 12)  # a multi-line note stays under its key
+            click.echo(f"{key + ':':<12}{text}")
     click.echo("events:")
     for event in events:
         click.echo(event_line(event))
@@ -261,10 +263,11 @@ def summary(job: Job, products: Sequence[Product], output: str | None) -> None:
         counts = meta.get("counts") or {}
         objects = counts.get("objects") or []
         if objects:
-            lines.append(f"  object(s): {', '.join(objects[:5])}{' ...' if len(objects) > 5 else ''}")
+            lines.append(f"  {'object' if len(objects) == 1 else 'objects'}: {', '.join(objects[:5])}{' ...' if len(objects) > 5 else ''}")
         lines.append(
-            f"  {counts.get('rows', product.rows)} rows, {counts.get('detections', product.detections)}"
-            f" detections, flux kind: {', '.join(counts.get('flux_kind') or []) or '-'}"
+            f"  {counted(counts.get('rows', product.rows), 'row')},"
+            f" {counted(counts.get('detections', product.detections), 'detection')},"
+            f" flux kind: {', '.join(counts.get('flux_kind') or []) or '-'}"
         )
         if counts.get("mjd_min") is not None:
             lines.append(f"  MJD {counts['mjd_min']:.5f} .. {counts['mjd_max']:.5f}")
@@ -280,7 +283,7 @@ def summary(job: Job, products: Sequence[Product], output: str | None) -> None:
     if plain_stdout():
         click.echo(lines[0])
         for band, n, d in band_rows:
-            click.echo(f"  {band}: {n} rows, {d} detections")
+            click.echo(f"  {band}: {counted(n, 'row')}, {counted(d, 'detection')}")
         for line in lines[1:]:
             click.echo(line)
         return

@@ -14,6 +14,7 @@ COLUMNS = ("name", "ra", "dec", "ra_hms", "dec_dms", "source", "added")
 
 def _row(entry: dict[str, Any]) -> dict[str, Any]:
     """The JSON of one local target: its stored row with the sexagesimal position."""
+    from stdq.records import iso_time
     from stdq.targets import sexagesimal
 
     ra_hms, dec_dms = sexagesimal(entry["ra"], entry["dec"])
@@ -24,7 +25,8 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
         "ra_hms": ra_hms,
         "dec_dms": dec_dms,
         "source": entry.get("source"),
-        "created_at": entry.get("created_at"),
+        "created_at": iso_time(entry.get("created_at")),
+        "created_at_unix": entry.get("created_at"),
     }
 
 
@@ -32,7 +34,7 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         COLUMNS,
         [
-            [r["name"], r["ra"], r["dec"], r["ra_hms"], r["dec_dms"], r["source"], fmt_time(r["created_at"])]
+            [r["name"], r["ra"], r["dec"], r["ra_hms"], r["dec_dms"], r["source"], fmt_time(r["created_at_unix"])]
             for r in rows
         ],
     )

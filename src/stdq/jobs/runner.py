@@ -31,7 +31,7 @@ from stdq import errors
 from stdq.errors import Cancelled, NoData, StdqError, TemporaryFailure
 from stdq.http import redact
 from stdq.jobs.queue import JobQueue, retry_delay
-from stdq.records import Job, JobState
+from stdq.records import Job, JobState, counted
 
 if TYPE_CHECKING:
     from stdq.config import ServiceConfig, Settings
@@ -254,7 +254,7 @@ def _process(
             products=product_ids, note=note, exit_code=errors.EXIT_NO_DATA,
         )
         return
-    note = f"{rows} rows, {detections} detections"
+    note = f"{counted(rows, 'row')}, {counted(detections, 'detection')}"
     if left_notes:
         note += "; left out: " + "; ".join(left_notes)
     queue.finish(

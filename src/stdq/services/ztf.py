@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import BadInput, NoData, QueryFailed, TemporaryFailure
+from stdq.records import counted
 from stdq.services.base import (
     ALL_OBJECTS_FIELD,
     TIME_FIELDS,
@@ -154,7 +155,7 @@ class ZtfLightCurveService(SingleTargetDataService):
             url=client.safe_url(response.url),
             content_type=response.headers.get("Content-Type"),
         )
-        context.progress(f"IRSA answered with {len(lines) - 1} rows")
+        context.progress(f"IRSA answered with {counted(len(lines) - 1, 'row')}")
         return [product]
 
     def check_answer(self, response: httpx.Response, context: QueryContext) -> bytes:
