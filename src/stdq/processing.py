@@ -6,18 +6,21 @@ Used when a job's query returns its products, and by ``stdq products reprocess``
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stdq import __version__, photometry
-from stdq.errors import QueryFailed, StdqError
+from stdq.errors import DiskFull, QueryFailed, StdqError, is_disk_full
 from stdq.store import DataProduct, Store, atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from stdq.config import Settings
+
+log = logging.getLogger("stdq")
 
 
 @dataclass
@@ -63,39 +66,60 @@ def process_product(
 ) -> ProcessResult:
     """Run the processor on PRODUCT's raw files; write photometry.csv and product.json.
 
-    QueryFailed (exit 1) when the raw answer cannot be parsed; the product is then
-    marked 'failed' with the reason, and no photometry.csv is written.
+    The processor's table goes through the common rule once more
+    (``photometry.drop_bad_values``, survey per row). On any failure the product is
+    marked 'failed' in the catalog with a one-line reason (and product.json says it)
+    before the error is raised -- a product never stays 'pending': a StdqError as
+    it is, a full disk as DiskFull (exit 75), anything else a processor or the
+    writing meets (an overflow, a recursion, a bug) as QueryFailed (exit 1) naming
+    the service and the error, never an internal error.
     """
-    processor, processor_path, source = processor_for(
-        settings, product.data_product_type, product.service
-    )
-
-    product.left_out = {}
+    used: tuple[Any, str, str] = (None, "", "")
     try:
-        table: pd.DataFrame = processor.process(product)
+        used = processor_for(settings, product.data_product_type, product.service)
+        processor = used[0]
+        product.left_out = {}
+        try:
+            table: pd.DataFrame = processor.process(product)
+            requires = getattr(processor, "requires_errors", None)
+            table = photometry.drop_bad_values(
+                table, None, product, require_error=bool(requires()) if callable(requires) else True
+            )
+            table = photometry.normalize(table, product_id=product.id)
+        except StdqError:
+            raise
+        except RecursionError:
+            raise QueryFailed(f"{product.service}: the answer is nested too deeply to be read") from None
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise
+            raise QueryFailed(
+                f"{product.service}: the answer could not be processed ({one_line(exc)})"
+            ) from exc
+        atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
+        summary = photometry.summarize(table)
+        _write_product_json(product, query, service_info, used, summary, None)
+        left = sum(product.left_out.values())
+        store.mark_product(
+            product.id,
+            state="ready",
+            rows=summary["rows"],
+            detections=summary["detections"],
+            left_out=left,
+            error=None,
+            processed_at=time.time(),
+        )
     except StdqError as exc:
-        store.mark_product(product.id, state="failed", error=exc.message)
-        _write_product_json(product, query, service_info, (processor, processor_path, source), None, exc.message)
+        _fail(store, product, query, service_info, used, exc.message)
         raise
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        message = f"{product.service}: the answer could not be parsed ({type(exc).__name__}: {exc})"
-        store.mark_product(product.id, state="failed", error=message)
-        _write_product_json(product, query, service_info, (processor, processor_path, source), None, message)
-        raise QueryFailed(message) from exc
-    table = photometry.normalize(table, product_id=product.id)
-    atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
-    summary = photometry.summarize(table)
-    _write_product_json(product, query, service_info, (processor, processor_path, source), summary, None)
-    left = sum(product.left_out.values())
-    store.mark_product(
-        product.id,
-        state="ready",
-        rows=summary["rows"],
-        detections=summary["detections"],
-        left_out=left,
-        error=None,
-        processed_at=time.time(),
-    )
+    except Exception as exc:  # writing photometry.csv / product.json / the catalog
+        error: StdqError
+        if is_disk_full(exc):
+            error = DiskFull(store.data_dir, f"writing product {product.id}")
+        else:
+            error = QueryFailed(f"product {product.id} could not be written ({one_line(exc)})")
+        _fail(store, product, query, service_info, used, error.message)
+        raise error from exc
     return ProcessResult(
         product_id=product.id,
         rows=summary["rows"],
@@ -105,6 +129,36 @@ def process_product(
         summary=summary,
         table=table,
     )
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of EXC on one line, at most LIMIT characters."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fail(
+    store: Store,
+    product: DataProduct,
+    query: dict[str, Any] | None,
+    service_info: dict[str, Any] | None,
+    used: tuple[Any, str, str],
+    message: str,
+) -> None:
+    """Mark PRODUCT failed with MESSAGE (first: the catalog), then say it in product.json.
+
+    Each step is tried on its own: a product.json that cannot be written (full disk)
+    never leaves the catalog row 'pending'.
+    """
+    try:
+        store.mark_product(product.id, state="failed", error=message, processed_at=time.time())
+    except Exception:
+        log.warning("product %s: could not be marked failed in the catalog", product.id, exc_info=True)
+    try:
+        _write_product_json(product, query, service_info, used, None, message)
+    except Exception:
+        log.warning("product %s: could not write product.json", product.id, exc_info=True)
 
 
 def _write_product_json(
@@ -120,7 +174,9 @@ def _write_product_json(
     if product.json_path.is_file():
         try:
             previous = json.loads(product.json_path.read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
+            previous = {}
+        if not isinstance(previous, dict):
             previous = {}
     document = {
         "product_id": product.id,
@@ -136,7 +192,7 @@ def _write_product_json(
         "processor": {
             "class": processor_path,
             "version": getattr(processor, "version", "1"),
-            "cuts": processor.cuts(),
+            "cuts": processor.cuts() if processor is not None else {},
             # "[services.NAME]", or "processor defaults (service ... no longer configured)"
             "settings": settings_source,
         },
@@ -162,9 +218,11 @@ def _write_product_json(
                 "bytes": raw.bytes,
                 "url": raw.url,
                 "content_type": raw.content_type,
+                "redacted": raw.redacted,  # a secret was masked: sha256/bytes are of the stored file
             }
             for raw in product.raw_files
         ],
         "photometry": "photometry.csv" if summary is not None else None,
     }
-    atomic_write(product.json_path, json.dumps(document, indent=2, default=str) + "\n")
+    text = product.redact_text(json.dumps(document, indent=2, default=str) + "\n")  # echoed secrets
+    atomic_write(product.json_path, text, data_dir=product.data_dir)
