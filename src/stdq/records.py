@@ -184,6 +184,7 @@ class RawFile:
             "bytes": self.bytes,
             "url": self.url,
             "content_type": self.content_type,
+            "redacted": self.redacted,
             "path": str(self.path),
         }
 

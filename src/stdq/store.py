@@ -3,47 +3,117 @@
 Layout (docs/data.md)::
 
     $data_dir/products/<target>/<service>/<product_id>/
-        raw/...          every answer of the service, byte for byte
+        raw/...          every answer of the service, byte for byte (echoed secrets masked)
         photometry.csv   the normalized table
         product.json     query, versions, cuts, counts, left-out rows, sha256 per raw file
+
+Local faults (docs/data.md): a full disk is :class:`~stdq.errors.DiskFull` (exit 75,
+naming the data directory) and the product being written is marked failed; temporary
+files of a killed write are removed when a writable Store opens; a symbolic link inside
+the data directory that leads outside it is refused (ConfigError, exit 3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote, quote_plus
 
 from stdq import db
-from stdq.errors import BadInput
+from stdq.errors import BadInput, ConfigError, DiskFull, StdqError, is_disk_full
 from stdq.records import Product, RawFile, coordinate_name
 
-__all__ = ["DataProduct", "Product", "RawFile", "Store", "atomic_write", "coordinate_name", "safe_name", "sha256_file"]
+__all__ = [
+    "DataProduct", "Product", "RawFile", "Store", "atomic_write", "coordinate_name",
+    "mask_secrets", "remove_stale_temp_files", "safe_name", "sha256_file",
+]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+MAX_NAME_BYTES = 200  # a longer safe form is cut (and given its hash)
+CUT_NAME_BYTES = 180
+HASH_SEPARATOR = "~"  # never in a reversible safe form, so a hashed name never meets one
+_KEPT_PUNCTUATION = frozenset(".+-")
+# temporary names of atomic_write and of the database's creation: .<name>.<pid>.<n>.tmp[-wal|-shm]
+TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.\d+\.tmp(?:-wal|-shm|-journal)?$")
+TEMP_MAX_AGE = 86400.0  # a temporary file this old goes even when its pid is alive (pid reuse)
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def safe_name(name: str) -> str:
-    """NAME made safe for one path component ("SN 2023ixf" -> "SN_2023ixf")."""
-    cleaned = _UNSAFE.sub("_", name.strip()).strip("._")
-    return cleaned or "target"
+    """NAME made safe for one path component, different for different names.
+
+    Letters of any script, digits and ``. + -`` are kept and a space becomes ``_``
+    ("SN 2023ixf" -> "SN_2023ixf"). When that cannot be undone (another character
+    replaced by ``_``, leading or trailing dots or spaces dropped, an empty result) or
+    is longer than 200 bytes, ``~`` and 8 hex digits of NAME's sha256 are appended
+    (after a cut to 180 bytes).
+    """
+    out = []
+    for char in name:
+        keep = char in _KEPT_PUNCTUATION or (char.isascii() and char.isalnum()) or (
+            not char.isascii() and unicodedata.category(char)[0] in "LNM"
+        )
+        out.append(char if keep else "_")
+    cleaned = unicodedata.normalize("NFC", "".join(out).strip("._")) or "target"
+    # reversible only when every "_" was a space and nothing was dropped or changed
+    lossy = cleaned.replace("_", " ") != name
+    if len(cleaned.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        cut = cleaned.encode("utf-8", "surrogatepass")[:CUT_NAME_BYTES].decode("utf-8", "ignore")
+        cleaned, lossy = cut.rstrip("._") or "target", True
+    return f"{cleaned}{HASH_SEPARATOR}{_name_hash(name)}" if lossy else cleaned
 
 
-def atomic_write(path: Path, data: bytes | str | Callable[[IO[bytes]], None]) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename to PATH."""
+def _data_dir_of(path: Path) -> Path:
+    """The data directory PATH lies in (the folder holding ``products/``), else its folder."""
+    for parent in path.parents:
+        if parent.name == "products":
+            return parent.parent
+        if (parent / db.DB_NAME).exists():
+            return parent
+    return path.parent
+
+
+def write_error(exc: OSError, path: Path, data_dir: Path | None = None) -> StdqError:
+    """The StdqError for an OSError met while writing PATH: DiskFull (exit 75) naming the
+    data directory, ConfigError (3) for a folder that cannot be written, else exit 1."""
+    folder = data_dir or _data_dir_of(path)
+    if is_disk_full(exc):
+        return DiskFull(folder, f"writing {path.name}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return db.read_only_error(folder, f"write {path.name}")
+    return StdqError(f"cannot write {path} ({exc.strerror or exc}); check the data directory {folder}")
+
+
+def atomic_write(
+    path: Path, data: bytes | str | Callable[[IO[bytes]], None], *, data_dir: Path | None = None
+) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename to PATH.
+
+    The temporary file is created new (never through an existing name or link). An
+    OSError becomes a StdqError (:func:`write_error`): DiskFull when the disk is full.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, 0o644)
+        with os.fdopen(fd, "wb") as fh:
             if callable(data):
                 data(fh)
             else:
@@ -51,9 +121,87 @@ def atomic_write(path: Path, data: bytes | str | Callable[[IO[bytes]], None]) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(exc, path, data_dir) from exc
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(data_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temporary files a killed write left in DATA_DIR (its top folder and
+    ``products/``): those of a process that is gone, or older than a day. Returns them."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+
+    def consider(folder: str, name: str) -> None:
+        match = TEMP_NAME.match(name)
+        if not match:
+            return
+        path = Path(folder) / name
+        try:
+            info = path.lstat()
+            if _pid_alive(int(match["pid"])) and now - info.st_mtime < TEMP_MAX_AGE:
+                return
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            return
+
+    try:
+        top = os.listdir(data_dir)
+    except OSError:
+        return removed
+    for name in top:
+        consider(str(data_dir), name)
+    for folder, dirs, files in os.walk(Path(data_dir) / "products"):  # links are not followed
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                consider(folder, name)
+    return removed
+
+
+_CLEANED: set[str] = set()
+_CLEANED_LOCK = threading.Lock()
+
+
+def mask_secrets(data: bytes, secrets: Iterable[str]) -> bytes:
+    """DATA with each secret (3 characters or more) replaced by ``***``: as written, and
+    its percent-encoded and JSON-escaped forms."""
+    for form in _secret_forms(secrets):
+        data = data.replace(form.encode("utf-8", "surrogatepass"), b"***")
+    return data
+
+
+def mask_text(text: str, secrets: Iterable[str]) -> str:
+    """:func:`mask_secrets` for text."""
+    for form in _secret_forms(secrets):
+        text = text.replace(form, "***")
+    return text
+
+
+def _secret_forms(secrets: Iterable[str]) -> list[str]:
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret or len(secret) < 3:
+            continue
+        forms.update({secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1],
+                      json.dumps(secret, ensure_ascii=False)[1:-1]})
+    return sorted((f for f in forms if len(f) >= 3), key=len, reverse=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -84,6 +232,11 @@ class DataProduct:
     left_out: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    # the service's secrets: masked in every raw file and in product.json (set by the
+    # query context; never stored)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    data_dir: Path | None = field(default=None, repr=False, compare=False)
+    store: Store | None = field(default=None, repr=False, compare=False)
 
     @property
     def raw_dir(self) -> Path:
@@ -104,23 +257,55 @@ class DataProduct:
         raise KeyError(name)
 
     def add_raw(
-        self, name: str, data: bytes, *, url: str | None = None, content_type: str | None = None
+        self,
+        name: str,
+        data: bytes,
+        *,
+        url: str | None = None,
+        content_type: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> RawFile:
-        """Keep DATA as raw/NAME, byte for byte (atomic write); returns its record."""
-        if "/" in name or name.startswith("."):
+        """Keep DATA as raw/NAME, byte for byte (atomic write); returns its record.
+
+        A secret of the service (``self.secrets``, and SECRETS) inside DATA is replaced
+        by ``***`` first; the record then says ``redacted`` and has the sha256 of what was
+        stored. A full disk is DiskFull (exit 75) and the product is marked failed.
+        """
+        if "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
             raise ValueError(f"bad raw file name {name!r}")
+        every = (*self.secrets, *secrets)
+        stored = mask_secrets(data, every)
         path = self.raw_dir / name
-        atomic_write(path, data)
+        try:
+            if self.data_dir is not None:
+                check_inside(self.data_dir, self.raw_dir, create=True)
+            atomic_write(path, stored, data_dir=self.data_dir)
+        except StdqError as exc:
+            self.fail(exc.message)
+            raise
         raw = RawFile(
             name=name,
             path=path,
-            sha256=hashlib.sha256(data).hexdigest(),
-            bytes=len(data),
-            url=url,
+            sha256=hashlib.sha256(stored).hexdigest(),
+            bytes=len(stored),
+            url=mask_text(url, every) if url else url,
             content_type=content_type,
+            redacted=stored != data,
         )
         self.raw_files = [r for r in self.raw_files if r.name != name] + [raw]
         return raw
+
+    def redact_text(self, text: str) -> str:
+        """TEXT with the service's secrets masked (product.json goes through this)."""
+        return mask_text(text, self.secrets)
+
+    def fail(self, reason: str) -> None:
+        """Mark the product failed with REASON (best effort: the disk may be full)."""
+        if self.store is None:
+            return
+        # best effort: the error that brought us here is what the user sees
+        with contextlib.suppress(Exception):
+            self.store.mark_product(self.id, state="failed", error=reason)
 
     def leave_out(self, reason: str, count: int = 1) -> None:
         """Count COUNT rows left out for REASON."""
@@ -128,11 +313,45 @@ class DataProduct:
             self.left_out[reason] = self.left_out.get(reason, 0) + int(count)
 
 
+def check_inside(data_dir: Path, path: Path, *, create: bool = False) -> Path:
+    """PATH, refused (ConfigError, exit 3, naming the link) when a symbolic link on its way
+    from DATA_DIR leads outside DATA_DIR. With CREATE the missing folders are made first."""
+    root = Path(os.path.realpath(data_dir))
+    path = Path(path)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            pass  # a file or a dangling link there: the check below names it
+        except OSError as exc:
+            raise write_error(exc, path / ".", data_dir) from exc
+    real = Path(os.path.realpath(path))
+    if real == root or real.is_relative_to(root):
+        return path
+    # name the first link on the way that leads out
+    try:
+        parts = path.relative_to(data_dir).parts
+    except ValueError:
+        parts = path.parts
+    current = Path(data_dir)
+    link = path
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            link = current
+            break
+    raise ConfigError(
+        f"{link} is a symbolic link that leads outside the data directory {data_dir}"
+        f" (to {os.path.realpath(link)}); stdq does not write or read through it: remove it"
+    )
+
+
 class Store:
     """The data directory and its products catalog.
 
     DATABASE is the session's shared :class:`~stdq.db.Database`, or a data directory (the
-    store then opens, and closes, a Database of its own).
+    store then opens, and closes, a Database of its own). A writable store removes, once
+    per process, the temporary files a killed write left (:func:`remove_stale_temp_files`).
     """
 
     def __init__(self, database: db.Database | Path | str):
@@ -140,6 +359,16 @@ class Store:
             self.db, self._owned = database, False
         else:
             self.db, self._owned = db.Database(Path(database)), True
+        self._clean_once()
+
+    def _clean_once(self) -> None:
+        key = os.path.realpath(self.data_dir)
+        with _CLEANED_LOCK:
+            if key in _CLEANED:
+                return
+            _CLEANED.add(key)
+        if self.data_dir.is_dir() and self.db.writable:
+            remove_stale_temp_files(self.data_dir)
 
     @property
     def data_dir(self) -> Path:
@@ -180,6 +409,10 @@ class Store:
         folder_target = safe_name(target.get("name") or "") if target.get("name") else None
         if not folder_target:
             folder_target = coordinate_name(float(target["ra"]), float(target["dec"]))
+        for folder in (self.products_dir, self.products_dir / folder_target,
+                       self.products_dir / folder_target / safe_name(service)):
+            if folder.is_symlink() or folder.exists():
+                check_inside(self.data_dir, folder)
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO products (job_id, service, data_product_type, target, ra, dec, path,"
@@ -198,8 +431,7 @@ class Store:
             product_id = int(cur.lastrowid)
             path = self.products_dir / folder_target / safe_name(service) / str(product_id)
             conn.execute("UPDATE products SET path = ? WHERE id = ?", (str(path), product_id))
-        path.mkdir(parents=True, exist_ok=True)
-        return DataProduct(
+        product = DataProduct(
             id=product_id,
             service=service,
             data_product_type=data_product_type,
@@ -208,7 +440,15 @@ class Store:
             path=path,
             job_id=job_id,
             created_at=now,
+            data_dir=self.data_dir,
+            store=self,
         )
+        try:
+            check_inside(self.data_dir, path, create=True)
+        except StdqError as exc:
+            product.fail(exc.message)
+            raise
+        return product
 
     def load_product(self, product_id: int) -> DataProduct:
         """A stored product with its raw files, from its catalog row and product.json."""
@@ -216,6 +456,7 @@ class Store:
         if row is None:
             raise BadInput(f"no product with id {product_id}", hint="list them: stdq products list")
         path = Path(row["path"])
+        check_inside(self.data_dir, path)
         meta: dict[str, Any] = {}
         if (path / "product.json").is_file():
             meta = json.loads((path / "product.json").read_text(encoding="utf-8"))
@@ -228,13 +469,18 @@ class Store:
             path=path,
             job_id=row["job_id"],
             created_at=row["created_at"],
+            data_dir=self.data_dir,
+            store=self,
         )
         recorded = {r["name"]: r for r in meta.get("raw_files", [])}
         raw_dir = path / "raw"
+        if raw_dir.is_symlink() or raw_dir.exists():
+            check_inside(self.data_dir, raw_dir)
         names = sorted(p.name for p in raw_dir.iterdir() if not p.name.startswith(".")) if raw_dir.is_dir() else []
         for name in names:
             info = recorded.get(name, {})
             raw_path = raw_dir / name
+            check_inside(self.data_dir, raw_path)
             product.raw_files.append(
                 RawFile(
                     name=name,
@@ -243,6 +489,7 @@ class Store:
                     bytes=raw_path.stat().st_size,
                     url=info.get("url"),
                     content_type=info.get("content_type"),
+                    redacted=bool(info.get("redacted", False)),
                 )
             )
         product.notes = dict(meta.get("service_notes", {}))
@@ -302,9 +549,12 @@ class Store:
         """
         product = self.require_product(product_id)
         folder = product.path
+        check_inside(self.data_dir, folder)
         meta, meta_problem = _read_meta(folder / "product.json")
         recorded = {r.get("name"): r for r in meta.get("raw_files") or [] if isinstance(r, dict)}
         raw_dir = folder / "raw"
+        if raw_dir.is_symlink() or raw_dir.exists():
+            check_inside(self.data_dir, raw_dir)
         on_disk = (
             sorted(p.name for p in raw_dir.iterdir() if not p.name.startswith("."))
             if raw_dir.is_dir() else []
@@ -314,6 +564,8 @@ class Store:
         for name in sorted(set(recorded) | set(on_disk), key=str):
             info = recorded.get(name, {})
             path = raw_dir / str(name)
+            if path.is_symlink():
+                check_inside(self.data_dir, path)
             actual = sha256_file(path) if path.is_file() else None
             if actual is None:
                 status = "missing"
@@ -331,6 +583,7 @@ class Store:
                     bytes=path.stat().st_size if path.is_file() else int(info.get("bytes") or 0),
                     url=info.get("url"),
                     content_type=info.get("content_type"),
+                    redacted=bool(info.get("redacted", False)),
                     status=status,
                     sha256_on_disk=actual,
                 )

@@ -297,16 +297,18 @@ class QueryContext:
         if key in products:
             product = self.store.load_product(int(products[key]))
             product.params = dict(params)
-            return product
-        product = self.store.create_product(
-            service=self.service_config.name,
-            data_product_type=self.data_product_type,
-            target=target.as_dict(),
-            params=params,
-            job_id=self.job_id,
-        )
-        products[key] = product.id
-        self.save_checkpoint(products=products)
+        else:
+            product = self.store.create_product(
+                service=self.service_config.name,
+                data_product_type=self.data_product_type,
+                target=target.as_dict(),
+                params=params,
+                job_id=self.job_id,
+            )
+            products[key] = product.id
+            self.save_checkpoint(products=products)
+        # a secret the server echoes back is masked in raw files and product.json
+        product.secrets = tuple(self.service_config.secret_values())
         return product
 
 
