@@ -212,11 +212,11 @@ def test_400_is_one_clear_line_and_no_product(stdq):
     assert not (stdq.data_dir / "products").exists()
 
 
-def test_html_instead_of_csv_is_a_failure_without_product(stdq):
+def test_html_instead_of_csv_is_a_temporary_failure_without_product(stdq):
     stdq.server.add_fault("html", path="nph_light_curves")
     result = stdq.run("query", "ztf", *SN)
-    last = assert_clean_error(result, 1)
-    assert "HTML page instead of CSV" in last
+    last = assert_clean_error(result, 75)
+    assert "answered an HTML page where CSV was expected: '<!DOCTYPE html>'" in last
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (stdq.data_dir / "products").exists()
     assert not list(stdq.data_dir.rglob("photometry.csv"))

@@ -136,23 +136,21 @@ class PanstarrsService(SingleTargetDataService):
     def table_url(self, release: str, table: str) -> str:
         return f"{self.url}/{release}/{table}.csv"
 
-    def _get(self, context: QueryContext, url: str, params: dict[str, Any]) -> httpx.Response:
-        """One answer that must be CSV: HTTP errors, HTML pages and garbage are QueryFailed."""
-        from stdq.http import check_response
+    def _get(
+        self, context: QueryContext, url: str, params: dict[str, Any],
+        step: str = "the MAST request",
+    ) -> httpx.Response:
+        """One answer that must be CSV: HTTP errors are QueryFailed (4xx) or temporary
+        (5xx); an HTML page (MAST's maintenance page) or an empty body is temporary
+        (exit 75, stdq.http.expect_format): MAST's own "nothing" is the header line."""
+        from stdq.http import check_response, expect_format
 
         client = context.client
         response = client.get(url, params=params)
         if response.status_code == 422:
             self._explain_422(context, response, url, params)
         check_response(response, self.name, client.secrets)
-        ctype = response.headers.get("Content-Type", "").lower()
-        head = response.content[:200].lstrip().lower()
-        if "html" in ctype or head.startswith(b"<"):
-            where = client.safe_url(response.request.url).split("?")[0]
-            raise QueryFailed(
-                f"{self.name}: {where} answered with an HTML page instead of CSV "
-                "(MAST may be down for maintenance; try again later)"
-            )
+        expect_format(response, self.name, step, "CSV", secrets=client.secrets)
         return response
 
     def _explain_422(self, context: QueryContext, response, url: str, params: dict[str, Any]) -> None:
@@ -176,7 +174,8 @@ class PanstarrsService(SingleTargetDataService):
             )
 
     def _fetch_pages(
-        self, context: QueryContext, url: str, params: dict[str, Any], kind: str, label: str
+        self, context: QueryContext, url: str, params: dict[str, Any], kind: str, label: str,
+        step: str,
     ) -> list[tuple[bytes, str, int]]:
         """Every page of one query: [(body, redacted url, rows)], until a page is short."""
         from stdq.processors.panstarrs import (
@@ -192,7 +191,8 @@ class PanstarrsService(SingleTargetDataService):
         for page in range(1, MAX_PAGES + 1):
             context.check_cancelled()
             context.progress(f"{label}: page {page}" if page > 1 else label)
-            response = self._get(context, url, {**params, "pagesize": pagesize, "page": page})
+            response = self._get(context, url, {**params, "pagesize": pagesize, "page": page},
+                                 step if page == 1 else f"{step} (page {page})")
             body = response.content
             if kind == "detection":
                 table = read_mast_csv(body, int_columns=("filterID",), wanted=DETECTION_COLUMNS)
@@ -241,6 +241,7 @@ class PanstarrsService(SingleTargetDataService):
         mean_pages = self._fetch_pages(
             context, self.table_url(release, "mean"), cone, "mean",
             f"cone search of the {release.upper()} mean table",
+            f"the cone search of the {release.upper()} mean table",
         )
         objects = pd.concat(
             [read_mast_csv(body, id_columns=("objID",)) for body, _, rows in mean_pages if rows]
@@ -288,6 +289,7 @@ class PanstarrsService(SingleTargetDataService):
                 pages = self._fetch_pages(
                     context, self.table_url(release, "detection"),
                     {"objID": object_id, **det_params}, "detection", label,
+                    f"the detection query of object {object_id}",
                 )
                 total += sum(rows for _, _, rows in pages)
                 raws += [

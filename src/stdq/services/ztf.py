@@ -8,10 +8,11 @@ the API documents; whether IRSA accepts a one-sided range is inferred from that,
 not verified), ``BAD_CATFLAGS_MASK``, ``COLLECTION`` from ``--release`` (IRSA's
 latest release when absent) and ``FORMAT=CSV``.
 
-The answer is checked before a product is created: a 400, an HTML page instead
-of CSV, or a CSV without the documented columns fail the query (exit 1) and
-leave no product behind; an empty body is a temporary failure (exit 75); a CSV
-with only its header line means no data (exit 5).
+The answer is checked before a product is created: a 400 or a CSV without the
+documented columns fail the query (exit 1) and leave no product behind; an HTML
+page instead of CSV or an empty body is a temporary failure (exit 75, quoting the
+page's first line: stdq.http.expect_format); a CSV with only its header line --
+IRSA's own way of saying "nothing there" -- means no data (exit 5).
 A valid answer is kept byte for byte as ``raw/lightcurve.csv``.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from stdq.errors import BadInput, NoData, QueryFailed, TemporaryFailure
+from stdq.errors import BadInput, NoData, QueryFailed
 from stdq.records import counted
 from stdq.services.base import (
     ALL_OBJECTS_FIELD,
@@ -115,11 +116,6 @@ def page_text(body: bytes, limit: int = 200) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-def looks_like_html(response: httpx.Response) -> bool:
-    ctype = response.headers.get("Content-Type", "").lower()
-    return "html" in ctype or response.content.lstrip()[:1] == b"<"
-
-
 class ZtfLightCurveService(SingleTargetDataService):
     """ZTF DR light curves (catalogue PSF photometry on the science images) from IRSA."""
 
@@ -160,7 +156,7 @@ class ZtfLightCurveService(SingleTargetDataService):
 
     def check_answer(self, response: httpx.Response, context: QueryContext) -> bytes:
         """The CSV body of a valid answer; QueryFailed/ConfigError otherwise (no product made)."""
-        from stdq.http import check_response
+        from stdq.http import check_response, expect_format
 
         status = response.status_code
         body = response.content
@@ -168,12 +164,7 @@ class ZtfLightCurveService(SingleTargetDataService):
             detail = page_text(body) or "no explanation given"
             raise QueryFailed(f"ztf: IRSA refused the query (HTTP 400): {detail}")
         check_response(response, self.name)
-        if looks_like_html(response):
-            raise QueryFailed(
-                f"ztf: IRSA answered with an HTML page instead of CSV ({page_text(body, 120)})"
-            )
-        if not body.strip():
-            raise TemporaryFailure("ztf: IRSA's answer is empty, not even the CSV header (try again later)")
+        expect_format(response, self.name, "the IRSA light-curve query", "CSV")
         first = body.decode("utf-8", "replace").lstrip().splitlines()[0]
         columns = {c.strip() for c in first.split(",")}
         missing = REQUIRED_COLUMNS - columns
