@@ -34,6 +34,14 @@ FORCE_SUBPROCESS = os.environ.get("PYTEST_STDQ_SUBPROCESS", "") == "1"
 # Variables of the calling environment that never reach a `stdq` under test.
 SCRUBBED = ("ATLAS_FORCED_PHOTOMETRY_API_KEY", "MAST_API_TOKEN")
 
+try:  # property tests (hypothesis, in the test extra): no per-example deadline on a shared machine
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - the test extra installs it
+    pass
+else:
+    _hypothesis_settings.register_profile("stdq", deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "stdq"))
+
 needs_realdata = pytest.mark.skipif(
     not REALDATA.is_dir() and not REALDATA_REQUIRED, reason="../shared/realdata is not beside the project"
 )
