@@ -437,3 +437,176 @@ def test_quiet_astropy_switches_downloads_off():
     with iers.conf.set_temp("auto_download", True):
         quiet_astropy()
         assert iers.conf.auto_download is False
+
+
+# -- ranges (issue 9 item 6): exit 3 naming the file and the key -------------------------------
+
+OUT_OF_RANGE = [
+    ("[tasks]\nlease_seconds = 0.5\n", "[tasks] lease_seconds", ">= 1"),
+    ("[tasks]\nlease_seconds = nan\n", "[tasks] lease_seconds", "finite"),
+    ("[tasks]\nlease_seconds = inf\n", "[tasks] lease_seconds", "finite"),
+    ("[tasks]\nmax_attempts = 0\n", "[tasks] max_attempts", "from 1 to 100"),
+    ("[tasks]\nmax_attempts = 101\n", "[tasks] max_attempts", "from 1 to 100"),
+    ("[http]\ntimeout = 0\n", "[http] timeout", "> 0"),
+    ("[http]\ntimeout = -inf\n", "[http] timeout", "finite"),
+    ("[http]\ndeadline = -1\n", "[http] deadline", "> 0"),
+    ("[http]\ndeadline = nan\n", "[http] deadline", "finite"),
+    ("[http]\nmax_retries = 21\n", "[http] max_retries", "from 0 to 20"),
+    ("[http]\nmax_retries = -1\n", "[http] max_retries", "from 0 to 20"),
+    ("[http]\nmax_bytes = 0\n", "[http] max_bytes", ">= 1"),
+    ("[services.atlas]\npoll_interval = 0\n", "[services.atlas] poll_interval", "> 0"),
+    ("[services.atlas]\nmax_poll_interval = inf\n", "[services.atlas] max_poll_interval", "finite"),
+    ("[services.atlas]\nsnr_threshold = 0\n", "[services.atlas] snr_threshold", "> 0"),
+    ("[services.atlas]\nlimit_nsigma = -3\n", "[services.atlas] limit_nsigma", "> 0"),
+    ("[services.atlas]\nsnr_threshold = nan\n", "[services.atlas] snr_threshold", "finite"),
+    ("[services.ztf-fps]\npoll_interval = nan\n", "[services.ztf-fps] poll_interval", "finite"),
+    ("[services.ztf-fps]\nlimit_nsigma = 0\n", "[services.ztf-fps] limit_nsigma", "> 0"),
+    ("[services.panstarrs]\nmin_psf_qf_perfect = 1.5\n", "[services.panstarrs] min_psf_qf_perfect", "from 0 to 1"),
+    ("[services.panstarrs]\npagesize = 0\n", "[services.panstarrs] pagesize", ">= 1"),
+]
+
+
+@pytest.mark.parametrize("text, key, needle", OUT_OF_RANGE, ids=[c[1] + " " + c[0].split("= ")[-1].strip() for c in OUT_OF_RANGE])
+def test_out_of_range_is_exit_3_naming_file_and_key(tmp_path, text, key, needle):
+    from stdq.registry import load_settings as load_checked
+
+    config = write(tmp_path / "ranges.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_checked(config)
+    message = caught.value.message
+    assert caught.value.exit_code == 3
+    assert message.startswith(f"{config}: {key} must be "), message
+    assert needle in message, message
+    assert "\n" not in message
+
+
+def test_range_ends_are_accepted(tmp_path):
+    from stdq.registry import load_settings as load_checked
+
+    config = write(tmp_path / "ends.toml", """\
+        [tasks]
+        lease_seconds = 1
+        max_attempts = 100
+        [http]
+        max_retries = 20
+        timeout = 0.001
+        [services.atlas]
+        writes_per_minute = 0
+        [services.panstarrs]
+        min_psf_qf_perfect = 0.0
+        """)
+    settings = load_checked(config)
+    assert settings.tasks.lease_seconds == 1.0 and settings.tasks.max_attempts == 100
+    assert settings.http.max_retries == 20
+    assert service(settings, "atlas")["writes_per_minute"] == 0
+    write(config, "[tasks]\nmax_attempts = 1\n[http]\nmax_retries = 0\n")
+    assert load_checked(config).tasks.max_attempts == 1
+
+
+def test_a_class_declares_ranges_of_its_own_keys(tmp_path, plugin_dir):
+    from stdq.registry import load_settings as load_checked
+
+    (plugin_dir / "stdq_test_ranged.py").write_text(
+        "from stdq.services.base import SingleTargetDataService\n"
+        "class Ranged(SingleTargetDataService):\n"
+        "    settings_defaults = {'max_rows': 100, 'poll_interval': 1.0}\n"
+        "    settings_ranges = {'max_rows': '10..1000'}\n"
+    )
+    config = write(tmp_path / "c.toml", '[services.r]\nclass = "stdq_test_ranged:Ranged"\nmax_rows = 5\n')
+    with pytest.raises(ConfigError, match=r"\[services.r\] max_rows must be an integer from 10 to 1000, not 5"):
+        load_checked(config)
+    write(config, '[services.r]\nclass = "stdq_test_ranged:Ranged"\npoll_interval = 0\n')
+    with pytest.raises(ConfigError, match=r"\[services.r\] poll_interval must be a finite number > 0"):
+        load_checked(config)  # the shared ranges apply in any service with the key
+
+
+def test_out_of_range_on_the_command_line(tmp_path):
+    from conftest import run_in_process
+
+    config = write(tmp_path / "c.toml", "[http]\nmax_retries = 50\n")
+    for args in (["config", "show"], ["jobs", "list"]):
+        result = run_in_process(["--config", str(config), *args], env={"STDQ_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
+        line = assert_clean_error(result, 3)
+        assert line == f"error: {config}: [http] max_retries must be an integer from 0 to 20, not 50"
+        assert result.stdout == ""
+
+
+def test_every_range_is_in_the_docs():
+    from stdq.config import HTTP_RANGES, TASKS_RANGES
+    from stdq.registry import SERVICE_RANGES
+
+    page = (ROOT / "docs" / "settings.md").read_text()
+    ranges = page.split("## Ranges", 1)[1].split("\n## ", 1)[0]
+    for key in [*TASKS_RANGES, *HTTP_RANGES, *SERVICE_RANGES]:
+        assert f"`{key}`" in ranges or f"] {key}`" in ranges, key
+
+
+# -- the data directory (issue 9 item 6) -------------------------------------------------------
+
+
+def test_relative_data_dir_is_relative_to_the_settings_file(tmp_path, monkeypatch):
+    from conftest import run_in_process
+
+    config = write(tmp_path / "conf" / "c.toml", 'data_dir = "stdq-data"\n')
+    monkeypatch.delenv("STDQ_DATA_DIR", raising=False)
+    assert load_settings(config).data_dir == tmp_path / "conf" / "stdq-data"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_in_process(["--json", "--config", str(config), "config", "show"], env={"STDQ_DATA_DIR": None}, cwd=elsewhere)
+    assert json.loads(result.stdout)["data_dir"] == str(tmp_path / "conf" / "stdq-data")
+    write(config, 'data_dir = "../up/./d"\n')
+    assert load_settings(config).data_dir == tmp_path / "conf" / ".." / "up" / "." / "d"
+    write(config, f'data_dir = "{tmp_path / "abs"}"\n')
+    assert load_settings(config).data_dir == tmp_path / "abs"
+    write(config, 'data_dir = "~/in-home"\n')
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_settings(config).data_dir == tmp_path / "home" / "in-home"
+    # --data-dir and $STDQ_DATA_DIR stay relative to the working directory
+    assert load_settings(config, "rel").data_dir == Path("rel")
+
+
+def test_data_dir_is_created_only_by_a_write_which_says_so(tmp_path):
+    from conftest import run_in_process
+
+    data = tmp_path / "new" / "data"
+    env = {"STDQ_DATA_DIR": str(data), "STDQ_CONFIG": None, "HOME": str(tmp_path)}
+    for args in (["jobs", "list"], ["jobs", "status"], ["products", "list"], ["targets", "list"], ["config", "show"]):
+        result = run_in_process(args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "created" not in result.stderr
+    assert not data.exists() and not data.parent.exists()
+    result = run_in_process(["targets", "add", "Mine", "--ra", "10.5", "--dec", "20"], env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[0] == f"note: created the data directory {data}"
+    assert (data / "stdq.sqlite3").is_file()
+    again = run_in_process(["targets", "add", "Other", "--ra", "11", "--dec", "21"], env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "created the data directory" not in again.stderr
+
+
+# -- a password inside a URL (issue 9 item 8) ----------------------------------------------------
+
+
+def test_password_inside_a_url_is_masked(tmp_path):
+    from conftest import run_in_process
+
+    config = write(tmp_path / "c.toml", """\
+        [services.ztf]
+        url = "https://bob:Hunter2-pw%40x@irsa.example.org/lc"
+        [resolver]
+        sesame_url = "https://carol:S3same-secret@cds.example.org/nph"
+        """)
+    env = {"STDQ_CONFIG": str(config), "STDQ_DATA_DIR": str(tmp_path / "d")}
+    texts = []
+    for args in (["config", "show"], ["--json", "config", "show"], ["services", "show", "ztf"],
+                 ["--json", "services", "show", "ztf"], ["services", "list"], ["--json", "services", "list"]):
+        result = run_in_process(args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        texts.append(result.stdout + result.stderr)
+    for text in texts:
+        assert "Hunter2" not in text and "S3same-secret" not in text, text
+    shown_json = json.loads(run_in_process(["--json", "config", "show"], env=env, cwd=tmp_path).stdout)
+    assert shown_json["services"]["ztf"]["url"] == "https://bob:***@irsa.example.org/lc"
+    assert shown_json["resolver"]["sesame_url"] == "https://carol:***@cds.example.org/nph"
+    # the password is one of the service's secrets: redacted wherever secrets are
+    merged = service(load_settings(config), "ztf")
+    assert {"Hunter2-pw%40x", "Hunter2-pw@x"} <= set(merged.secret_values())
