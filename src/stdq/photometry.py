@@ -321,6 +321,8 @@ def flux_from_magnitude(mag, zero_point: float = ZP_AB_UJY):
 
 def _astropy_tai_to_utc(mjd_tai):
     """TAI MJD -> UTC MJD through astropy.time, value by value (the reference)."""
+    import warnings
+
     import numpy as np
 
     quiet_astropy()
@@ -329,7 +331,9 @@ def _astropy_tai_to_utc(mjd_tai):
     values = np.asarray(mjd_tai, dtype="float64")
     if values.size == 0:
         return values
-    return Time(values, format="mjd", scale="tai").utc.mjd
+    with warnings.catch_warnings():  # ERFA's "dubious year" for an epoch far from now
+        warnings.simplefilter("ignore")
+        return Time(values, format="mjd", scale="tai").utc.mjd
 
 
 def tai_to_utc_mjd(mjd_tai):

@@ -203,7 +203,27 @@ def run_job(
         finally:
             if context is not None:
                 context.close()
+            settle_products(store, queue, job_id)
     return queue.require(job_id)
+
+
+def settle_products(store: Store, queue: JobQueue, job_id: int) -> None:
+    """No product of an ended job stays 'pending': each is marked failed with the job's
+    reason (a resumed job processes it again and makes it 'ready')."""
+    try:
+        ended = queue.get(job_id)
+        if ended is None or not ended.final:
+            return
+        rows = store.conn.execute(
+            "SELECT id FROM products WHERE job_id = ? AND state = 'pending'", (job_id,)
+        ).fetchall()
+        reason = (ended.error or ended.note or "").split("\n")[0] or (
+            f"job {job_id} ended ({ended.state}) before the product was processed"
+        )
+        for row in rows:
+            store.mark_product(int(row[0]), state="failed", error=reason)
+    except Exception:  # the job's own end is recorded already; this is best effort
+        log.warning("job %s: could not mark its unfinished products failed", job_id, exc_info=True)
 
 
 def safe_checkpoint(checkpoint: dict[str, Any], secrets: list[str]) -> dict[str, Any]:

@@ -123,12 +123,14 @@ class ZtfLightCurveProcessor(DataProcessor):
 
         mag = raw["mag"].to_numpy(dtype="float64")
         magerr = raw["magerr"].to_numpy(dtype="float64")
-        flux = photometry.flux_from_magnitude(mag)
+        with np.errstate(over="ignore"):
+            flux = np.where(np.isfinite(mag), photometry.flux_from_magnitude(mag), np.nan)
         exptime = col("exptime").to_numpy(dtype="float64")
         exptime = np.where(np.isfinite(exptime) & (exptime > 0), exptime, DEFAULT_EXPTIME)
         catflags = col("catflags", 0).fillna(0).astype("int64")
         quality = np.where(catflags.to_numpy() != 0, photometry.FLAG_SURVEY_CODE, 0).astype("int64")
-        err = flux * magerr / photometry.PSF_MAG_ERR
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = flux * magerr / photometry.PSF_MAG_ERR
         ra = raw["ra"].to_numpy(dtype="float64")
         dec = raw["dec"].to_numpy(dtype="float64")
         oid = raw["oid"].astype(str)
