@@ -271,7 +271,7 @@ def test_429_with_retry_after_then_success_waits(stdq, recorded_waits):
         ("500", "mean", 75, "HTTP 500"),
         ("503", "detection", 75, "HTTP 503"),
         ("hang", "detection", 75, "timed out"),
-        ("truncate", "detection", 75, "connection problem"),
+        ("truncate", "detection", 75, "an answer cut short"),
         ("html", "mean", 75, "answered an HTML page where CSV was expected"),
         ("html", "detection", 75, "answered an HTML page where CSV was expected"),
     ],

@@ -64,6 +64,7 @@ REPEATABLE_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "PUT", "TRAC
 SECRET_PARAMS = frozenset(
     {"token", "api_key", "apikey", "key", "password", "userpass", "passwd", "mast_token", "email"}
 )
+_CUT_SHORT = re.compile(r"received (\d+) bytes, expected (\d+)")
 _AVAILABLE_IN = re.compile(r"available in (\S+) (second|seconds|minute|minutes)\b")
 
 
@@ -644,6 +645,13 @@ class Client:
 
         if isinstance(exc, httpx.TimeoutException):
             return "timed out"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            # the connection closed before the body reached its Content-Length: never kept
+            counts = _CUT_SHORT.search(str(exc))
+            if counts:
+                return f"an answer cut short ({counts[1]} of its {counts[2]} bytes)"
+            if "complete message body" in str(exc):
+                return "an answer cut short"
         return f"connection problem ({type(exc).__name__})"
 
 
