@@ -7,9 +7,12 @@ the code's output:
 - uJy = DN * 10**(-0.4 (zpdiff - 23.9)); mjd = jd - 2400000.5 + exptime/2/86400;
 - the guide's own magnitudes, in DN: m = zpdiff - 2.5 log10(flux),
   sigma_m = 1.0857 unc / flux, limit = zpdiff - 2.5 log10(5 unc), detected at snr >= 3;
-- procstatus: non-zero codes are warnings; a row with a usable flux is kept
-  (quality bit 1 for a warning about the measurement), one without is left out and
-  counted by its procstatus; 63/65 for the whole request are no data, 64/255 a failure.
+- procstatus: non-zero codes are warnings (the files' own header); a row with a usable
+  flux is kept with quality bit 1 for any non-zero code, one without is left out and
+  counted by its procstatus; 63/65 for the whole request are no data, 64/255 a failure;
+  57, 58 and 62 alone still leave a row a clean epoch (peak, baseline, error rescaling);
+- the common rule: non-finite flux or error, error <= 0, epoch before MJD 58000 or
+  after tomorrow: left out and counted.
 """
 
 from __future__ import annotations
@@ -200,8 +203,9 @@ def constructed(rows: list[dict[str, object]]) -> bytes:
     return ("\n".join([*head, *out, lines[-1]]) + "\n").encode()
 
 
-FLAGGED = {"56": 1, "59": 1, "60": 1, "61": 1, "55": 1, "56,57": 1, "57": 0, "58": 0, "62": 0,
-           "57,62": 0, "0": 0}
+# every non-zero code is a warning (the file header: "0 => no warnings"): bit 1
+FLAGGED = {"56": 1, "59": 1, "60": 1, "61": 1, "55": 1, "56,57": 1, "57": 1, "58": 1, "62": 1,
+           "57,62": 1, "0": 0}
 
 
 def test_warning_codes_keep_a_usable_flux_and_flag_it(tmp_path):
@@ -225,12 +229,54 @@ def test_rows_without_a_flux_are_counted_by_code(tmp_path):
             {"forcediffimflux": "nan", "procstatus": "59"}, {"procstatus": "0"}]
     product, table = process(tmp_path, constructed(rows))
     assert len(table) == 1
+    # null and -99999 are the service's "no measurement": counted by procstatus; a "nan"
+    # flux is a broken value, counted by the common rule whatever its procstatus
     assert product.left_out == {
         "rows without a usable flux, procstatus 56 (56 bad or NaN pixels)": 2,
         "rows with null or -99999 forcediffimflux": 1,
         "rows with null or -99999 forcediffimfluxunc": 1,
-        "rows without a usable flux, procstatus 59 (59 suspect uncertainties)": 1,
+        "non-finite flux or error": 1,
     }
+
+
+def test_values_no_survey_can_have_are_left_out_and_counted(tmp_path):
+    import time
+
+    tomorrow_jd = time.time() / 86400 + 2440587.5 + 1.0
+    rows = [
+        {"forcediffimfluxunc": "0"}, {"forcediffimfluxunc": "-3.5"},  # no SNR: error <= 0
+        {"forcediffimflux": "inf"}, {"forcediffimfluxunc": "1e999"}, {"forcediffimflux": "NaN"},
+        {"forcediffimflux": "1e305", "zpdiff": "15.5"},  # 1e305 DN * 10**3.36 overflows in uJy
+        {"jd": "2457999.0"},  # MJD 57998.5 + 15 s: before ZTF (MJD 58000)
+        {"jd": f"{tomorrow_jd + 0.5:.6f}"},  # later than now + 1 day
+        {"jd": "nan"},
+        {"procstatus": "0"},  # the template row, kept
+    ]
+    product, table = process(tmp_path, constructed(rows))
+    assert product.left_out == {
+        "flux error <= 0": 2,
+        "non-finite flux or error": 4,
+        "epoch before ZTF began": 1,
+        "epoch in the future": 1,
+        "epoch not a number": 1,
+    }
+    assert list(table["source_row_id"]) == [str(460346162415 + 9)]
+    assert 64 not in set(table["quality_flag"])  # FLAG_ZERO_ERROR is no longer set
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("field", "9" * 30), ("pid", "9" * 20), ("rfid", "-" + "9" * 19), ("pid", "12a"), ("qid", "99999999999999999999"),
+])
+def test_an_integer_that_does_not_fit_64_bits_ends_the_product(tmp_path, column, value):
+    with pytest.raises(QueryFailed, match="64-bit integer") as caught:
+        process(tmp_path, constructed([{column: value}, {}]))
+    assert caught.value.exit_code == 1 and column in caught.value.message
+
+
+def test_a_whole_field_outside_ztf_ids_is_left_out(tmp_path):
+    product, table = process(tmp_path, constructed([{"field": "123456"}, {"qid": "2.5"}, {}]))
+    assert product.left_out == {"rows without a whole field, ccdid or qid": 2}
+    assert len(table) == 1
 
 
 @pytest.mark.parametrize(("codes", "error", "exit_code"), [
@@ -320,6 +366,32 @@ def test_baseline_at_two_zero_points_recovers_the_offset_in_microjansky(tmp_path
         assert abs(peak["flux_ujy"] - TRANSIENT).max() < 2 * error  # noise-free transient epochs
         assert list(base["flux_err_ujy"]) == pytest.approx([SIGMA] * 20)
     assert not table[table["mjd"] < 59200]["detected"].any()
+
+
+def test_a_hostless_transient_keeps_its_baseline(tmp_path):
+    """Every epoch 57 (no reference source within 5"): all flagged (bit 1), all still clean."""
+    data, truth = two_zero_points()
+    text = data.decode().replace(" 0\n", " 57\n")  # procstatus is the last value of each row
+    # two baseline epochs 56 (bad pixels) with a wild flux: flagged and NOT baseline epochs
+    lines = text.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith(" ") and not line.startswith(" sindex")]
+    for i in rows[:2]:
+        values = lines[i].split()
+        values[24], values[-1] = "99999.0", "56,57"  # forcediffimflux, procstatus
+        lines[i] = " " + " ".join(values)
+    product, table = process(tmp_path, ("\n".join(lines) + "\n").encode(), {"baseline": "auto"})
+    assert set(table["ztf_procstatus"]) == {"57", "56,57"}
+    assert set(table["quality_flag"]) == {1}
+    (entry,) = product.notes["baseline"]["fcqfids"].values()
+    # 40 baseline epochs less the two 56 ones; the peak is a transient epoch, not a 99999 DN one
+    assert entry["applied"] and entry["n_epochs"] == 38
+    assert product.notes["baseline"]["peak_mjd"] > 59200
+    pids = {str(460346162415 + n) for n in range(2)}
+    assert not pids & set(entry["epochs"])
+    # the offset: the median of the 38 clean epochs (in uJy, each at its own zero point)
+    expected = statistics.median(dn * k(zp) for _, zp, dn in truth[2:40])
+    assert entry["offset_ujy"] == pytest.approx(expected, rel=1e-12)
+    assert abs(entry["offset_ujy"] - OFFSET) < 1.0
 
 
 def test_error_rescaling_by_mean_chisq_is_off_by_default(tmp_path):

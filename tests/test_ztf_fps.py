@@ -46,14 +46,17 @@ def settings_without_credentials(server, extra: str = "") -> str:
 
 
 def parse_lc(text: str) -> list[dict[str, str]]:
-    """A ZFPS light-curve file's rows (written here, independently of stdq)."""
+    """A ZFPS light-curve file's rows (written here, independently of stdq): the column
+    line is " sindex, field, ..." (batch files) or " index, field, ..." (single requests),
+    not commented; every other line that does not start with "#" is a row."""
     columns: list[str] = []
     rows = []
     for line in text.splitlines():
-        if line.startswith("# index,"):
-            columns = [c.strip() for c in line[2:].split(",")]
+        if line.split(",")[0].strip() in ("index", "sindex"):
+            columns = [c.strip() for c in line.split(",")]
         elif line.strip() and not line.startswith("#"):
             rows.append(dict(zip(columns, line.split(), strict=True)))
+    assert columns, "no column line"
     return rows
 
 
@@ -88,17 +91,20 @@ def test_sync_query_values_follow_the_zfps_rules(stdq):
     assert {r.headers.get("authorization") for r in zfps_log(stdq)} == {"Basic " + base64.b64encode(b"ztffps:dontgocrazy!").decode()}
     folder = product_dir(stdq)
     names = sorted(p.name for p in (folder / "raw").iterdir())
-    assert names == ["forcedphotometry_req00015270_lc.txt", "forcedphotometry_req00015270_log.txt"]
+    # a batch request's files (the batch service's name: req id in 10 digits)
+    assert names == ["batchfp_req0000015270_lc.txt", "batchfp_req0000015270_log.txt"]
     raw_text = (folder / "raw" / names[0]).read_text()
     raw = {r["pid"]: r for r in parse_lc(raw_text)}
     rows = read_rows(folder / "photometry.csv")
     meta = json.loads((folder / "product.json").read_text())
-    # left out: the null flux (procstatus 0) and the -99999 flux, counted by its procstatus 56;
-    # kept: procstatus 57 (says nothing about the flux) and "56,57" (flagged: 56 warns)
+    # left out: the two -99999 fluxes (a batch file's "no measurement"), counted by their
+    # procstatus 61 and "57,61"; kept and flagged (bit 1): procstatus 57 and "56,57"
     assert meta["left_out"] == {
-        "rows with null or -99999 forcediffimflux": 1,
-        "rows without a usable flux, procstatus 56 (56 bad or NaN pixels)": 1,
+        "rows without a usable flux, procstatus 61 (61 cutout off the image)": 1,
+        'rows without a usable flux, procstatus 57,61 (57 no reference source within 5"; 61 cutout'
+        ' off the image)': 1,
     }
+    assert sum(1 for r in raw.values() if r["forcediffimflux"] == "-99999.000000") == 2
     assert len(rows) == len(raw) - 2
     # a worked example: the first g baseline epoch, 38 DN +- 10 DN at zpdiff 26.30
     first = next(r for r in rows if r["source_row_id"] == "2300081018122")
@@ -135,13 +141,14 @@ def test_sync_query_values_follow_the_zfps_rules(stdq):
         assert row["object_id"] == str(fcqfid) == row["ztf_fcqfid"]
         assert row["band"] == {"ZTF_g": "ztfg", "ZTF_r": "ztfr"}[src["filter"]]
         assert row["ztf_procstatus"] == src["procstatus"]
-        warns = any(int(code) not in (0, 57, 58, 62) for code in src["procstatus"].split(","))
+        warns = any(int(code) != 0 for code in src["procstatus"].split(","))  # every non-zero code
         flags = ((1 if int(src["infobitssci"]) or warns else 0)
                  | (4 if float(src["scisigpix"]) > 25 else 0)
                  | (32 if float(src["sciinpseeing"]) > 5 else 0))
         assert int(row["quality_flag"]) == flags
         assert float(row["ra"]) == 210.910674 and float(row["dec"]) == 54.31165
-    assert sorted(int(r["quality_flag"]) for r in rows if r["quality_flag"] != "0") == [1, 1, 4, 32]
+    # bit 1: infobitssci 33554432, procstatus 57, "56,57"; 4: scisigpix 31; 32: seeing 5.6 px
+    assert sorted(int(r["quality_flag"]) for r in rows if r["quality_flag"] != "0") == [1, 1, 1, 4, 32]
     assert {r["ztf_procstatus"] for r in rows} == {"0", "57", "56,57"}
     assert {r["object_id"] for r in rows} == {"7350521", "7350522", "17680912"}
     # the request: position and JD range (the whole survey up to now, as no time range was given)
@@ -331,7 +338,7 @@ def test_truncated_download_is_retried_and_an_empty_one_is_temporary(stdq):
     stdq.server.add_fault("empty", path="_lc.txt", times=5)
     result = stdq.run("query", "ztf-fps", *SN, "--sync", "--force")
     last = assert_clean_error(result, 75)
-    assert "came back empty" in last
+    assert "light-curve download of ZFPS request 15271 answered an empty body" in last
 
 
 # -- resuming a request: the service in process ------------------------------------------------
@@ -398,7 +405,7 @@ def test_resume_while_submitting_finds_the_request_instead_of_submitting(tmp_pat
     assert len(emulator.submissions) == 1
     assert ctx.checkpoint["zfps_state"] == "downloaded" and ctx.checkpoint["zfps_reqid"] == "15270"
     assert any("not submitting again" in msg for _, msg in ctx.events)
-    assert product.raw("forcedphotometry_req00015270_lc.txt").bytes > 0
+    assert product.raw("batchfp_req0000015270_lc.txt").bytes > 0
 
 
 def test_resume_while_submitting_submits_when_nothing_new_is_listed(tmp_path, fake_server):

@@ -8,28 +8,38 @@ rows, and a last ``# ----...END...----`` line (its absence is recorded: a file c
 short). Missing values are ``null`` in single-request files and ``-99999.000000`` in
 batch files.
 
-``procstatus`` is text, a comma list of codes (``56,57``); the file header calls a
-non-zero code a warning. The code table (PROCSTATUS_CODES): 0 success; 56 bad or NaN
-pixels; 57 no reference source within 5"; 58 reference PSF catalog missing; 59
-suspect uncertainties; 60 PSF size not odd; 61 cutout off the image; 62 start JD reset
-to survey start; 63 no records; 64 catastrophic; 65 end JD before survey start; 255
-database error. The rules, in this order:
+``procstatus`` is text, a comma list of codes (``56,57``); the file header calls
+every non-zero code a warning. The code table (PROCSTATUS_CODES): 0 success; 56 bad
+or NaN pixels; 57 no reference source within 5"; 58 reference PSF catalog missing;
+59 suspect uncertainties; 60 PSF size not odd; 61 cutout off the image; 62 start JD
+reset to survey start; 63 no records; 64 catastrophic; 65 end JD before survey
+start; 255 database error. The rules, in this order:
 
 - a row carrying a request code (63, 65, 64, 255) is left out, counted by its
   procstatus; when no row is kept and a request code was seen, the request had no
   data (63/65: NoData, exit 5) or failed (64/255: QueryFailed, exit 1);
-- a row without a usable flux (``forcediffimflux`` or ``forcediffimfluxunc`` null,
-  ``-99999`` or not finite) is left out: with procstatus 0 under "rows with null or
-  -99999 forcediffimflux" (or ...fluxunc), otherwise counted by its procstatus
-  ("rows without a usable flux, procstatus 57,61 (57 ...; 61 ...)");
-- rows without ``zpdiff`` (or outside 15..35), whose flux or error overflows in
-  microjansky, without ``jd`` (or before 2017-09-01, or after tomorrow), with an
-  unknown ``filter``, or without whole ``field``/``ccdid``/``qid`` are left out; so is
-  a last row cut short in a file without its END line;
-- a kept row with a warning code sets FLAG_SURVEY_CODE (quality bit 1), except for
-  the codes that say nothing about the flux: 57 and 58 (only the ``nearestref*``
-  columns are null) and 62 (the request's start JD was moved). An unknown code (the
-  real batch file has 55) is a warning. ``ztf_procstatus`` keeps the text.
+- a row without a usable flux (``forcediffimflux`` or ``forcediffimfluxunc`` null
+  or ``-99999``: the service's own "no measurement") is left out: with procstatus 0
+  under "rows with null or -99999 forcediffimflux" (or ...fluxunc), otherwise
+  counted by its procstatus ("rows without a usable flux, procstatus 57,61 (57 ...;
+  61 ...)");
+- rows without ``zpdiff`` (or outside 15..35), with an unknown ``filter``, or
+  without whole ``field``/``ccdid``/``qid`` (0..99999) are left out; so is a last
+  row cut short in a file without its END line; an integer (``field``, ``ccdid``,
+  ``qid``, ``rfid``, ``pid``) that does not fit 64 bits ends the product
+  (QueryFailed);
+- then the common rule (``photometry.bad_values``, survey ZTF) on the microjansky
+  values and the mid-exposure MJD: "non-finite flux or error" (``nan``, ``inf``,
+  ``1e999``, or a flux that overflows in microjansky), "flux error <= 0", "epoch
+  not a number", "epoch before ZTF began" (MJD 58000), "epoch in the future";
+- a kept row with any non-zero code (an unknown one too: the real batch file has
+  55) sets FLAG_SURVEY_CODE (quality bit 1); ``ztf_procstatus`` keeps the text.
+
+Clean epochs: kept rows without a quality flag, where bit 1 set only by the codes
+57, 58 and 62 does not count (CLEAN_CODES: they say nothing about the flux; 57,
+"no reference source within 5\"", marks every epoch of a hostless transient and
+would otherwise leave it without a baseline). The peak, the baseline epochs and
+the error rescaling use the clean epochs.
 
 Values:
 
@@ -40,26 +50,26 @@ Values:
 - detections: ``snr >= snr_threshold`` (default 3); others get an upper limit
   ``23.9 - 2.5 log10(limit_nsigma * flux_err_ujy)`` at ``limit_nsigma`` (default
   5) sigma; ``image_depth = diffmaglim``.
-- quality_flag: FLAG_SURVEY_CODE ``infobitssci != 0`` or a procstatus warning (above);
+- quality_flag: FLAG_SURVEY_CODE ``infobitssci != 0`` or a non-zero procstatus;
   FLAG_LARGE_ERROR ``scisigpix > scisigpix_max`` (25 DN); FLAG_BAD_SEEING
-  ``sciinpseeing > seeing_max`` (5 pixels); FLAG_ZERO_ERROR for a non-positive error.
+  ``sciinpseeing > seeing_max`` (5 pixels).
 - ids: ``object_id = fcqfid`` (field*10000 + ccdid*100 + qid*10 + fid, fid 1/2/3 =
   g/r/i) and ``source_row_id = pid``, as text; ``ra``/``dec`` are the forced
   (requested) position from the file's header.
 
 Error rescaling (setting ``rescale_errors``, off by default; the ZFPS guide,
 "Validating photometric uncertainties"): per fcqfid, the errors are multiplied by
-``sqrt(mean forcediffimchisq)`` over its unflagged kept epochs (all its kept epochs
-when none is unflagged) when that mean is above 1; ``err_scale`` per row (1 when
+``sqrt(mean forcediffimchisq)`` over its clean epochs (all its kept epochs when
+none is clean) when that mean is above 1; ``err_scale`` per row (1 when
 off), ``service_notes.err_scale`` per fcqfid.
 
 Baseline correction (``--baseline auto`` or ``--baseline-before MJD``), per fcqfid,
 in microjansky (zpdiff varies inside an fcqfid, so a baseline in DN is wrong):
 
-- baseline epochs are the kept rows without a quality flag that are
+- baseline epochs are the clean epochs that are
   - ``--baseline-before MJD``: earlier than MJD;
   - ``--baseline auto``: more than ``baseline_pre_peak_days`` (100) days before the
-    peak -- the epoch with the highest SNR among the unflagged rows of all
+    peak -- the epoch with the highest SNR among the clean epochs of all
     fcqfids -- and, when an fcqfid has fewer than ``baseline_min_pre_epochs``
     (25) of those, also those more than ``baseline_post_peak_days`` (500) days
     after it (the BTS rule);
@@ -77,7 +87,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
@@ -94,7 +103,7 @@ DEFAULT_EXPTIME = 30.0
 FILTERS = {"ZTF_g": ("ztfg", 1), "ZTF_r": ("ztfr", 2), "ZTF_i": ("ztfi", 3)}
 MJD_TO_JD = 2400000.5
 MAX_EXPTIME = 3600.0  # s; a longer (or missing) exptime counts as DEFAULT_EXPTIME
-FIRST_JD = 2458000.5  # 2017-09-01, before ZTF's first light; rows before it are left out
+SURVEY = "ZTF"  # the row of photometry.SURVEY_YEARS (MJD 58000, before ZTF's first light)
 ZPDIFF_RANGE = (15.0, 35.0)  # mag; ZTF difference images have 24..27
 MAX_ID = 99999.0  # field, ccdid, qid: whole numbers 0..MAX_ID
 TEXT_COLUMNS = ("filter", "pid", "procstatus")
@@ -112,7 +121,8 @@ PROCSTATUS_CODES: dict[int, str] = {
     65: "end JD before survey start",
     255: "database error",
 }
-INFORMATIONAL_CODES = frozenset({57, 58, 62})  # say nothing about the flux: no quality bit
+CLEAN_CODES = frozenset({0, 57, 58, 62})  # say nothing about the flux: still a clean epoch
+INT_COLUMNS = ("field", "ccdid", "qid", "rfid", "pid")  # must fit 64 bits (else QueryFailed)
 NO_DATA_CODES = frozenset({63, 65})
 FAILURE_CODES = frozenset({64, 255})
 REQUEST_CODES = NO_DATA_CODES | FAILURE_CODES
@@ -156,22 +166,28 @@ def describe_procstatus(text: str) -> str:
 
 
 def procstatus_warns(text: str) -> bool:
-    """True when a kept row with this procstatus gets FLAG_SURVEY_CODE (see the module text)."""
-    return any(code is None or (code != 0 and code not in INFORMATIONAL_CODES)
-               for code in procstatus_codes(text))
+    """True when a kept row with this procstatus gets FLAG_SURVEY_CODE: any non-zero code
+    (an unknown one, or a token that is no code, too)."""
+    return any(code != 0 for code in procstatus_codes(text))
 
 
-def request_error(procstatus: str, what: str) -> StdqError | None:
+def procstatus_clean(text: str) -> bool:
+    """True when every code of this procstatus is in CLEAN_CODES (a clean epoch, if unflagged
+    otherwise: see the module text)."""
+    return all(code in CLEAN_CODES for code in procstatus_codes(text))
+
+
+def request_error(procstatus: str, what: str, kind: str = "procstatus") -> StdqError | None:
     """The error a whole-request code means (63/65 NoData, 64/255 QueryFailed), or None.
 
-    PROCSTATUS is a file's procstatus or the status listing's ``exitcode``; WHAT
-    names the request ("ZFPS request 15270").
+    PROCSTATUS is a file's procstatus or the status listing's ``exitcode`` (KIND
+    "exit code" then, for the message); WHAT names the request ("ZFPS request 15270").
     """
     codes = set(procstatus_codes(procstatus))
     if codes & FAILURE_CODES:
-        return QueryFailed(f"ztf-fps: {what} failed: procstatus {describe_procstatus(procstatus)}")
+        return QueryFailed(f"ztf-fps: {what} failed: {kind} {describe_procstatus(procstatus)}")
     if codes & NO_DATA_CODES:
-        return NoData(f"ztf-fps: {what} has no data: procstatus {describe_procstatus(procstatus)}")
+        return NoData(f"ztf-fps: {what} has no data: {kind} {describe_procstatus(procstatus)}")
     return None
 
 
@@ -309,8 +325,9 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
     def cuts(self) -> dict[str, Any]:
         return {
             **{key: self.value(key) for key in self.settings_defaults},
-            "procstatus": "0 kept; a warning code kept with FLAG_SURVEY_CODE when the flux is usable"
-                          " (57, 58, 62 without a flag), left out when not; 63 64 65 255 left out",
+            "procstatus": "0 kept; a non-zero code kept with FLAG_SURVEY_CODE when the flux is usable,"
+                          " left out when not; 63 64 65 255 left out; 57 58 62 still clean epochs"
+                          " for the peak, baseline and error rescaling",
         }
 
     def process(self, product: DataProduct) -> pd.DataFrame:
@@ -323,12 +340,18 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         product.leave_out("a last row cut short (the file has no END line)", int(meta.get("cut_rows", 0)))
         for stale in ("baseline", "err_scale"):  # from an earlier processing with other settings
             product.notes.pop(stale, None)
+        self._check_integers(raw)
+        for name in ("forcediffimflux", "forcediffimfluxunc"):  # the service's "no measurement"
+            text = raw[name].str.strip().str.lower()
+            raw[f"_missing_{name}"] = text.isin(["null", ""])
         for name in raw.columns:
+            if name.startswith("_missing_"):
+                continue
             if name not in TEXT_COLUMNS:
                 raw[name] = pd.to_numeric(raw[name], errors="coerce")  # "null" -> NaN
             else:
                 raw[name] = raw[name].str.strip()
-        raw, warned = self._leave_out(product, raw)
+        raw = self._leave_out(product, raw)
 
         zpdiff = raw["zpdiff"].to_numpy(dtype="float64")
         factor = np.power(10.0, -0.4 * (zpdiff - photometry.ZP_AB_UJY))  # uJy per DN, epoch by epoch
@@ -341,21 +364,38 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         exptime = np.where(np.isfinite(exptime) & (exptime > 0) & (exptime <= MAX_EXPTIME), exptime,
                            DEFAULT_EXPTIME)
         mjd = raw["jd"].to_numpy(dtype="float64") - MJD_TO_JD + exptime / 2.0 / 86400.0
-        quality = self._quality(raw, unc_dn, warned)
+        with np.errstate(over="ignore", invalid="ignore"):
+            flux_ujy, err_ujy = flux_dn * factor, unc_dn * factor
+        # the common rule: non-finite, error <= 0, epoch not a number / before ZTF / in the future
+        bad = np.zeros(len(raw), dtype=bool)
+        for reason, mask in photometry.bad_values(flux_ujy, err_ujy, mjd, SURVEY):
+            product.leave_out(reason, int(mask.sum()))
+            bad |= mask
+        if bad.any():
+            keep = ~bad
+            raw = raw[keep]
+            zpdiff, factor, flux_dn, unc_dn = zpdiff[keep], factor[keep], flux_dn[keep], unc_dn[keep]
+            fid, fcqfid, mjd = fid[keep], fcqfid[keep], mjd[keep]
+            flux_ujy, err_ujy = flux_ujy[keep], err_ujy[keep]
+        status = raw["procstatus"].fillna("null").astype(str).to_numpy()
+        warned = np.array([procstatus_warns(v) for v in status], dtype=bool)
+        quality = self._quality(raw, warned)
+        # clean: no flag, but bit 1 from the codes 57, 58, 62 alone does not count
+        clean = (((quality & ~photometry.FLAG_SURVEY_CODE) == 0) & ~self._infobits(raw)
+                 & np.array([procstatus_clean(v) for v in status], dtype=bool))
 
         scale = np.ones(len(raw))
         rescale = product.params.get("rescale_errors")
         if bool(self.value("rescale_errors") if rescale is None else rescale) and len(raw):
-            scale = self._err_scale(product, raw, fcqfid, quality)
-        flux_ujy = flux_dn * factor
-        err_ujy = unc_dn * factor * scale
+            scale = self._err_scale(product, raw, fcqfid, clean)
+        err_ujy = err_ujy * scale
 
         mode = str(product.params.get("baseline") or "none")
         offset = np.zeros(len(raw))
         applied = np.zeros(len(raw), dtype=bool)
         if mode != "none" and len(raw):
             offset, applied = self._baseline(product, raw, mode, mjd, fcqfid, flux_ujy, err_ujy, zpdiff,
-                                             quality)
+                                             clean)
         ra, dec = float(product.target["ra"]), float(product.target["dec"])
         if 0 <= meta.get("ra", -1) < 360 and -90 <= meta.get("dec", -91) <= 90:
             ra, dec = meta["ra"], meta["dec"]
@@ -406,14 +446,33 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
 
     # -- steps ---------------------------------------------------------------------------------
     @staticmethod
-    def _leave_out(product: DataProduct, raw: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
-        """RAW without the rows left out (counted in PRODUCT), and which kept rows carry a warning."""
+    def _check_integers(raw: pd.DataFrame) -> None:
+        """QueryFailed when an integer column holds a whole number that does not fit 64 bits."""
+        for name in INT_COLUMNS:
+            if name not in raw.columns:
+                continue
+            texts = raw[name].str.strip()
+            whole = texts[texts.str.fullmatch(r"[+-]?[0-9]+")]
+            try:
+                photometry.check_int64(whole, f"ztf-fps: the light-curve file's {name}")
+            except QueryFailed as exc:
+                raise QueryFailed(f"{exc.message} (an integer column: the file is not usable)") from None
+            if name == "pid":  # the row's id: digits only
+                odd = texts[~texts.str.fullmatch(r"[0-9]+")]
+                if len(odd):
+                    shown = str(odd.iloc[0])[:40]
+                    raise QueryFailed(f"ztf-fps: the light-curve file's pid {shown!r} is not a"
+                                      " 64-bit integer (an id: the file is not usable)")
+
+    @staticmethod
+    def _leave_out(product: DataProduct, raw: pd.DataFrame) -> pd.DataFrame:
+        """RAW without the rows the ZFPS rules leave out (counted in PRODUCT); the common
+        rule on values follows in process()."""
         import numpy as np
 
         status = raw["procstatus"].fillna("null").astype(str).to_numpy()
         values = sorted(set(status))
         request = {v: bool(set(procstatus_codes(v)) & REQUEST_CODES) for v in values}
-        warns = {v: procstatus_warns(v) for v in values}
 
         def count(reason: str, bad) -> None:
             product.leave_out(reason, int(bad.sum()))
@@ -425,12 +484,12 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             count(f"rows with procstatus {describe_procstatus(value)}", status == value)
         raw, status = raw[~bad], status[~bad]
 
-        # 2. no usable flux: by procstatus (the warning says why), or by the missing column
-        def unusable(column: str):
+        # 2. no measurement (null or -99999): by procstatus (the warning says why), or by column
+        def missing_value(column: str):
             numbers = raw[column].to_numpy(dtype="float64")
-            return ~np.isfinite(numbers) | (numbers == SENTINEL)
+            return raw[f"_missing_{column}"].to_numpy(dtype=bool) | (numbers == SENTINEL)
 
-        no_flux, no_unc = unusable("forcediffimflux"), unusable("forcediffimfluxunc")
+        no_flux, no_unc = missing_value("forcediffimflux"), missing_value("forcediffimfluxunc")
         missing = no_flux | no_unc
         ok_status = status == "0"
         count("rows with null or -99999 forcediffimflux", missing & ok_status & no_flux)
@@ -440,7 +499,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
                   missing & (status == value))
         raw, status = raw[~missing], status[~missing]
 
-        # 3. rows that cannot be placed in time, flux or band
+        # 3. rows that cannot be placed in flux, band or field
         def number(column: str):
             return raw[column].to_numpy(dtype="float64")
 
@@ -448,26 +507,15 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             values = number(column)
             return ~(np.isfinite(values) & (values >= low) & (values <= high))
 
-        def not_converted():
-            scale = np.power(10.0, -0.4 * (number("zpdiff") - photometry.ZP_AB_UJY))
-            with np.errstate(over="ignore", invalid="ignore"):
-                return ~(np.isfinite(number("forcediffimflux") * scale)
-                         & np.isfinite(number("forcediffimfluxunc") * scale))
-
         def bad_ids():
             values = np.stack([number(c) for c in ("field", "ccdid", "qid")])
             return ~(np.isfinite(values) & (values >= 0) & (values <= MAX_ID)
                      & (values == np.round(values))).all(axis=0)
 
-        last_jd = time.time() / 86400.0 + 2440587.5 + 1.0  # tomorrow
         checks = [
             ("rows without zpdiff", lambda: ~np.isfinite(number("zpdiff"))),
             (f"rows with zpdiff outside {ZPDIFF_RANGE[0]:g}..{ZPDIFF_RANGE[1]:g}",
              lambda: outside("zpdiff", *ZPDIFF_RANGE)),
-            ("rows whose flux is not finite in microjansky", not_converted),
-            ("rows without jd", lambda: ~np.isfinite(number("jd"))),
-            ("rows with jd outside the ZTF survey (2017-09-01 to now)",
-             lambda: outside("jd", FIRST_JD, last_jd)),
             ("rows with an unknown filter", lambda: ~raw["filter"].isin(list(FILTERS)).to_numpy()),
             ("rows without a whole field, ccdid or qid", bad_ids),
         ]
@@ -481,9 +529,18 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             error = request_error(worst, f"ZFPS request {req_id}" if req_id else "the ZFPS request")
             if error is not None:
                 raise error
-        return raw, np.array([warns[v] for v in status], dtype=bool)
+        return raw
 
-    def _quality(self, raw: pd.DataFrame, unc_dn, warned) -> Any:
+    @staticmethod
+    def _infobits(raw: pd.DataFrame) -> Any:
+        """Whether each row's ``infobitssci`` is non-zero (missing: zero)."""
+        import numpy as np
+
+        if "infobitssci" not in raw:
+            return np.zeros(len(raw), dtype=bool)
+        return np.nan_to_num(raw["infobitssci"].to_numpy(dtype="float64"), nan=0.0) != 0
+
+    def _quality(self, raw: pd.DataFrame, warned) -> Any:
         import numpy as np
 
         n = len(raw)
@@ -492,24 +549,22 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             return raw[name].to_numpy(dtype="float64") if name in raw else np.full(n, np.nan)
 
         flags = np.zeros(n, dtype="int64")
-        infobits = np.nan_to_num(column("infobitssci"), nan=0.0)
-        flags |= np.where((infobits != 0) | warned, photometry.FLAG_SURVEY_CODE, 0)
+        flags |= np.where(self._infobits(raw) | warned, photometry.FLAG_SURVEY_CODE, 0)
         flags |= np.where(column("scisigpix") > float(self.value("scisigpix_max")),
                           photometry.FLAG_LARGE_ERROR, 0)
         flags |= np.where(column("sciinpseeing") > float(self.value("seeing_max")),
                           photometry.FLAG_BAD_SEEING, 0)
-        flags |= np.where(~(unc_dn > 0), photometry.FLAG_ZERO_ERROR, 0)
         return flags
 
     @staticmethod
-    def _err_scale(product: DataProduct, raw: pd.DataFrame, fcqfid, quality) -> Any:
+    def _err_scale(product: DataProduct, raw: pd.DataFrame, fcqfid, clean) -> Any:
         """Per-fcqfid ``sqrt(mean forcediffimchisq)`` when above 1 (the ZFPS guide); notes to product.json."""
         import numpy as np
 
         scale = np.ones(len(raw))
         notes: dict[str, Any] = {
-            "rule": "per fcqfid: errors times sqrt(mean forcediffimchisq) of its unflagged epochs"
-                    " (all its epochs when none is unflagged), when that mean is above 1",
+            "rule": "per fcqfid: errors times sqrt(mean forcediffimchisq) of its clean epochs"
+                    " (all its epochs when none is clean), when that mean is above 1",
         }
         per: dict[str, Any] = {}
         if "forcediffimchisq" not in raw:
@@ -520,7 +575,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         usable = np.isfinite(chisq) & (chisq >= 0)
         for value in sorted(set(int(v) for v in fcqfid)):
             rows = fcqfid == value
-            sel = rows & usable & (quality == 0)
+            sel = rows & usable & clean
             if not sel.any():
                 sel = rows & usable
             n = int(sel.sum())
@@ -536,18 +591,17 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
         return scale
 
     def _baseline(self, product: DataProduct, raw: pd.DataFrame, mode: str, mjd, fcqfid, flux_ujy,
-                  err_ujy, zpdiff, quality):
+                  err_ujy, zpdiff, clean):
         """Per-fcqfid offsets C (microjansky) and where they apply; the notes go to product.json."""
         import numpy as np
 
         min_epochs = int(self.value("baseline_min_epochs"))
         offset = np.zeros(len(raw))
         applied = np.zeros(len(raw), dtype=bool)
-        clean = quality == 0
         notes: dict[str, Any] = {"mode": mode, "unit": "uJy"}
         if mode == "before":
             cutoff = float(product.params["baseline_before"])
-            notes["rule"] = f"unflagged epochs before MJD {cutoff:g}"
+            notes["rule"] = f"clean epochs before MJD {cutoff:g}"
             in_window = lambda sel: sel & (mjd < cutoff)  # noqa: E731
         else:
             pre = float(self.value("baseline_pre_peak_days"))
@@ -560,8 +614,9 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
             peak = float(mjd[peak_index])
             notes["peak_mjd"] = peak
             notes["rule"] = (
-                f"unflagged epochs more than {pre:g} d before the peak (MJD {peak:.5f}, the highest-SNR"
-                f" epoch); with fewer than {min_pre} of those, also those more than {post:g} d after it"
+                f"clean epochs more than {pre:g} d before the peak (MJD {peak:.5f}, the highest-SNR"
+                f" clean epoch); with fewer than {min_pre} of those, also those more than {post:g} d"
+                " after it (clean: no quality flag but bit 1 from procstatus 57, 58, 62)"
             )
 
             def in_window(sel):

@@ -13,8 +13,22 @@ A slow, asynchronous remote request with personal credentials (docs/wire-formats
    ``"submitted"``;
 3. polls the status listing -- every ``poll_interval`` seconds at first, the wait
    growing by half each time up to ``max_poll_interval`` -- until our request has
-   ended (at most ``max_wait`` seconds per run);
-4. downloads the light-curve file and its log file, kept as raw files.
+   ended: its ``exitcode`` (or ``lightcurve``) is filled in (at most ``max_wait``
+   seconds per run);
+4. an exit code 63 or 65 is no data (exit 5), 64 or 255 a failure (exit 1)
+   (:func:`stdq.processors.ztf_fps.request_error`); otherwise (0, or a warning
+   56..62) it downloads the light-curve file and its log file, kept as raw files.
+
+The status listing (docs/wire-formats.md 3.2, as SkyPortal's client reads it): an
+HTML table read by column name (``reqId, ra, dec, startJD, endJD, exitcode,
+lightcurve``); "Zero records returned" means nothing is listed yet (a new request
+may take a while to appear); "Error: database is busy; try again a minute later."
+is waited out -- 60 s, then half as long again each time, up to BUSY_TRIES times
+-- and then a temporary failure (exit 75). Every answer is first checked with
+:func:`stdq.http.expect_format`: an empty body (or, for the light-curve file, an
+HTML page) is a temporary failure (exit 75) quoting the page's first line; so is
+a listing page that is none of the above (no table: a proxy's or maintenance
+page).
 
 A worker that restarts resumes from the checkpoint: after "submitted" it only
 polls; in the "submitting" state (killed between saving and the answer) it first
@@ -38,9 +52,10 @@ only to the service's own host.
 guess: the answers' wording. A submission or listing page with error wording is
 a failure: about the e-mail/password -> exit 3; about a limit of pending
 requests -> exit 75 (the remote queue is full); otherwise exit 1. A page saying
-the service is unavailable (maintenance) or an empty answer -> exit 75. Any other
-submission answer is taken as accepted (the real success wording is unknown);
-the status listing then confirms the request. ZFPS has no
+the service is unavailable (maintenance) -> exit 75 quoting its first line; an
+empty submission answer may have been accepted (it is looked for in the listing,
+:mod:`stdq.remote`). Any other submission answer is taken as accepted (the real
+success wording is unknown); the status listing then confirms the request. ZFPS has no
 cancel call that we know of, so a cancelled job leaves its remote request to
 finish on its own.
 """
@@ -77,6 +92,9 @@ CREATE_GRACE_POLLS = 6  # after a lost answer, look for the request this many po
 CREATE_GRACE_MAX = 300.0  # ... but at most this many seconds
 LISTING_GRACE = 7200.0  # seconds a submitted request may stay unlisted before the job gives up
 POLL_GROWTH = 1.5
+BUSY_WAIT = 60.0  # "Error: database is busy; try again a minute later."
+BUSY_GROWTH = 1.5
+BUSY_TRIES = 5  # busy answers in a row before the attempt ends (exit 75): about 13 minutes
 
 _ERROR_WORDS = re.compile(
     r"\b(error|invalid|incorrect|not valid|not authori[sz]ed|not registered|denied|failed|refused)\b",
@@ -85,6 +103,7 @@ _ERROR_WORDS = re.compile(
 _CREDENTIAL_WORDS = re.compile(r"e-?mail|user ?pass|password|credential|account|regist", re.IGNORECASE)
 _LIMIT_WORDS = re.compile(r"\blimit\b|exceed|too many|queue (is )?full", re.IGNORECASE)
 _ZERO_RECORDS = re.compile(r"zero records", re.IGNORECASE)
+_BUSY = re.compile(r"database is busy", re.IGNORECASE)
 _UNAVAILABLE_WORDS = re.compile(
     r"unavailable|maintenance|temporarily|try again later|overloaded", re.IGNORECASE
 )
@@ -161,13 +180,17 @@ class _TableParser(HTMLParser):
 
 
 def parse_listing(html: str) -> list[dict[str, str]] | None:
-    """The status listing's rows as dicts keyed by column name; None when there is no table."""
+    """The status listing's rows as dicts keyed by column name (``<th>`` cells, or the
+    first row when there are none); None when there is no table with a ``reqId`` column."""
     parser = _TableParser()
     parser.feed(html)
     parser.close()
-    if not parser.headers:
+    headers, rows = parser.headers, parser.rows
+    if not headers and rows:
+        headers, rows = rows[0], rows[1:]
+    if "reqId" not in headers:
         return None
-    return [dict(zip(parser.headers, row, strict=False)) for row in parser.rows]
+    return [dict(zip(headers, row, strict=False)) for row in rows]
 
 
 def _float(value: Any) -> float | None:
@@ -186,6 +209,14 @@ def matches(row: dict[str, str], request: dict[str, Any]) -> bool:
         if value is None or abs(value - float(request[key])) > tol:
             return False
     return True
+
+
+def _first_text_line(body: bytes) -> str:
+    """The first non-empty line of a page's visible text (its title counts), for messages."""
+    text = body.decode("utf-8", "replace")
+    text = re.sub(r"<(script|style)\b.*?</\1>", "\n", text, flags=re.IGNORECASE | re.DOTALL)
+    text = re.sub(r"<[^>]*>", "\n", text)
+    return next((" ".join(line.split()) for line in text.splitlines() if line.strip()), "")
 
 
 def _page_text(body: bytes, limit: int = 200) -> str:
@@ -247,7 +278,11 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         """Raise the documented error when a ZFPS page carries error wording."""
         text = client.redact(_page_text(response.content))
         if _UNAVAILABLE_WORDS.search(text) and not _ERROR_WORDS.search(text):
-            raise TemporaryFailure(f"ztf-fps: ZFPS is unavailable ({what}; try again later): {text}")
+            from stdq.http import first_line
+
+            line = first_line(_first_text_line(response.content), client.secrets)
+            raise TemporaryFailure(f"ztf-fps: the {what} answered a page saying ZFPS is unavailable:"
+                                   f" {line!r}; try again later")
         if _LIMIT_WORDS.search(text):
             raise TemporaryFailure(f"ztf-fps: ZFPS refused the {what} (its queue is full; try again"
                                    f" later): {text}")
@@ -270,25 +305,53 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
 
     # -- the remote request ------------------------------------------------------------------
     def listing(self, context: QueryContext, creds: dict[str, str]) -> list[dict[str, str]]:
-        """Our account's recent requests from the status listing."""
+        """Our account's recent requests from the status listing ([] when "Zero records
+        returned"); a busy database is waited out (BUSY_WAIT, growing), BUSY_TRIES times."""
+        wait = BUSY_WAIT
+        for busy in range(1, BUSY_TRIES + 1):
+            rows = self._listing_once(context, creds)
+            if rows is not None:
+                return rows
+            if busy == BUSY_TRIES:
+                break
+            context.event("busy", f"the ZFPS status listing: database is busy; retry {busy}/"
+                                  f"{BUSY_TRIES - 1} in {wait:g} s")
+            context.progress(f"ztf-fps: the ZFPS database is busy; retry {busy}/{BUSY_TRIES - 1}",
+                             wait_until=context.clock() + wait)
+            context.sleep(wait)
+            wait *= BUSY_GROWTH
+        raise TemporaryFailure(
+            f"ztf-fps: the ZFPS status listing answered {BUSY_TRIES} times in a row"
+            " 'Error: database is busy; try again a minute later.'; try again later",
+            retry_after=BUSY_WAIT,
+        )
+
+    def _listing_once(self, context: QueryContext, creds: dict[str, str]) -> list[dict[str, str]] | None:
+        """One read of the status listing: its rows, or None when the database is busy."""
+        from stdq.http import expect_format, first_line
+
         client = context.client
+        step = "the status listing"
         response = client.get(
             self.url + LISTING_PATH,
             params={**creds, "option": "All recent jobs", "action": "Query Database"},
         )
-        if response.status_code == 400 and _ZERO_RECORDS.search(response.text[:2000]):
+        head = response.text[:4000] if response.content else ""
+        if _BUSY.search(head):
+            return None
+        if _ZERO_RECORDS.search(head) and response.status_code < 500:
             return []
         self._check(response, "status query", client)
+        expect_format(response, self.name, step, "an HTML table of requests", secrets=client.secrets)
         rows = parse_listing(response.text)
         if rows is None:
-            if _ZERO_RECORDS.search(response.text[:2000]):
-                return []
             page = _page_text(response.content, 500)
             if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
                 self._fail_from_page(response, "status query", client)
-            raise QueryFailed(
-                "ztf-fps: the ZFPS status page holds no table of requests "
-                f"({client.redact(_page_text(response.content, 120))})"
+            line = first_line(_first_text_line(response.content) or response.text, client.secrets)
+            raise TemporaryFailure(
+                f"ztf-fps: {step} answered a page without its table of requests: {line!r};"
+                " try again later"
             )
         return rows
 
@@ -297,7 +360,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         """Send the submission ONCE (its body carries the account: never to another
         origin); {} when accepted (ZFPS answers with no request id). A lost or empty
         answer raises AmbiguousSend: the request may exist."""
-        from stdq.http import AmbiguousSend, RequestPolicy
+        from stdq.http import AmbiguousSend, RequestPolicy, expect_format
 
         client = context.client
         form = {
@@ -312,9 +375,14 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         response = client.request("POST", self.url + SUBMIT_PATH, data=form,
                                   policy=RequestPolicy(repeatable=False, secret_body=True))
         self._check(response, "submission", client)
+        try:
+            expect_format(response, self.name, "the submission", "an HTML page", secrets=client.secrets)
+        except TemporaryFailure as exc:  # an empty answer: the request may have been accepted
+            raise AmbiguousSend(exc.message) from None
         page = _page_text(response.content, 1000)
         if not page:
-            raise AmbiguousSend("ztf-fps: ZFPS answered the submission with an empty page")
+            raise AmbiguousSend("ztf-fps: the submission answered a page without text where an HTML"
+                                " page was expected; try again later")
         if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
             self._fail_from_page(response, "submission", client)
         context.event("submitted", f"ZFPS request submitted: ra {request['ra']}, dec {request['dec']},"
@@ -332,6 +400,12 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         return new[0] if new else None
 
     @staticmethod
+    def ended(row: dict[str, str]) -> bool:
+        """Whether a listing row is of a request that has ended (its exit code or light curve is
+        filled in; an ``ended`` time too, where the listing has one)."""
+        return any(row.get(c, "").strip() for c in ("exitcode", "lightcurve", "ended"))
+
+    @staticmethod
     def new_request(target: Target, params: dict[str, Any]) -> dict[str, Any]:
         """What identifies the request: position and JD range (jdend 'now' when open)."""
         mjd_min, mjd_max = params.get("mjd_min"), params.get("mjd_max")
@@ -343,6 +417,29 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             "jdstart": round(jdstart, 6),
             "jdend": round(jdend, 6),
         }
+
+    def probe(self, client: Client) -> str:
+        """stdq doctor: the account's status listing (an HTML table, or "Zero records").
+        Without the account only the shared login and an answer are checked."""
+        from stdq.http import expect_format
+        from stdq.records import counted
+        from stdq.services.base import probe_status
+
+        creds = {f: str(self.config.secret(f)) for f in self.secret_fields if self.config.secret(f)}
+        response = client.get(self.url + LISTING_PATH, params={
+            **creds, "option": "All recent jobs", "action": "Query Database"})
+        zero = bool(_ZERO_RECORDS.search(response.text[:2000]))
+        if response.status_code == 400 and zero:
+            return "HTTP 400, the status listing: Zero records returned"
+        self._check(response, "status query", client)  # the shared login
+        probe_status(response, self.name, client.secrets)
+        expect_format(response, self.name, "the status listing", "an HTML page", secrets=client.secrets)
+        if len(creds) < len(self.secret_fields):
+            return f"HTTP {response.status_code} (no account given: the listing was not read)"
+        rows = parse_listing(response.text)
+        if rows is None and not zero:
+            self._fail_from_page(response, "status query", client)
+        return f"HTTP {response.status_code}, the status listing ({counted(len(rows or []), 'request')})"
 
     def query_service(
         self, target: Target, params: dict[str, Any], context: QueryContext
@@ -432,11 +529,12 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                 req_id = mine.get("reqId", "").strip()
                 if req_id and cp.get("zfps_reqid") != req_id:
                     context.save_checkpoint(zfps_reqid=req_id)
-                if mine.get("ended", "").strip():
+                if self.ended(mine):
                     context.event("ended", f"ZFPS request {req_id} ended (exit code "
                                            f"{mine.get('exitcode', '').strip() or '?'})")
                     return mine
-                status = f"ZFPS request {req_id} " + ("running" if mine.get("started", "").strip() else "queued")
+                running = mine.get("started", "").strip()  # not in every listing
+                status = f"ZFPS request {req_id} " + ("running" if running else "not finished")
             if status != last_status:
                 context.progress(status)
                 last_status = status
@@ -451,17 +549,22 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
 
     def _download(self, target: Target, params: dict[str, Any], context: QueryContext,
                   row: dict[str, str]) -> DataProduct:
-        from stdq.http import same_origin
+        from stdq.http import expect_format, same_origin
+        from stdq.processors.ztf_fps import request_error
 
         client = context.client
         req_id = row.get("reqId", "").strip()
         exitcode = row.get("exitcode", "").strip()
         path = row.get("lightcurve", "").strip()
+        error = request_error(exitcode, f"ZFPS request {req_id}", kind="exit code") if exitcode else None
+        if error is not None:  # 63/65: no data (exit 5); 64/255: failed (exit 1)
+            raise error
         if not path:
             if exitcode in ("", "0"):
                 raise NoData(f"ztf-fps: ZFPS request {req_id} ended without a light-curve file")
             raise QueryFailed(
-                f"ztf-fps: ZFPS request {req_id} ended with exit code {exitcode} and no light curve"
+                f"ztf-fps: ZFPS request {req_id} ended with exit code {client.redact(exitcode)[:40]}"
+                " and no light curve"
             )
         lc_url = path if path.startswith(("http://", "https://")) else self.url + "/" + path.lstrip("/")
         if not same_origin(lc_url, self.url):
@@ -473,16 +576,9 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         context.progress(f"downloading the light curve of ZFPS request {req_id}")
         response = client.get(lc_url)
         self._check(response, "light-curve download", client)
+        expect_format(response, self.name, f"the light-curve download of ZFPS request {req_id}",
+                      "a ZFPS light-curve file", secrets=client.secrets)
         data = response.content
-        if not data.strip():
-            raise TemporaryFailure(
-                f"ztf-fps: the light-curve file of ZFPS request {req_id} came back empty (try again later)"
-            )
-        if response.headers.get("Content-Type", "").lower().startswith("text/html") or data.lstrip()[:1] == b"<":
-            raise QueryFailed(
-                f"ztf-fps: the light-curve file of request {req_id} is an HTML page "
-                f"({client.redact(_page_text(data, 120))})"
-            )
         product = context.new_product(target, params)
         secrets = client.secrets
         lc_name = lc_url.rsplit("/", 1)[-1] or f"forcedphotometry_req{req_id}_lc.txt"
@@ -492,13 +588,22 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         if lc_url.endswith("_lc.txt"):
             log_url = lc_url[: -len("_lc.txt")] + "_log.txt"  # guess: the log sits beside the light curve
             log_response = client.get(log_url)
-            if log_response.status_code == 200:
+            log_problem = None
+            if log_response.status_code != 200:
+                log_problem = f"not available (HTTP {log_response.status_code})"
+            else:
+                try:
+                    expect_format(log_response, self.name, "the log download", "a ZFPS log file",
+                                  secrets=client.secrets)
+                except TemporaryFailure as exc:  # the log is not needed: said, not kept
+                    log_problem = f"not kept: {exc.message}"
+            if log_problem is None:
                 log_name = log_url.rsplit("/", 1)[-1]
                 redacted += self._keep(product, log_name, log_response.content,
                                        client.safe_url(log_url),
                                        log_response.headers.get("Content-Type"), secrets)
             else:
-                context.event("log", f"the ZFPS log file was not available (HTTP {log_response.status_code})")
+                context.event("log", f"the ZFPS log file was {log_problem}")
         product.notes["zfps"] = {
             "request_id": req_id,
             "exitcode": exitcode,

@@ -12,44 +12,72 @@ POST     ``/cgi-bin/batchfp.py/submit``               form ``ra``, ``dec`` (numb
 GET      ``/cgi-bin/getBatchForcedPhotometryRequests  ``email``, ``userpass``, ``option=All
          .cgi``                                       recent jobs``, ``action=Query Database``
                                                       -> 200 HTML table of the user's requests;
-                                                      400 "Zero records returned" when none
-GET      ``/ztf/ops/forcedphot/lc/<nn>/forcedphotome  the light-curve file / the log file of a
-         try_req<N>_lc.txt`` and ``..._log.txt``      finished request
+                                                      "Zero records returned" when none is
+                                                      listed (yet); "Error: database is busy;
+                                                      try again a minute later." on demand
+GET      ``/ztf/ops/forcedphot/lc/<m>/<k>/req<N>/     the light-curve file / the log file of a
+         cksum<hex>/<stem>_lc.txt`` and ``_log.txt``  finished request
 =======  ===========================================  =========================================
 
 Every path needs the public shared HTTP Basic credential ``ztffps`` /
 ``dontgocrazy!`` (else 401, as Apache answers); submission and listing also need
 the personal ``email``/``userpass`` (:data:`TEST_EMAIL`, :data:`TEST_USERPASS`).
 
-Known from the documentation and third-party clients: the endpoints, the shared
-Basic credential, HTML answers, the listing's columns (``reqId, ra, dec, startJD,
-endJD, created, started, ended, machine, exitcode, lightcurve``; ``ended`` empty
-until the request is done; ``lightcurve`` a path below the host ending in
-``forcedphotometry_req<N>_lc.txt``), a 400 "Zero records returned" for an empty
-listing (third-party client), and the result-file format (comment lines with the
-requested position, a ``# index, field, ...`` column line, space-separated rows,
-``null`` for nulls, ``-99999`` sentinels, ``procstatus`` codes).
+From the real files (../shared/realdata/zfps, read by tests/test_zfps_realdata.py,
+never copied here) -- served to the byte in their layout:
+
+- the light-curve file of the batch service (``batchfp_req<10 digits>_lc.txt``, the
+  default, :data:`BATCH`: ``forcedphotometry_trim_cforcepsfaper_threads.pl, v5.9``)
+  and of a single request (``forcedphotometry_req<8 digits>_lc.txt``, ``file_format
+  = "single"``: ``forcedphotometry_trim.pl, v3.8``): the header comment block as the
+  real files have it (requested position and JD range as Perl prints numbers, the
+  column definitions, the batch file's ``(1..4)`` and the single file's ``(0..3)``
+  and ``Rerence``), ``# Order of columns below:``, the column line `` sindex,
+  field, ...`` (batch) or `` index, field, ...`` (single) without ``#``, a ``#``
+  line, rows that start with a space, and the last line ``# ---...END...---``;
+- missing values: in batch files ``-99999.000000`` in the eight forced-photometry
+  columns and ``null`` in the five nearest-reference ones; in single files ``null``
+  in all thirteen; the nearest-reference columns are null when procstatus has 57;
+- numbers: ``%g`` for image values, ``%.15g`` for single-file fluxes and the
+  nearest-reference values (float32, as the real files show), ``%.11f`` fluxes and
+  ``%.6f`` errors, SNRs, chi2 in batch files, ``30.`` exptime;
+- procstatus a comma list (``56,57``, ``57,61``).
+
+From third-party clients (SkyPortal's ZTF forced-photometry code): the listing is
+an HTML table read by column name, columns ``reqId, ra, dec, startJD, endJD,
+exitcode, lightcurve`` (:data:`LISTING_COLUMNS`; ``exitcode`` and ``lightcurve``
+empty until the request ends; ``lightcurve`` a path below the host); "Zero
+records returned" when nothing is listed yet; "Error: database is busy; try
+again a minute later." asks to back off; the exit-code table (0 success; 56..62
+warnings; 63 no records; 64 catastrophic; 65 end JD before survey start; 255
+database error).
 
 guess (not documented anywhere we could read):
 
 - the wording of the submission answer (success: "... submitted ..."; errors:
   "Error: ..."), and that wrong personal credentials give a 200 page with error
   wording rather than a 401;
-- that a new request is listed at once (the single-request status page is said to
-  update hourly);
-- the time format of ``created``/``started``/``ended`` (UTC, ``%Y-%m-%d %H:%M:%S.fff``),
-  the ``machine`` names, and the directory layout under ``/ztf/ops/forcedphot/lc``;
+- the HTTP status of "Zero records returned" (400) and of the busy page
+  (:attr:`ZfpsEmulator.busy_status`, 200);
+- the directory layout under ``/ztf/ops/forcedphot/lc`` for batch requests (the
+  single-request one, ``<m>/<k>/req<N>/cksum<hex>/``, is seen in a public log);
 - the log file's name (``..._log.txt`` beside the light curve) and its text, which
   here names the requesting e-mail address;
-- that a position without data gives a light-curve file with its header only;
+- that a request with no epochs ends with exit code 63 and one whose end JD is
+  before the survey start (2458194.5) with 65, both without a light curve; 64 and
+  255 (:attr:`ZfpsEmulator.fail_next`) too;
 - the pending-request limit and its error text (:attr:`ZfpsEmulator.queue_limit`).
 
 Knobs for tests: ``delay`` (seconds from submission until a request is done;
 ``math.inf`` = never, until :meth:`ZfpsEmulator.finish_now`), ``fail_next`` (the
-next request ends with that exit code and no light curve), ``queue_limit``;
-``fp_requests`` holds the requests, ``submissions`` records every accepted
-submission (its form without the credentials) and ``status_queries`` counts
-listing requests. HTTP faults come from the FakeServer.
+next request ends with that exit code: 56..62 with its light curve, 63 64 65 255
+without), ``file_format`` ("batch" or "single"), ``listing_lag`` (a new request
+appears in the listing only after that many more listing queries: "Zero records
+returned" meanwhile), ``busy_next`` (the next that many listing queries answer
+that the database is busy), ``queue_limit``; ``fp_requests`` holds the requests,
+``submissions`` records every accepted submission (its form without the
+credentials) and ``status_queries`` counts listing requests. HTTP faults come
+from the FakeServer.
 
 Synthetic light curves (deterministic; :func:`light_curve_rows`): SN 2023ixf has
 three fcqfids -- 7350521 (field 735, ccd 5, q 2, ZTF_g), 7350522 (ZTF_r) and
@@ -58,19 +86,21 @@ baseline epochs (MJD 59810 + 13 i, i = 0..13) whose fluxes are ``offset + NOISE[
 DN with offset +35 (g, unc 10 DN) and -20 (r, unc 2 DN) -- baseline medians 35.5
 and -19.5 DN -- plus one baseline epoch in g with ``scisigpix`` 31 (flagged);
 17680912 has only 6 baseline epochs. Then the supernova (peak near MJD 60093),
-rows with ``-99999``/``null`` fluxes and ``procstatus`` 56, 57 and "56,57", one
-row with ``infobitssci`` 33554432 and one with ``sciinpseeing`` 5.6 pixels.
-Transient errors are ``sqrt(unc0**2 + flux/2)`` DN, so the peak (the
-highest-SNR epoch) is the brightest g epoch, MJD 60093.2088 (start of exposure).
-NGC 3642 and M31 have a flat light curve in one fcqfid; "Empty Field" and any
-other position, header-only files.
+rows without a flux (procstatus 61 and ``57,61``, as in the real batch file), rows
+with a flux and procstatus 57 and ``56,57``, one row with ``infobitssci`` 33554432
+and one with ``sciinpseeing`` 5.6 pixels. Transient errors are ``sqrt(unc0**2 +
+flux/2)`` DN, so the peak (the highest-SNR epoch) is the brightest g epoch, MJD
+60093.2088 (start of exposure). NGC 3642 and M31 have a flat light curve in one
+fcqfid; "Empty Field" and any other position, none (exit code 63).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
+import struct
 import time
 from dataclasses import dataclass, field
 from html import escape
@@ -82,22 +112,141 @@ SHARED_USER = "ztffps"
 SHARED_PASSWORD = "dontgocrazy!"
 TEST_EMAIL = "fps-tester@example.org"
 TEST_USERPASS = "zfps-Secret-47"
-ZTF_START_JD = 2458194.5
+ZTF_START_JD = 2458194.5  # 2018-03-17: the service's survey start (codes 62, 65)
 LC_DIR = "/ztf/ops/forcedphot/lc"
-LISTING_COLUMNS = ("reqId", "ra", "dec", "startJD", "endJD", "created", "started", "ended",
-                   "machine", "exitcode", "lightcurve")
-# The documented column line of the result file (docs/wire-formats.md 3.2), to the byte.
-RESULT_COLUMNS = (
-    "index, field, ccdid, qid, filter, pid, infobitssci, sciinpseeing, scibckgnd, scisigpix, "
-    "zpmaginpsci, zpmaginpsciunc, zpmaginpscirms, clrcoeff, clrcoeffunc, ncalmatches, exptime, "
-    "adpctdif1, adpctdif2, diffmaglim, zpdiff, programid, jd, rfid, forcediffimflux, "
-    "forcediffimfluxunc, forcediffimsnr, forcediffimchisq, forcediffimfluxap, forcediffimfluxunap, "
-    "forcediffimsnrap, aperturecorr, dnearestrefsrc, nearestrefmag, nearestrefmagunc, "
-    "nearestrefchi, nearestrefsharp, refjdstart, refjdend, procstatus"
+BATCH, SINGLE = "batch", "single"
+LISTING_COLUMNS = ("reqId", "ra", "dec", "startJD", "endJD", "exitcode", "lightcurve")
+ZERO_RECORDS = "Zero records returned"
+BUSY_TEXT = "Error: database is busy; try again a minute later."
+EXIT_CODES = {
+    0: "success", 56: "bad or NaN pixels", 57: 'no reference source within 5"',
+    58: "reference PSF catalog missing", 59: "suspect uncertainties", 60: "PSF size not odd",
+    61: "cutout off the image", 62: "start JD reset to survey start", 63: "no records",
+    64: "catastrophic", 65: "end JD before survey start", 255: "database error",
+}
+NO_FILE_CODES = frozenset({63, 64, 65, 255})  # a request ending so has no light curve (guess)
+SENTINEL = "-99999.000000"
+
+# -- the light-curve file's layout, as the real files have it ------------------------------------
+RULE = "# " + "-" * 66
+END_LINE = "# " + "-" * 30 + "END" + "-" * 33
+COLUMNS = (
+    "field", "ccdid", "qid", "filter", "pid", "infobitssci", "sciinpseeing", "scibckgnd", "scisigpix",
+    "zpmaginpsci", "zpmaginpsciunc", "zpmaginpscirms", "clrcoeff", "clrcoeffunc", "ncalmatches",
+    "exptime", "adpctdif1", "adpctdif2", "diffmaglim", "zpdiff", "programid", "jd", "rfid",
+    "forcediffimflux", "forcediffimfluxunc", "forcediffimsnr", "forcediffimchisq",
+    "forcediffimfluxap", "forcediffimfluxuncap", "forcediffimsnrap", "aperturecorr",
+    "dnearestrefsrc", "nearestrefmag", "nearestrefmagunc", "nearestrefchi", "nearestrefsharp",
+    "refjdstart", "refjdend", "procstatus",
 )
+_DEFINITIONS = {
+    "field": "ZTF Field identifier",
+    "ccdid": "CCD identifier (1..16)",
+    "qid": "Quadrant (CCD-amplifier) identifier ({qids})",
+    "filter": "Filter string: ZTF_g, ZTF_r, ZTF_i",
+    "pid": "processed image Operations DB identifier",
+    "infobitssci": "processing summary/QA bits for sci image",
+    "sciinpseeing": "Effective FWHM of sci image [pixels]",
+    "scibckgnd": "Background level in sci image [DN]",
+    "scisigpix": "Robust sigma per pixel in sci image [DN]",
+    "zpmaginpsci": "Photometric zeropoint for sci image [mag]",
+    "zpmaginpsciunc": "1-sigma uncertainty in zpmaginpsci [mag]",
+    "zpmaginpscirms": "RMS (deviation from average) in difference between instrumental mags and PS1"
+                      " calibrators [mag]",
+    "clrcoeff": "Linear color coefficient from calibration; for ZTF_g,r,i, PS1 color used is g-r, g-r,"
+                " r-i respectively",
+    "clrcoeffunc": "1-sigma uncertainty in clrcoeff",
+    "ncalmatches": "Number of PS1 calibrators used in initial calibration of sci image",
+    "exptime": "Integration time for sci image [sec]",
+    "adpctdif1": "Full sci image astrometric RMS along R.A. with respect to Gaia1 [arcsec]",
+    "adpctdif2": "Full sci image astrometric RMS along Dec. with respect to Gaia1 [arcsec]",
+    "diffmaglim": "Magnitude limit in difference image [mag]",
+    "zpdiff": "Photometric zeropoint for difference image [mag]",
+    "programid": "Program identifier [0=engineering; 1=public; 2=private; 3=Caltech time]",
+    "jd": "Julian Date at start of exposure [days]",
+    "rfid": "{reference} image Operations DB identifier",
+    "forcediffimflux": "Forced difference image PSF-fit flux [DN]",
+    "forcediffimfluxunc": "1-sigma uncertainty in forcediffimflux [DN]",
+    "forcediffimsnr": "Signal-to-noise ratio for forcediffimflux measurement",
+    "forcediffimchisq": "Reduced chi-square in PSF-fit",
+    "forcediffimfluxap": "Forced difference image aperture flux using a fixed 9-pixel diameter"
+                         " aperture [DN]",
+    "forcediffimfluxuncap": "1-sigma uncertainty in forcediffimfluxap [DN]",
+    "forcediffimsnrap": "Signal-to-noise ratio for forcediffimfluxap measurement",
+    "aperturecorr": "Aperture (curve-of-growth) correction factor that was applied to"
+                    " forcediffimfluxap measurement",
+    "dnearestrefsrc": "Distance to nearest ref image source if found within 5 arcsec [arcsec]",
+    "nearestrefmag": "Magnitude of nearest ref image source [mag]",
+    "nearestrefmagunc": "1-sigma uncertainty in nearestrefmag [mag]",
+    "nearestrefchi": "Chi parameter for nearestrefmag measurement (ratio: RMS in PSF-fit residuals /"
+                     " expected RMS from priors)",
+    "nearestrefsharp": "Sharp parameter for nearestrefmag measurement (~0 => PSF like; >>0 => extended;"
+                       " <<0 => pixel spike or hard edge)",
+    "refjdstart": "JD of earliest sci image used for ref image [days]",
+    "refjdend": "JD of latest sci image used for ref image [days]",
+    "procstatus": "Per-epoch processing status codes (0 => no warnings); {procstatus}",
+}
+# what differs between the two kinds of file (the real files show these, word for word)
+_FORMATS: dict[str, dict[str, str | None]] = {
+    BATCH: {
+        "generator": "forcedphotometry_trim_cforcepsfaper_threads.pl, v5.9",
+        "counter": "sindex", "qids": "1..4", "reference": "Reference",
+        "procstatus": "if non-zero, which is abnormal, see documentation.",
+        "documentation": None,
+        "stem": "batchfp_req{:010d}",
+    },
+    SINGLE: {
+        "generator": "forcedphotometry_trim.pl, v3.8",
+        "counter": "index", "qids": "0..3", "reference": "Rerence",
+        "procstatus": "if non-zero, see accompanying log file and document link below",
+        "documentation": "https://irsa.ipac.caltech.edu/data/ZTF/docs/forcedphot.pdf",
+        "stem": "forcedphotometry_req{:08d}",
+    },
+}
+FORCED = ("forcediffimflux", "forcediffimfluxunc", "forcediffimsnr", "forcediffimchisq",
+          "forcediffimfluxap", "forcediffimfluxuncap", "forcediffimsnrap", "aperturecorr")
+NEAREST = ("dnearestrefsrc", "nearestrefmag", "nearestrefmagunc", "nearestrefchi", "nearestrefsharp")
+
 # Baseline noise pattern (DN); sorted it is -6 -5 -4 -3 -2 -1 0 1 1 2 3 4 5 6: median 0.5.
 NOISE = (3.0, -5.0, 1.0, 4.0, -2.0, 0.0, 6.0, -4.0, 2.0, -1.0, -3.0, 5.0, -6.0, 1.0)
 BASELINE_MJDS = tuple(59810.0 + 13.0 * i for i in range(14))
+
+
+def column_line(file_format: str = BATCH) -> str:
+    """The column line of a light-curve file (no ``#``; a leading space)."""
+    return " " + ", ".join((str(_FORMATS[file_format]["counter"]), *COLUMNS))
+
+
+def _perl(value: float) -> str:
+    """A number as Perl prints it (``%.15g``)."""
+    return f"{value:.15g}"
+
+
+def header_lines(file_format: str, ra: float, dec: float, jdstart: float, jdend: float,
+                 generated: float) -> list[str]:
+    """The comment block of a light-curve file, up to its ``#`` line after the column line."""
+    fmt = _FORMATS[file_format]
+    when = time.gmtime(generated)
+    lines = [
+        RULE,
+        f"# Generated by {fmt['generator']} on {time.strftime('%Y-%m-%d', when)} at"
+        f" {time.strftime('%H:%M:%S', when)}",
+        "#",
+        f"# Requested input R.A. = {_perl(ra)} degrees",
+        f"# Requested input Dec. = {_perl(dec)} degrees",
+        f"# Requested JD start = {_perl(jdstart)} days",
+        f"# Requested JD end = {_perl(jdend)} days",
+        "# Authenticated program IDs = 1",
+        "#",
+        "# Column definitions:",
+        f"# {fmt['counter']} = sequential counter",
+    ]
+    for name in COLUMNS:
+        lines.append(f"# {name} = " + _DEFINITIONS[name].format(**fmt))
+    if fmt["documentation"]:
+        lines += ["#", f"# Documentation: {fmt['documentation']}", "#"]
+    lines += [RULE, "# Order of columns below:", column_line(file_format), "#"]
+    return lines
 
 
 @dataclass
@@ -109,7 +258,7 @@ class Epoch:
     qid: int
     filter: str
     mjd: float  # start of exposure
-    flux: float | None  # forcediffimflux (DN); None -> "null"
+    flux: float | None  # forcediffimflux (DN); None -> no measurement (-99999 / null)
     unc: float | None
     zpdiff: float
     procstatus: str = "0"
@@ -163,9 +312,9 @@ def _sn_epochs() -> list[Epoch]:
         flux = 10 ** (0.4 * (26.15 - mag))
         rows.append(Epoch(1768, 9, 1, "ZTF_r", mjd, round(12.0 + flux, 4), _unc(8.0, flux), 26.15,
                           rfid=1768120912))
-    # unusable rows: sentinels and processing codes
-    rows.append(Epoch(735, 5, 2, "ZTF_g", 60095.1954, -99999.0, -99999.0, 26.30, procstatus="56"))
-    rows.append(Epoch(735, 5, 2, "ZTF_r", 60095.2377, None, None, 26.20))
+    # no measurement (as in the real batch file: 61, "57,61"), and warnings with a flux
+    rows.append(Epoch(735, 5, 2, "ZTF_g", 60095.1954, None, None, 26.30, procstatus="61"))
+    rows.append(Epoch(735, 5, 2, "ZTF_r", 60095.2377, None, None, 26.20, procstatus="57,61"))
     rows.append(Epoch(735, 5, 2, "ZTF_g", 60099.2010, 150000.0, 300.0, 26.31, procstatus="57"))
     rows.append(Epoch(735, 5, 2, "ZTF_r", 60099.2421, 120000.0, 240.0, 26.19, procstatus="56,57"))
     rows.sort(key=lambda e: e.mjd)
@@ -191,44 +340,49 @@ def light_curve_rows(ra: float, dec: float) -> list[Epoch]:
     return []
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "null" if value is None else f"{value:.{digits}f}"
+def _f32(value: float) -> str:
+    """A float32 value printed as the real files print the nearest-reference columns."""
+    return f"{struct.unpack('f', struct.pack('f', value))[0]:.15g}"
+
+
+def epoch_values(e: Epoch, index: int, file_format: str) -> list[str]:
+    """The 40 values of one row, as text."""
+    batch = file_format == BATCH
+    jd = e.mjd + 2400000.5
+    pid = 2300000000000 + int(round((e.mjd - 59000) * 1000)) * 100 + e.ccdid * 4 + e.qid
+    if e.flux is None or e.unc is None:
+        forced = [SENTINEL if batch else "null"] * len(FORCED)
+    else:
+        snr = e.flux / e.unc
+        flux_text = (lambda v: f"{v:.11f}") if batch else _perl
+        small = (lambda v: f"{v:.6f}") if batch else _perl
+        forced = [flux_text(e.flux), small(e.unc), small(snr), small(1.0213),
+                  flux_text(e.flux * 0.98), small(e.unc * 1.41), small(snr * 0.97 / 1.41),
+                  small(1.0112)]
+    if "57" in e.procstatus.split(","):
+        nearest = ["null"] * len(NEAREST)  # no reference source within 5 arcsec
+    else:
+        nearest = [_f32(v) for v in (0.312, 14.2017, 0.0150, 0.98, 0.012)]
+    return [
+        str(index), str(e.field), str(e.ccdid), str(e.qid), e.filter, str(pid), str(e.infobitssci),
+        f"{e.seeing:g}", "142.881", f"{e.scisigpix:g}", f"{e.zpdiff + 0.0021:g}", "1.01981e-05",
+        "0.0283398", "-0.0451077", "2.0828e-05", "812", "30.", "0.051472", "0.050411",
+        f"{e.diffmaglim:g}", f"{e.zpdiff:g}", "1", _perl(jd), str(e.rfid), *forced, *nearest,
+        "2458256.712311", "2458376.665012", e.procstatus,
+    ]
 
 
 def result_file(req: ZfpsRequest) -> bytes:
-    """The light-curve file of a finished request."""
-    lines = [
-        "# ZTF forced psf-fit photometry output",
-        f"# Requested input R.A. = {req.ra:.6f} degrees",
-        f"# Requested input Dec. = {req.dec:.6f} degrees",
-        f"# Requested JD start = {req.jdstart:.6f} days",
-        f"# Requested JD end = {req.jdend:.6f} days",
-        "# Authenticated program IDs = 1",
-        "#",
-        "# Column definitions: see the ZFPS user guide (Masci et al. 2023)",
-        "#",
-        f"# {RESULT_COLUMNS}",
-        "#",
-    ]
+    """The light-curve file of a finished request (in the request's ``file_format``)."""
+    lines = header_lines(req.file_format, req.ra, req.dec, req.jdstart, req.jdend, req.ready_at)
     index = 0
     for e in light_curve_rows(req.ra, req.dec):
         jd = e.mjd + 2400000.5
         if not (req.jdstart <= jd <= req.jdend):
             continue
-        snr = None if e.flux is None or e.unc in (None, 0) or e.flux == -99999 else e.flux / e.unc
-        pid = 2300000000000 + int(round((e.mjd - 59000) * 1000)) * 100 + e.ccdid * 4 + e.qid
-        values = [
-            str(index), str(e.field), str(e.ccdid), str(e.qid), e.filter, str(pid),
-            str(e.infobitssci), f"{e.seeing:.4f}", "142.8812", f"{e.scisigpix:.4f}",
-            f"{e.zpdiff + 0.0021:.5f}", "0.00001", "0.02834", "-0.04511", "0.00002", "812", "30",
-            "-0.00121", "0.00087", f"{e.diffmaglim:.3f}", f"{e.zpdiff:.6f}", "1", f"{jd:.6f}",
-            str(e.rfid), _fmt(e.flux, 4), _fmt(e.unc, 4), _fmt(snr, 4), "1.0213",
-            _fmt(None if e.flux is None else e.flux * 0.98, 4), _fmt(e.unc, 4),
-            _fmt(None if snr is None else snr * 0.97, 4), "1.0112", "0.312", "14.2017", "0.0150",
-            "0.98", "0.012", "2458256.712311", "2458376.665012", e.procstatus,
-        ]
-        lines.append(" ".join(values))
+        lines.append(" " + " ".join(epoch_values(e, index, req.file_format)))
         index += 1
+    lines.append(END_LINE)
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -245,11 +399,25 @@ class ZfpsRequest:
     created: float
     ready_at: float
     exitcode: int = 0
+    file_format: str = BATCH
+    listed_at: int = 0  # the listing query from which it is listed
     events: list[str] = field(default_factory=list)
 
     @property
+    def name(self) -> str:
+        """The file name stem: ``batchfp_req0000015270`` or ``forcedphotometry_req00015270``."""
+        return str(_FORMATS[self.file_format]["stem"]).format(self.req_id)
+
+    @property
     def stem(self) -> str:
-        return f"{LC_DIR}/{self.req_id % 100:02d}/forcedphotometry_req{self.req_id:08d}"
+        """The files' path without ``_lc.txt`` / ``_log.txt``."""
+        cksum = hashlib.md5(f"{self.name}:{self.email}".encode()).hexdigest()
+        return (f"{LC_DIR}/{self.req_id // 1000000}/{self.req_id // 1000 % 1000}/req{self.req_id}/"
+                f"cksum{cksum}/{self.name}")
+
+    @property
+    def has_file(self) -> bool:
+        return self.exitcode not in NO_FILE_CODES
 
 
 def _stamp(t: float) -> str:
@@ -268,6 +436,10 @@ class ZfpsEmulator(Emulator):
         self.delay = delay
         self.queue_limit = queue_limit
         self.fail_next: int | None = None
+        self.file_format = BATCH
+        self.listing_lag = 0
+        self.busy_next = 0
+        self.busy_status = 200
         self.accounts = {TEST_EMAIL: TEST_USERPASS}
         self.fp_requests: list[ZfpsRequest] = []
         self.submissions: list[dict[str, str]] = []  # the form of every accepted submission
@@ -366,12 +538,18 @@ class ZfpsEmulator(Emulator):
                 )
             now = time.time()
             for ra, dec in zip(ras, decs, strict=True):
-                exitcode = 0
                 if self.fail_next is not None:
                     exitcode, self.fail_next = self.fail_next, None
+                elif jdend < ZTF_START_JD:
+                    exitcode = 65
+                elif not any(jdstart <= e.mjd + 2400000.5 <= jdend for e in light_curve_rows(ra, dec)):
+                    exitcode = 63
+                else:
+                    exitcode = 0
                 self.fp_requests.append(ZfpsRequest(
                     req_id=self._next_id, email=form["email"], ra=ra, dec=dec, jdstart=jdstart,
                     jdend=jdend, created=now, ready_at=now + self.delay, exitcode=exitcode,
+                    file_format=self.file_format, listed_at=self.status_queries + self.listing_lag,
                 ))
                 self._next_id += 1
             self.submissions.append({k: v for k, v in form.items() if k not in ("email", "userpass")})
@@ -384,25 +562,29 @@ class ZfpsEmulator(Emulator):
     def _listing(self, request: Request) -> Response:
         with self.lock:
             self.status_queries += 1
+            query = self.status_queries
+            busy = self.busy_next > 0
+            if busy:
+                self.busy_next -= 1
         if not self._account_ok(request.arg("email"), request.arg("userpass")):
             return self._page("Error: email address and/or user password not valid")
+        if busy:
+            return self._page(BUSY_TEXT, self.busy_status)
         option = request.arg("option", "All recent jobs")
         now = time.time()
         with self.lock:
-            mine = [r for r in self.fp_requests if r.email == request.arg("email")]
+            mine = [r for r in self.fp_requests
+                    if r.email == request.arg("email") and r.listed_at < query]
         if option == "Pending jobs":
             mine = [r for r in mine if r.ready_at > now]
         if not mine:
-            return Response.text("Zero records returned\n", 400, "text/html; charset=utf-8")
+            return Response.text(ZERO_RECORDS + "\n", 400, "text/html; charset=utf-8")
         cells = ["<tr>" + "".join(f"<th>{c}</th>" for c in LISTING_COLUMNS) + "</tr>"]
         for r in mine:
-            started = r.created + min(0.2, (r.ready_at - r.created) / 2)
             done = r.ready_at <= now
-            lc = f"{r.stem}_lc.txt" if done and r.exitcode == 0 else ""
+            lc = f"{r.stem}_lc.txt" if done and r.has_file else ""
             values = [
                 str(r.req_id), f"{r.ra:.7f}", f"{r.dec:.7f}", f"{r.jdstart:.6f}", f"{r.jdend:.6f}",
-                _stamp(r.created), _stamp(started) if started <= now else "",
-                _stamp(r.ready_at) if done else "", "ztfops12" if started <= now else "",
                 str(r.exitcode) if done else "", lc,
             ]
             cells.append("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in values) + "</tr>")
@@ -417,12 +599,12 @@ class ZfpsEmulator(Emulator):
     def _file(self, path: str) -> Response:
         with self.lock:
             found = next((r for r in self.fp_requests if path.startswith(r.stem)), None)
-        if found is None or found.ready_at > time.time() or found.exitcode != 0:
+        if found is None or found.ready_at > time.time() or not found.has_file:
             return Response.text("<html><body><h1>Not Found</h1></body></html>", 404, "text/html")
         if path == f"{found.stem}_lc.txt":
             return Response.text(result_file(found), 200, "text/plain")
         if path == f"{found.stem}_log.txt":
-            rows = sum(1 for line in result_file(found).splitlines() if not line.startswith(b"#"))
+            rows = sum(1 for line in result_file(found).splitlines() if not line.startswith(b"#")) - 1
             log = (
                 f"forcedphot request {found.req_id:08d} submitted by {found.email}\n"
                 f"input: ra={found.ra:.7f} dec={found.dec:.7f} jdstart={found.jdstart:.6f}"
