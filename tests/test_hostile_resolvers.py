@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from conftest import REALDATA, assert_clean_error
 from stdq.errors import QueryFailed
+from stdq.records import Target
 from stdq.resolvers import clean_name, parse_mast_resolver, parse_sesame, parse_sesame_xml
 from stdq.testing import sky
 from stdq.testing.mast import MastCatalogsEmulator
@@ -432,3 +433,32 @@ def test_clean_name():
     assert clean_name("  ") is None and clean_name(None) is None and clean_name(12) is None
     assert clean_name("M" * 1000) == "M" * 200
     assert clean_name("Ærøskøbing 北斗") == "Ærøskøbing 北斗"  # letters stay
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda name: Target(ra=math.nan, dec=0.0, name=name, resolver="sesame"),
+        lambda name: Target(ra=210.9, dec=-95.0, name=name, resolver="sesame"),
+        lambda name: Target(ra="210.9", dec=54.3, name=name, resolver="sesame"),  # type: ignore[arg-type]
+        lambda name: "210.9 54.3",
+        lambda name: 1 / 0,
+    ],
+    ids=["nan", "dec -95", "text ra", "not a Target", "plug-in bug"],
+)
+def test_a_resolver_plugins_bad_target_fails_that_resolver(tmp_path, fake_server, monkeypatch, answer):
+    """The check is in the resolver chain, so a third-party resolver gets it too."""
+    from stdq import Stdq
+    from stdq.resolvers import SesameResolver
+    from stdq.testing.fakeserver import settings_toml
+
+    monkeypatch.setattr(SesameResolver, "resolve", lambda self, name: answer(name))
+    config = tmp_path / "config.toml"
+    config.write_text(settings_toml(fake_server))
+    said: list[str] = []
+    with Stdq(config, tmp_path / "data") as session:
+        target = session.resolve(SN, warn=said.append)
+        assert (target.ra, target.dec, target.resolver) == (SN_RA, SN_DEC, "mast")
+        rows = session.db.conn.execute("SELECT resolver FROM resolver_cache").fetchall()
+        assert [r[0] for r in rows] == ["mast"]
+    assert len(said) == 1 and said[0].startswith("warning: resolver sesame"), said
