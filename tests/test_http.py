@@ -376,3 +376,18 @@ def test_expect_format_quotes_at_most_120_characters_without_secrets():
     assert len(ast.literal_eval(quoted)) == 120
     assert "s3cr3t-token" not in info.value.message and "abc" not in info.value.message
     assert "***" in info.value.message
+
+
+def test_an_answer_shorter_than_its_content_length_is_retried_then_temporary(fake_server):
+    url = fake_server.url("sesame") + "/-oI/A?NGC%203642"
+    fake_server.add_fault("truncate", "nph-sesame", times=5)
+    waits: list[float] = []
+    with (
+        Client("sesame", timeout=5, max_retries=1, sleep=waits.append) as client,
+        pytest.raises(TemporaryFailure) as err,
+    ):
+        client.get(url)
+    assert err.value.exit_code == 75 and len(waits) == 1
+    assert "sesame: an answer cut short (" in err.value.message
+    assert "bytes) at " in err.value.message and "gave up after 2 tries" in err.value.message
+    assert len(fake_server.log_of(emulator="sesame")) == 2

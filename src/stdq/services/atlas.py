@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
+from stdq.records import counted
 from stdq.services.base import Field, QueryContext, QueryForm, SingleTargetDataService
 
 if TYPE_CHECKING:
@@ -321,6 +322,21 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             )
         http.check_response(response, self.name, self.config.secret_values())
 
+    def probe(self, client: Client) -> str:
+        """stdq doctor: the first page of the task list (one task), JSON. Without a token
+        ATLAS's JSON refusal shows it answers (the credentials line says the rest)."""
+        from stdq.services.base import probe_status
+
+        response = client.get(f"{self.url}/queue/", params={"pagesize": 1}, headers=JSON_HEADERS)
+        self._expect(response, "the task list", "JSON")
+        if response.status_code in (401, 403) and not self.config.secret("api_key"):
+            return f"HTTP {response.status_code} without a token (JSON): ATLAS answers"
+        probe_status(response, self.name, client.secrets)
+        data = self._json(response, "the task list")
+        if not isinstance(data.get("results"), list):
+            raise QueryFailed("atlas: the task list has no results list")
+        return f"HTTP {response.status_code}, the task list (JSON, {counted(data.get('count'), 'task')})"
+
     # -- the query ----------------------------------------------------------------
     def query_service(
         self, target: Target, params: dict[str, Any], context: QueryContext
@@ -448,7 +464,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             following = data.get("next") if isinstance(data, dict) else None
             if not following:
                 return None
-            if not isinstance(following, str) or not http.same_origin(following, self.url):
+            if not isinstance(following, str):
+                raise TemporaryFailure("atlas: the task list's next page is not a URL; try again later")
+            if not http.same_origin(following, self.url):
                 shown = http.redact_url(str(following), self.config.secret_values())
                 raise QueryFailed(
                     f"atlas: the task list names its next page on another origin ({shown});"
