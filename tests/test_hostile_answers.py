@@ -169,3 +169,15 @@ def test_a_cut_answer_to_the_atlas_submission_is_looked_for_not_sent_again(stdq,
     assert len(fast_atlas.tasks) == 1 and len(stdq.server.log_of(emulator="atlas", method="POST")) == 1
     events = json.loads(stdq.run("--json", "jobs", "show", str(json.loads(result.stdout)["job_id"])).stdout)
     assert any("an answer cut short" in e["message"] for e in events["events"])
+
+
+@pytest.mark.parametrize("kind", ["html", "empty"])
+def test_atlas_login_answered_by_a_page_or_nothing_is_temporary_and_stores_nothing(stdq, kind):
+    before = stdq.config_path.read_text()
+    stdq.server.add_fault(kind, "api-token-auth", method="POST")
+    result = stdq.run("config", "atlas-login", "--username", "stdq-test", "--password-stdin",
+                      input="correct horse battery staple\n")
+    last = assert_clean_error(result, 75)
+    assert expected_words(kind, "atlas: the login", "JSON") in last, last
+    assert "correct horse" not in result.stdout + result.stderr
+    assert stdq.config_path.read_text() == before
