@@ -366,7 +366,7 @@ def _translate(exc: sqlite3.Error, path: Path, folder: Path) -> StdqError | None
     """The ConfigError for a SQLite error that means read-only or corrupt, DiskFull for a
     full disk, else None."""
     text = str(exc)
-    if is_disk_full(exc):
+    if is_disk_full(exc) or ("disk I/O error" in text and disk_is_full(folder)):
         return DiskFull(folder, "writing its database")
     if isinstance(exc, sqlite3.OperationalError):
         if "readonly" in text or "read-only" in text or "unable to open" in text:
@@ -375,6 +375,19 @@ def _translate(exc: sqlite3.Error, path: Path, folder: Path) -> StdqError | None
     if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
         return _bad(path, f"is corrupt ({text})")
     return None
+
+
+def disk_is_full(folder: Path) -> bool:
+    """Whether the file system of FOLDER (or its nearest existing parent) has (almost) no
+    space left: SQLite reports a full disk as an I/O error or a failed open at times."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            try:
+                info = os.statvfs(candidate)
+            except (OSError, AttributeError):
+                return False
+            return info.f_bavail * info.f_frsize < 64 * 1024
+    return False
 
 
 def read_only_error(folder: Path, what: str) -> ConfigError:
@@ -481,6 +494,7 @@ class Database:
         # told "note: created the data directory PATH" when a first write creates the folder
         # (None: the "stdq" logger's warning)
         self.notice: Callable[[str], None] | None = None
+        self._disk_full = False  # opened read-only because the disk is full
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -503,6 +517,8 @@ class Database:
     def require_writable(self, what: str) -> None:
         """Raise ConfigError (exit 3) naming the folder if the data directory is read-only."""
         if not self.writable:
+            if self._disk_full:
+                raise DiskFull(self.data_dir, "writing its database")
             raise read_only_error(self.data_dir, what)
 
     # -- the connection ---------------------------------------------------------------------
@@ -554,6 +570,7 @@ class Database:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 else:
                     self._writable = False
+                    self._disk_full = bool(attempts[0].get("mode") == "rw" and disk_is_full(self.data_dir))
                     if version < SCHEMA_VERSION:
                         raise _bad(
                             self.path,

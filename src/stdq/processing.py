@@ -153,12 +153,12 @@ def _fail(
     """
     try:
         store.mark_product(product.id, state="failed", error=message, processed_at=time.time())
-    except Exception:
-        log.warning("product %s: could not be marked failed in the catalog", product.id, exc_info=True)
+    except Exception as exc:  # one line, no traceback (a full disk says it once already)
+        log.debug("product %s: could not be marked failed in the catalog (%s)", product.id, exc)
     try:
         _write_product_json(product, query, service_info, used, None, message)
-    except Exception:
-        log.warning("product %s: could not write product.json", product.id, exc_info=True)
+    except Exception as exc:  # one line, no traceback: the error raised says what happened
+        log.debug("product %s: could not write product.json (%s)", product.id, exc)
 
 
 def _write_product_json(

@@ -111,9 +111,7 @@ def atomic_write(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(tmp, flags, 0o644)
-        with os.fdopen(fd, "wb") as fh:
+        with _open_temp(tmp) as fh:
             if callable(data):
                 data(fh)
             else:
@@ -127,6 +125,13 @@ def atomic_write(
         if isinstance(exc, OSError):
             raise write_error(exc, path, data_dir) from exc
         raise
+
+
+def _open_temp(tmp: Path) -> IO[bytes]:
+    """TMP opened for writing, created new: never through an existing name or link (tests
+    replace this to simulate a full disk)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(tmp, flags, 0o644), "wb")
 
 
 def _pid_alive(pid: int) -> bool:
