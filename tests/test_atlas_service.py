@@ -17,6 +17,7 @@ from stdq import Stdq
 from stdq.processors.atlas import read_result
 from stdq.testing import sky
 from stdq.testing.atlas import OTHER_TOKEN, TEST_PASSWORD, TEST_TOKEN, TEST_USERNAME, result_text
+from stdq.testing.fakeserver import Response
 
 SN = sky.find("SN 2023ixf")
 POS = ("--ra", "210.910674", "--dec", "54.311650")
@@ -472,3 +473,16 @@ def test_a_task_deleted_elsewhere_names_which_404_it_was(session, finished, word
     assert job.state == "failed" and job.exit_code == 1
     assert f"ATLAS task {task['id']} no longer exists on the server ({words})" in job.error
     assert emulator.tasks[task["id"]].archived is finished
+
+
+def test_a_404_page_that_is_not_the_servers_keeps_the_task(session):
+    stdq, emulator, s = session
+    emulator.hold = True
+    task = remote_task(emulator, "stdq job 1 aaaabbbbcccc")
+    emulator.handle = lambda request: Response.text(  # this test's server only
+        "<html><body>Proxy: no such page</body></html>", 404, "text/html")
+    job_id = inprocess_job(s, task_url=task["url"], task_id=task["id"])
+    job = s.run(job_id)
+    assert job.state == "failed" and job.exit_code == 75
+    assert "answered HTTP 404 with a page that is not the server's" in job.error
+    assert job.checkpoint["task_url"] == task["url"]  # kept: the next attempt polls it again

@@ -212,13 +212,24 @@ def looks_like_result(data: bytes) -> bool:
     return bool(first) and first[0] == b"MJD"
 
 
-def task_archived(response: httpx.Response) -> bool:
-    """Whether a 404 of a task is the server's "archived" answer (the plain text
-    "Page not found"), not the JSON 404 of a task that was removed or never was."""
+def task_gone(response: httpx.Response) -> str | None:
+    """Which of the server's two 404s of a task RESPONSE is: the plain text "Page not
+    found" of an archived task (deleted after it finished) or the JSON
+    ``{"detail": ...}`` of a removed one (deleted before it finished, or never there);
+    None for any other 404 (not the server's answer)."""
     try:
-        return response.text.strip() == PAGE_NOT_FOUND
+        text = response.text.strip()
     except Exception:  # undecodable: not the server's text
-        return False
+        return None
+    if text == PAGE_NOT_FOUND:
+        return "archived: it was deleted after it finished"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        return "deleted before it finished"
+    return None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -534,12 +545,16 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 task = self._json(response, f"ATLAS task {task_id}")
                 etag = response.headers.get("ETag")
             elif response.status_code == 404:
+                how = task_gone(response)
+                if how is None:  # not one of the server's two 404s (a proxy's page): keep the task
+                    from stdq import http
+
+                    raise TemporaryFailure(
+                        f"atlas: the poll of ATLAS task {task_id} answered HTTP 404 with a page"
+                        f" that is not the server's: {http.first_line(response.text)!r}; the task"
+                        " is kept; try again later"
+                    )
                 context.save_checkpoint(task_url=None, task_id=None, lost_task=url, **{SUBMIT_SLOT: None})
-                how = (
-                    "archived: it was deleted after it finished"
-                    if task_archived(response)
-                    else "deleted before it finished"
-                )
                 raise QueryFailed(
                     f"atlas: ATLAS task {task_id} no longer exists on the server ({how});"
                     f" nothing was downloaded; `stdq jobs retry {context.job_id}` submits the"
