@@ -291,8 +291,10 @@ def test_request_ending_with_an_exit_code_fails(stdq):
 
 
 def test_empty_field_is_no_data(stdq):
+    # no epoch at this position: the request ends with exit code 63 (no records), no file
     result = stdq.run("query", "ztf-fps", "Empty Field", "--ra", "150", "--dec", "-30", "--sync")
-    assert_clean_error(result, 5)
+    last = assert_clean_error(result, 5)
+    assert "exit code 63 (63 no records)" in last
 
 
 def test_full_remote_queue_exits_75(stdq):
@@ -315,7 +317,7 @@ def test_maintenance_page_on_submission_exits_75_and_retry_does_not_submit_twice
     stdq.server.add_fault("html", path="batchfp.py/submit")
     result = stdq.run("query", "ztf-fps", *SN, "--sync")
     last = assert_clean_error(result, 75)
-    assert "unavailable" in last.lower()
+    assert "a page saying ZFPS is unavailable: '503 Service Unavailable'" in last
     emulator = stdq.server.emulator("zfps")
     assert emulator.submissions == []
     # the job kept its checkpoint ("submitting"): a retry looks in the listing, then submits once
@@ -339,6 +341,110 @@ def test_truncated_download_is_retried_and_an_empty_one_is_temporary(stdq):
     result = stdq.run("query", "ztf-fps", *SN, "--sync", "--force")
     last = assert_clean_error(result, 75)
     assert "light-curve download of ZFPS request 15271 answered an empty body" in last
+
+
+# -- the status listing's states, the exit-code table, malformed answers ------------------------
+
+
+def job_events(stdq, job_id: int = 1) -> list[tuple[str, str]]:
+    from stdq import Stdq
+
+    with Stdq(config=stdq.config_path, data_dir=stdq.data_dir) as sdq:
+        return [(e.kind, e.message) for e in sdq.events(job_id)]
+
+
+def test_listing_zero_records_then_busy_then_listed(stdq, recorded_waits):
+    emulator = stdq.server.emulator("zfps")
+    emulator.busy_next = 2  # the first two listing queries: "Error: database is busy; ..."
+    emulator.listing_lag = 2  # the new request is listed only from the 3rd query after it
+    result = stdq.run("query", "ztf-fps", *SN, "--sync")
+    assert result.returncode == 0, result.stderr
+    assert len(emulator.submissions) == 1
+    # busy twice before the first read: backed off 60 s, then 60 * 1.5 s ("a minute later")
+    assert recorded_waits[:2] == [60.0, 90.0]
+    # then: read (Zero records: nothing known), submit, two polls "Zero records returned"
+    # (not listed yet: waits of poll_interval 0.2, growing by half), then listed
+    assert recorded_waits[2:4] == pytest.approx([0.2, 0.3])
+    events = job_events(stdq)
+    assert [m for k, m in events if k == "busy"] == [
+        "the ZFPS status listing: database is busy; retry 1/4 in 60 s",
+        "the ZFPS status listing: database is busy; retry 2/4 in 90 s",
+    ]
+    assert emulator.status_queries >= 2 + 1 + 3
+    folder = product_dir(stdq)
+    assert json.loads((folder / "product.json").read_text())["service_notes"]["zfps"]["request_id"] == "15270"
+
+
+def test_a_listing_that_stays_busy_is_temporary(stdq, recorded_waits):
+    emulator = stdq.server.emulator("zfps")
+    emulator.busy_next = 100
+    result = stdq.run("query", "ztf-fps", *SN, "--sync")
+    last = assert_clean_error(result, 75)
+    assert "'Error: database is busy; try again a minute later.'" in last
+    assert recorded_waits == [60.0, 90.0, 135.0, 202.5]  # BUSY_TRIES 5: four waits, then exit 75
+    assert emulator.submissions == [] and emulator.status_queries == 5
+
+
+@pytest.mark.parametrize(("code", "exit_code", "words"), [
+    (63, 5, "has no data: exit code 63 (63 no records)"),
+    (65, 5, "has no data: exit code 65 (65 end JD before survey start)"),
+    (64, 1, "failed: exit code 64 (64 catastrophic)"),
+    (255, 1, "failed: exit code 255 (255 database error)"),
+])
+def test_request_exit_codes_end_the_job(stdq, code, exit_code, words):
+    stdq.server.emulator("zfps").fail_next = code
+    result = stdq.run("query", "ztf-fps", *SN, "--sync")
+    last = assert_clean_error(result, exit_code)
+    assert f"ztf-fps: ZFPS request 15270 {words}" in last
+    assert zfps_log(stdq, "_lc.txt") == []  # nothing to download
+
+
+@pytest.mark.parametrize("code", [56, 57, 61, 62])
+def test_warning_exit_codes_still_give_the_light_curve(stdq, code):
+    stdq.server.emulator("zfps").fail_next = code
+    result = stdq.run("query", "ztf-fps", *SN, "--sync")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((product_dir(stdq) / "product.json").read_text())
+    assert meta["service_notes"]["zfps"]["exitcode"] == str(code)
+    assert len(read_rows(product_dir(stdq) / "photometry.csv")) > 50
+
+
+def test_end_jd_before_the_survey_start_is_no_data(stdq):
+    # --mjd-max 58100 = JD 2458100.5, before ZTF's survey start JD 2458194.5: exit code 65
+    result = stdq.run("query", "ztf-fps", *SN, "--sync", "--mjd-min", "58000", "--mjd-max", "58100")
+    last = assert_clean_error(result, 5)
+    assert "exit code 65 (65 end JD before survey start)" in last
+
+
+@pytest.mark.parametrize(("path", "fault", "words"), [
+    ("batchfp.py/submit", "html",
+     "the submission answered a page saying ZFPS is unavailable: '503 Service Unavailable'"),
+    ("batchfp.py/submit", "empty",
+     "the submission answered an empty body where an HTML page was expected; the ZFPS request did"
+     " not appear within 0.3 s"),
+    ("getBatchForcedPhotometryRequests", "html",
+     "the status query answered a page saying ZFPS is unavailable: '503 Service Unavailable'"),
+    ("getBatchForcedPhotometryRequests", "empty",
+     "the status listing answered an empty body where an HTML table of requests was expected"),
+    ("_lc.txt", "html",
+     "the light-curve download of ZFPS request 15270 answered an HTML page where a ZFPS light-curve"
+     " file was expected: '<!DOCTYPE html>'"),
+    ("_lc.txt", "empty",
+     "the light-curve download of ZFPS request 15270 answered an empty body"),
+])
+def test_an_html_page_or_empty_body_at_any_step_is_temporary(stdq, recorded_waits, path, fault, words):
+    # polls every 0.05 s: a lost submission answer is looked for during 6 polls = 0.3 s
+    stdq.config_path.write_text(stdq.config_path.read_text().replace("poll_interval = 0.2",
+                                                                      "poll_interval = 0.05"))
+    stdq.server.add_fault(fault, path=path)
+    result = stdq.run("query", "ztf-fps", *SN, "--sync")
+    last = assert_clean_error(result, 75)
+    assert f"ztf-fps: {words}" in last
+    assert not list(stdq.data_dir.rglob("photometry.csv"))
+    # the job ended as a temporary failure: a retry resumes it and gets the light curve
+    retry = stdq.run("jobs", "retry", "1")
+    assert retry.returncode == 0, retry.stderr
+    assert len(stdq.server.emulator("zfps").fp_requests) == 1  # never a second request
 
 
 # -- resuming a request: the service in process ------------------------------------------------

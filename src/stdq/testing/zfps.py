@@ -84,7 +84,7 @@ three fcqfids -- 7350521 (field 735, ccd 5, q 2, ZTF_g), 7350522 (ZTF_r) and
 17680912 (field 1768, ccd 9, q 1, ZTF_r). 7350521 and 7350522 have 14 clean
 baseline epochs (MJD 59810 + 13 i, i = 0..13) whose fluxes are ``offset + NOISE[i]``
 DN with offset +35 (g, unc 10 DN) and -20 (r, unc 2 DN) -- baseline medians 35.5
-and -19.5 DN -- plus one baseline epoch in g with ``scisigpix`` 31 (flagged);
+and -19.5 DN -- plus one baseline epoch in g with ``scisigpix`` 31.04 (flagged);
 17680912 has only 6 baseline epochs. Then the supernova (peak near MJD 60093),
 rows without a flux (procstatus 61 and ``57,61``, as in the real batch file), rows
 with a flux and procstatus 57 and ``56,57``, one row with ``infobitssci`` 33554432
@@ -280,7 +280,7 @@ def _sn_epochs() -> list[Epoch]:
     for i, mjd in enumerate(BASELINE_MJDS):
         rows.append(Epoch(735, 5, 2, "ZTF_g", mjd + 0.1812, 35.0 + NOISE[i], 10.0,
                           26.30 + 0.01 * (i % 3), diffmaglim=20.7 - 0.02 * (i % 4)))
-    rows.append(Epoch(735, 5, 2, "ZTF_g", 59899.2214, 75.0, 10.0, 26.31, scisigpix=31.0))
+    rows.append(Epoch(735, 5, 2, "ZTF_g", 59899.2214, 75.0, 10.0, 26.31, scisigpix=31.04))
     # fcqfid 7350522 (r): baseline offset -20 DN, unc 2 DN (errors too small: chi2 > 1)
     for i, mjd in enumerate(BASELINE_MJDS):
         rows.append(Epoch(735, 5, 2, "ZTF_r", mjd + 0.2233, -20.0 + NOISE[i], 2.0,
