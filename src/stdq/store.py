@@ -146,9 +146,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(data_dir: Path, *, now: float | None = None) -> list[Path]:
-    """Remove the temporary files a killed write left in DATA_DIR (its top folder and
-    ``products/``): those of a process that is gone, or older than a day. Returns them."""
+def remove_stale_temp_files(
+    data_dir: Path, folders: Iterable[Path | str] | None = None, *, now: float | None = None
+) -> list[Path]:
+    """Remove the temporary files a killed write left in DATA_DIR: those of a process that
+    is gone, or older than a day. Returns them.
+
+    Looked for in DATA_DIR's top folder and in FOLDERS (product folders, with their
+    ``raw/``), or, when FOLDERS is None, everywhere under ``products/``.
+    """
     now = time.time() if now is None else now
     removed: list[Path] = []
 
@@ -172,11 +178,25 @@ def remove_stale_temp_files(data_dir: Path, *, now: float | None = None) -> list
         return removed
     for name in top:
         consider(str(data_dir), name)
-    for folder, dirs, files in os.walk(Path(data_dir) / "products"):  # links are not followed
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                consider(folder, name)
+    if folders is None:
+        for folder, dirs, files in os.walk(Path(data_dir) / "products"):  # links not followed
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    consider(folder, name)
+        return removed
+    root = os.path.realpath(data_dir)
+    for product_folder in folders:
+        for place in (Path(product_folder), Path(product_folder) / "raw"):
+            if place.is_symlink() or not os.path.realpath(place).startswith(root + os.sep):
+                continue
+            try:
+                names = os.listdir(place)
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("."):
+                    consider(str(place), name)
     return removed
 
 
@@ -356,7 +376,8 @@ class Store:
 
     DATABASE is the session's shared :class:`~stdq.db.Database`, or a data directory (the
     store then opens, and closes, a Database of its own). A writable store removes, once
-    per process, the temporary files a killed write left (:func:`remove_stale_temp_files`).
+    per process, the temporary files a killed write left in the top folder and in the
+    folders of the products being written (:func:`remove_stale_temp_files`).
     """
 
     def __init__(self, database: db.Database | Path | str):
@@ -372,8 +393,18 @@ class Store:
             if key in _CLEANED:
                 return
             _CLEANED.add(key)
-        if self.data_dir.is_dir() and self.db.writable:
-            remove_stale_temp_files(self.data_dir)
+        if not (self.data_dir.is_dir() and self.db.writable and self.db.exists):
+            return
+        # a killed write leaves its temporary file in a product that was being written: one
+        # not complete, or processed in the last day (a reprocess); not a walk of every folder
+        since = self.db.clock() - TEMP_MAX_AGE
+        folders = [
+            row[0] for row in self.conn.execute(
+                "SELECT path FROM products WHERE path != '' AND (state != 'ready'"
+                " OR processed_at IS NULL OR processed_at > ?)", (since,)
+            )
+        ]
+        remove_stale_temp_files(self.data_dir, folders)
 
     @property
     def data_dir(self) -> Path:
