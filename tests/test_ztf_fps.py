@@ -317,7 +317,7 @@ def test_maintenance_page_on_submission_exits_75_and_retry_does_not_submit_twice
     stdq.server.add_fault("html", path="batchfp.py/submit")
     result = stdq.run("query", "ztf-fps", *SN, "--sync")
     last = assert_clean_error(result, 75)
-    assert "a page saying ZFPS is unavailable: '503 Service Unavailable'" in last
+    assert "a page saying ZFPS is unavailable: '<!DOCTYPE html>' (title '503 Service Unavailable')" in last
     emulator = stdq.server.emulator("zfps")
     assert emulator.submissions == []
     # the job kept its checkpoint ("submitting"): a retry looks in the listing, then submits once
@@ -418,17 +418,19 @@ def test_end_jd_before_the_survey_start_is_no_data(stdq):
 
 @pytest.mark.parametrize(("path", "fault", "words"), [
     ("batchfp.py/submit", "html",
-     "the submission answered a page saying ZFPS is unavailable: '503 Service Unavailable'"),
+     "the submission answered a page saying ZFPS is unavailable: '<!DOCTYPE html>' (title '503 Service"
+     " Unavailable')"),
     ("batchfp.py/submit", "empty",
      "the submission answered an empty body where an HTML page was expected; the ZFPS request did"
      " not appear within 0.3 s"),
     ("getBatchForcedPhotometryRequests", "html",
-     "the status query answered a page saying ZFPS is unavailable: '503 Service Unavailable'"),
+     "the status query answered a page saying ZFPS is unavailable: '<!DOCTYPE html>' (title '503"
+     " Service Unavailable')"),
     ("getBatchForcedPhotometryRequests", "empty",
      "the status listing answered an empty body where an HTML table of requests was expected"),
     ("_lc.txt", "html",
      "the light-curve download of ZFPS request 15270 answered an HTML page where a ZFPS light-curve"
-     " file was expected: '<!DOCTYPE html>'"),
+     " file was expected: '<!DOCTYPE html>' (title '503 Service Unavailable')"),
     ("_lc.txt", "empty",
      "the light-curve download of ZFPS request 15270 answered an empty body"),
 ])
@@ -445,6 +447,56 @@ def test_an_html_page_or_empty_body_at_any_step_is_temporary(stdq, recorded_wait
     retry = stdq.run("jobs", "retry", "1")
     assert retry.returncode == 0, retry.stderr
     assert len(stdq.server.emulator("zfps").fp_requests) == 1  # never a second request
+
+
+@pytest.mark.parametrize(("body", "status", "expected"), [
+    # the real shape (SkyPortal reads it by column name): header cells, empty cells while pending
+    ("<table><tr><th>reqId</th><th>ra</th><th>exitcode</th><th>lightcurve</th></tr>"
+     "<tr><td>7</td><td>1.5</td><td></td><td></td></tr></table>", 200,
+     [{"reqId": "7", "ra": "1.5", "exitcode": "", "lightcurve": ""}]),
+    # a header row of <td> cells (pandas.read_html reads it so too)
+    ("<html><table><tr><td>reqId</td><td>exitcode</td></tr><tr><td>8</td><td>0</td></tr></table>", 200,
+     [{"reqId": "8", "exitcode": "0"}]),
+    ("Zero records returned\n", 200, []),
+    ("Zero records returned\n", 400, []),
+])
+def test_listing_pages_read_by_column_name(tmp_path, fake_server, body, status, expected):
+    import httpx
+
+    from stdq import http
+
+    service, ctx = service_and_context(tmp_path, fake_server)
+    ctx.client_factory = lambda: http.make_client(
+        "ztf-fps", ctx.settings.http, sleep=ctx.sleep,
+        transport=httpx.MockTransport(lambda request: httpx.Response(
+            status, text=body, headers={"Content-Type": "text/html"})))
+    assert service.listing(ctx, {"email": EMAIL, "userpass": USERPASS}) == expected
+    assert ctx.sleeps == []
+    ctx.close()
+    if expected and not expected[0]["exitcode"]:
+        assert not service.ended(expected[0])  # pending: no exit code, no light curve yet
+
+
+def test_a_listing_page_without_its_table_is_temporary_quoting_it(tmp_path, fake_server):
+    import httpx
+
+    from stdq import http
+    from stdq.errors import TemporaryFailure
+
+    page = "<html><head><title>IRSA</title></head><body><p>Welcome to IRSA</p></body></html>\n"
+    service, ctx = service_and_context(tmp_path, fake_server)
+    ctx.client_factory = lambda: http.make_client(
+        "ztf-fps", ctx.settings.http, sleep=ctx.sleep,
+        transport=httpx.MockTransport(lambda request: httpx.Response(
+            200, text=page, headers={"Content-Type": "text/html"})))
+    with pytest.raises(TemporaryFailure) as caught:
+        service.listing(ctx, {"email": EMAIL, "userpass": USERPASS})
+    ctx.close()
+    assert caught.value.exit_code == 75
+    assert caught.value.message == (
+        "ztf-fps: the status listing answered a page without its table of requests:"
+        " '<html><head><title>IRSA</title></head><body><p>Welcome to IRSA</p></body></html>'"
+        " (title 'IRSA'); try again later")
 
 
 # -- resuming a request: the service in process ------------------------------------------------

@@ -211,12 +211,18 @@ def matches(row: dict[str, str], request: dict[str, Any]) -> bool:
     return True
 
 
-def _first_text_line(body: bytes) -> str:
-    """The first non-empty line of a page's visible text (its title counts), for messages."""
-    text = body.decode("utf-8", "replace")
-    text = re.sub(r"<(script|style)\b.*?</\1>", "\n", text, flags=re.IGNORECASE | re.DOTALL)
-    text = re.sub(r"<[^>]*>", "\n", text)
-    return next((" ".join(line.split()) for line in text.splitlines() if line.strip()), "")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _quote(body: bytes, secrets: list[str]) -> str:
+    """A page for a message as :func:`stdq.http.expect_format` quotes one: its first
+    non-empty line, then its title when it has one (120 characters each, secrets masked)."""
+    from stdq.http import first_line
+
+    text = body.decode("utf-8", "replace").lstrip("\ufeff")
+    title = _TITLE.search(text[:20000])
+    named = f" (title {first_line(title.group(1), secrets)!r})" if title and title.group(1).strip() else ""
+    return f"{first_line(text, secrets)!r}{named}"
 
 
 def _page_text(body: bytes, limit: int = 200) -> str:
@@ -278,11 +284,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         """Raise the documented error when a ZFPS page carries error wording."""
         text = client.redact(_page_text(response.content))
         if _UNAVAILABLE_WORDS.search(text) and not _ERROR_WORDS.search(text):
-            from stdq.http import first_line
-
-            line = first_line(_first_text_line(response.content), client.secrets)
             raise TemporaryFailure(f"ztf-fps: the {what} answered a page saying ZFPS is unavailable:"
-                                   f" {line!r}; try again later")
+                                   f" {_quote(response.content, client.secrets)}; try again later")
         if _LIMIT_WORDS.search(text):
             raise TemporaryFailure(f"ztf-fps: ZFPS refused the {what} (its queue is full; try again"
                                    f" later): {text}")
@@ -328,7 +331,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
 
     def _listing_once(self, context: QueryContext, creds: dict[str, str]) -> list[dict[str, str]] | None:
         """One read of the status listing: its rows, or None when the database is busy."""
-        from stdq.http import expect_format, first_line
+        from stdq.http import expect_format
 
         client = context.client
         step = "the status listing"
@@ -348,10 +351,9 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             page = _page_text(response.content, 500)
             if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
                 self._fail_from_page(response, "status query", client)
-            line = first_line(_first_text_line(response.content) or response.text, client.secrets)
             raise TemporaryFailure(
-                f"ztf-fps: {step} answered a page without its table of requests: {line!r};"
-                " try again later"
+                f"ztf-fps: {step} answered a page without its table of requests:"
+                f" {_quote(response.content, client.secrets)}; try again later"
             )
         return rows
 
