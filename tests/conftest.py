@@ -172,6 +172,15 @@ def reset_stdq_state() -> None:
                 clear()
 
 
+def _help_width(columns: str | None) -> int:
+    """click's help width in a process without a terminal: COLUMNS, else 80, at most 80, less 2."""
+    try:
+        width = int(columns) if columns else 80
+    except ValueError:
+        width = 80
+    return max(min(width, 80) - 2, 50)
+
+
 def run_in_process(
     args: list[str],
     *,
@@ -185,6 +194,7 @@ def run_in_process(
     (None removes a variable), CWD as the working directory, logging, signal handlers,
     warnings filters, sys.path, click groups and stdq's caches restored afterwards.
     A run longer than TIMEOUT is interrupted (SIGINT) and raises subprocess.TimeoutExpired."""
+    from click import formatting
     from click.testing import CliRunner
 
     from stdq.cli import main
@@ -216,6 +226,8 @@ def run_in_process(
             _import_path(os.environ.get("PYTHONPATH")),
         ):
             os.chdir(cwd)
+            # help text as wide as in a process whose stdout is a pipe (CliRunner forces 80)
+            formatting.FORCED_WIDTH = _help_width(os.environ.get("COLUMNS"))
             if timer is not None:
                 timer.start()
             try:
