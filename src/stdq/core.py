@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from stdq.errors import EXIT_FAILED, BadInput, QueryFailed, StdqError
-from stdq.records import Job, JobEvent, JobState, Outcome, Product, Target
+from stdq.records import Check, Job, JobEvent, JobState, Outcome, Product, Target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -574,6 +574,15 @@ class Stdq:
         return self.product(product_id)
 
     # -- services ---------------------------------------------------------------------------
+    def doctor(self, *, probes: bool = True) -> list[Check]:
+        """``stdq doctor``: the settings file, the data directory, each service's
+        credentials (never shown) and one cheap request per service and resolver
+        (PROBES False: none). Nothing is written. The exit code of the checks:
+        :func:`stdq.records.doctor_exit_code` (0, 3 configuration, 75 unreachable)."""
+        from stdq.doctor import run_checks
+
+        return run_checks(self.settings, self.registry, probes=probes)
+
     def services(self) -> list[dict[str, Any]]:
         """``services list --json``: one entry per service."""
         return self.registry.entries()

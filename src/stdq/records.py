@@ -505,3 +505,49 @@ def wait_exit_code(jobs: Sequence[Job], now: float | None = None) -> int:
     if any(not job.final for job in jobs):
         return errors.EXIT_TEMPORARY
     return errors.EXIT_OK
+
+
+# -- stdq doctor -----------------------------------------------------------------------------
+
+
+CHECK_KINDS = ("settings", "data_dir", "credentials", "service", "resolver")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``stdq doctor``: what was checked, how it went, in a few words.
+
+    ``kind``: one of :data:`CHECK_KINDS`; ``name``: the settings file, the data
+    directory, or the service or resolver; ``status``: "ok", "skipped" or "failed";
+    ``exit_code``: 0, or for a failed check 3 (configuration) or 75 (cannot be
+    reached, or does not answer in its format). Messages never hold a secret.
+    """
+
+    kind: str
+    name: str
+    status: str
+    message: str
+    exit_code: int = 0
+    seconds: float | None = None  # how long a probe took
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of ``checks`` in ``stdq doctor --json``."""
+        return {
+            "kind": self.kind, "name": self.name, "status": self.status,
+            "message": self.message, "exit_code": self.exit_code, "seconds": self.seconds,
+        }
+
+
+def doctor_exit_code(checks: Sequence[Check]) -> int:
+    """0 when nothing failed, 3 when a configuration check failed, else 75 (a service or
+    resolver could not be reached, or did not answer in its format)."""
+    codes = {check.exit_code for check in checks if check.failed}
+    if not codes:
+        return errors.EXIT_OK
+    if errors.EXIT_CONFIG in codes:
+        return errors.EXIT_CONFIG
+    return errors.EXIT_TEMPORARY

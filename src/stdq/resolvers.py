@@ -60,6 +60,16 @@ class NameResolver:
         """
         raise NotImplementedError
 
+    probe_name: ClassVar[str] = "M31"  # what ``stdq doctor`` asks for
+
+    def probe(self) -> str:
+        """``stdq doctor``: resolve :attr:`probe_name` (one request); what it answered.
+        Raises as :meth:`resolve` does."""
+        found = self.resolve(self.probe_name)
+        if found is None:
+            return f"answers ({self.probe_name} not found)"
+        return f"{self.probe_name} -> RA {found.ra:.6f}, Dec {found.dec:+.6f}"
+
 
 # -- values of an answer -------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ COMMANDS = {
     "services": ("stdq.cli.services", "services", "The survey services and their options."),
     "config": ("stdq.cli.config", "config", "The settings file."),
     "demo": ("stdq.cli.demo", "demo", "Run the main query paths against bundled emulators."),
+    "doctor": ("stdq.cli.doctor", "doctor", "Check settings, data directory, credentials and services."),
 }
 
 

@@ -338,6 +338,7 @@ class SingleTargetDataService:
     settings_help: ClassVar[dict[str, str]] = {}
     secret_fields: ClassVar[tuple[str, ...]] = ("api_key",)
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
+    optional_secrets: ClassVar[tuple[str, ...]] = ()  # secret fields a query can do without
     version: ClassVar[str] = "1"
 
     def __init__(self, config: ServiceConfig, settings: Settings):
@@ -393,3 +394,36 @@ class SingleTargetDataService:
     def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
         """Best-effort cleanup of a remote task when a job is cancelled (default: nothing)."""
         return None
+
+    def probe(self, client: Client) -> str:
+        """One cheap request showing that the service answers in its own format
+        (``stdq doctor``); returns what it saw, in a few words.
+
+        Raise TemporaryFailure when it cannot be reached or answers an HTML page or an
+        empty body, ConfigError when it refuses the credentials or the url is wrong,
+        QueryFailed for another unexpected answer (:func:`probe_status`). The default:
+        a GET of the service url, where any answer below HTTP 500 counts.
+        """
+        response = client.get(self.url)
+        if response.status_code >= 500 or response.status_code == 429:
+            probe_status(response, self.name, client.secrets)
+        return f"HTTP {response.status_code} from {client.safe_url(response.request.url)}"
+
+
+def probe_status(response: Any, service: str, secrets: Any = ()) -> None:
+    """The verdict of ``stdq doctor`` on a probe's HTTP status: 429 and 5xx are
+    TemporaryFailure (exit 75), 401/403 ConfigError (credentials refused), 404
+    ConfigError (check the url), other 4xx QueryFailed; below 400 nothing."""
+    from stdq.errors import ConfigError, TemporaryFailure
+    from stdq.http import check_response, redact_url
+
+    status = response.status_code
+    url = redact_url(str(response.request.url), secrets)
+    if status == 429 or status >= 500:
+        raise TemporaryFailure(f"{service}: HTTP {status} from {url}; try again later")
+    if status == 404:
+        raise ConfigError(
+            f"{service}: HTTP 404 from {url}",
+            hint=f"check the {service} url setting: stdq services show {service}",
+        )
+    check_response(response, service, secrets)

@@ -50,6 +50,7 @@ from stdq.services.base import (
 if TYPE_CHECKING:
     import httpx
 
+    from stdq.http import Client
     from stdq.services.base import QueryContext
     from stdq.store import DataProduct
     from stdq.targets import Target
@@ -113,6 +114,7 @@ class PanstarrsService(SingleTargetDataService):
     }
     secret_fields = ("api_key",)
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {"api_key": ("MAST_API_TOKEN",)}
+    optional_secrets = ("api_key",)  # a MAST token only for proprietary data
     version = "1"
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -213,6 +215,25 @@ class PanstarrsService(SingleTargetDataService):
             if rows < pagesize:
                 return pages
         raise QueryFailed(f"{self.name}: more than {MAX_PAGES} pages of {pagesize} rows; narrow the query")
+
+    def probe(self, client: Client) -> str:
+        """stdq doctor: the column list of dr2/detection (a small JSON answer)."""
+        import json
+
+        from stdq.http import expect_format
+        from stdq.services.base import probe_status
+
+        response = client.get(f"{self.url}/dr2/detection/metadata")
+        probe_status(response, self.name, client.secrets)
+        expect_format(response, self.name, "the dr2/detection metadata", "JSON", secrets=client.secrets)
+        try:
+            names = {str(c["name"]) for c in json.loads(response.content)}
+        except (ValueError, TypeError, KeyError, RecursionError):
+            raise QueryFailed(f"{self.name}: the dr2/detection metadata is not a list of columns") from None
+        missing = sorted({"objID", "detectID", "filterID", "obsTime", "psfFlux", "psfFluxErr"} - names)
+        if missing:
+            raise QueryFailed(f"{self.name}: dr2/detection lacks the columns {', '.join(missing)}")
+        return f"HTTP {response.status_code}, dr2/detection metadata (JSON, {len(names)} columns)"
 
     # -- the query ---------------------------------------------------------------------------
     def query_service(

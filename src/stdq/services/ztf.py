@@ -35,6 +35,7 @@ from stdq.services.base import (
 if TYPE_CHECKING:
     import httpx
 
+    from stdq.http import Client
     from stdq.services.base import QueryContext
     from stdq.store import DataProduct
     from stdq.targets import Target
@@ -130,6 +131,24 @@ class ZtfLightCurveService(SingleTargetDataService):
     settings_help: ClassVar[dict[str, str]] = {"url": "the IRSA ZTF light-curve API"}
     secret_fields: ClassVar[tuple[str, ...]] = ()
     version = "1"
+
+    def probe(self, client: Client) -> str:
+        """stdq doctor: a one-day, 1.5-arcsecond light-curve query (CSV, maybe no rows)."""
+        from stdq.http import expect_format
+        from stdq.records import Target
+        from stdq.services.base import probe_status
+
+        where = Target(ra=210.910674, dec=54.31165)  # SN 2023ixf, in the ZTF footprint
+        params = request_params(where, {"radius": 1.5, "mjd_min": 60083.0, "mjd_max": 60084.0})
+        response = client.get(self.url, params=params)
+        probe_status(response, self.name, client.secrets)
+        expect_format(response, self.name, "a small light-curve query", "CSV")
+        lines = [line for line in response.text.splitlines() if line.strip()]
+        columns = {c.strip() for c in lines[0].split(",")}
+        missing = sorted({"oid", "mjd", "mag", "magerr", "filtercode"} - columns)
+        if missing:
+            raise QueryFailed(f"{self.name}: the light-curve CSV lacks the columns {', '.join(missing)}")
+        return f"HTTP {response.status_code}, light-curve CSV ({counted(len(lines) - 1, 'row')})"
 
     def query_service(
         self, target: Target, params: dict[str, Any], context: QueryContext
