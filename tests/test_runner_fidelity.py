@@ -20,6 +20,10 @@ COMMANDS = [
     ["query", "nosuch", "--ra", "1", "--dec", "1"],
     ["query", "panstarrs", "--ra", "1"],
     ["jobs", "show", "99"],
+    ["services", "list"],
+    ["--json", "services", "show", "panstarrs"],
+    ["targets", "list"],
+    ["--config", "missing.toml", "jobs", "list"],
 ]
 
 
