@@ -266,6 +266,8 @@ def test_the_task_list_pages_with_absolute_cursor_links(atlas):
     assert [t["id"] for t in back["results"]] == seen[5:10]
     ascending = client.get("/queue/", params={"pagesize": 100, "ordering": "id"}).json()
     assert [t["id"] for t in ascending["results"]] == sorted(made) and ascending["next"] is None
+    assert client.get("/queue/", params={"started": "true"}).json()["taskcount"] == 0
+    assert client.get("/queue/", params={"started": "false"}).json()["taskcount"] == 13
     bad = client.get("/queue/", params={"cursor": "not base64!"})
     assert bad.status_code == 404 and bad.json() == {"detail": "Invalid cursor"}
     etag = client.get("/queue/").headers["ETag"]  # the user's whole list, the same on every page

@@ -23,7 +23,7 @@ Mounted at ``/atlas/forcedphot``: the service URL is ``<server>/atlas/forcedphot
   DELETE is the JSON 404 ``{"detail": "No Task matches the given query."}``).
 - ``GET queue/`` lists the user's own non-archived tasks with the server's
   CursorPagination (pagination.py): ``pagesize`` (default 6, at most 100),
-  ``ordering`` ``-id`` (default) or ``id``, and the page
+  ``ordering`` ``-id`` (default) or ``id``, ``started=true|false``, and the page
   ``{"next", "previous", "pagefirsttaskposition", "taskcount", "results"}`` whose
   ``next``/``previous`` are absolute URLs (the request's own, ``cursor`` replaced)
   holding a base64 cursor (``o`` offset, ``r`` reverse, ``p`` position = a task id);
@@ -543,6 +543,9 @@ class AtlasEmulator(Emulator):
     def _list(self, request: Request, user: str, now: float) -> Response:
         """The user's own non-archived tasks, one cursor page (pagination.py TaskPagination)."""
         own = [t for t in self.tasks.values() if t.user == user and not t.deleted]
+        started = (request.arg("started") or "").strip().lower()  # filters.py TaskFilter
+        if started in ("true", "false"):
+            own = [t for t in own if (t.started is not None) == (started == "true")]
         etag = '"' + hashlib.md5(repr(sorted(
             (t.id, t.started, t.finished) for t in own)).encode()).hexdigest() + '"'
         if request.header("if-none-match") == etag:
