@@ -498,7 +498,8 @@ class Client:
                 wait = asked
             if tries >= self.max_retries:
                 raise TemporaryFailure(
-                    f"{self.service}: {why} at {shown} (gave up after {tries + 1} tries);"
+                    f"{self.service}: {why} at {shown} (gave up after"
+                    f" {tries + 1} {'try' if tries == 0 else 'tries'});"
                     " try again later",
                     retry_after=wait,
                 )
