@@ -224,7 +224,6 @@ class Stdq:
             from stdq.db import Database
 
             self._db = Database(self.data_dir, clock=self.clock)
-            self._db.notice = lambda text: self.notice(text)  # "created the data directory"
         return self._db
 
     @property
