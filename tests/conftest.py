@@ -359,6 +359,9 @@ def recorded_waits(monkeypatch) -> list[float]:
     backoff, remote polling), in order; each really sleeps at most 0.01 s."""
     from stdq.services.base import QueryContext
 
+    if FORCE_SUBPROCESS:
+        pytest.skip("recorded_waits sees only queries run in this process (PYTEST_STDQ_SUBPROCESS=1)")
+
     asked: list[float] = []
 
     def sleep(self, seconds: float) -> None:
