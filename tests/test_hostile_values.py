@@ -26,6 +26,7 @@ import pytest
 
 from conftest import assert_clean_error
 from stdq import photometry
+from stdq.testing import irsa
 from stdq.testing.fakeserver import Request, Response
 
 SN = ("SN 2023ixf",)
@@ -236,8 +237,7 @@ def test_product_json_that_cannot_be_written_leaves_no_pending_product(atlas, mo
 # -- ZTF (IRSA light curves) --------------------------------------------------------------
 
 IRSA_PATH = r".*"
-IRSA_COLUMNS = ("oid,expid,hjd,mjd,mag,magerr,catflags,filtercode,ra,dec,chi,sharp,filefracday,field,"
-                "ccdid,qid,limitmag,magzp,magzprms,clrcoeff,clrcounc,exptime,airmass,programid").split(",")
+IRSA_COLUMNS = list(irsa.COLUMNS)
 
 
 def irsa_edit(edits: dict[int, dict[str, str]], seen: list[int]) -> Callable[[bytes], bytes]:

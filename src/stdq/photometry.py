@@ -342,13 +342,17 @@ def tai_to_utc_mjd(mjd_tai):
     TAI-UTC is a whole number of seconds since 1972 and changes only at a leap
     second, so it is taken from astropy for each distinct day (and the next),
     and applied as ``tai - n/86400``; the rows of a day in which it changes (and
-    any value before 1972) go through astropy one by one.
+    any value before 1972) go through astropy one by one. NaN stays NaN; a value
+    outside the years 1000..3000 (no survey observed then) is returned as it is.
     """
     import numpy as np
 
     values = np.asarray(mjd_tai, dtype="float64")
     out = np.full(values.shape, np.nan)
-    good = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        absurd = np.isfinite(values) & ((values < -312_000.0) | (values > 418_000.0))
+    out[absurd] = values[absurd]
+    good = np.isfinite(values) & ~absurd
     if not good.any():
         return out
     tai = values[good]
@@ -450,8 +454,9 @@ def separation_arcsec(ra1, dec1, ra2, dec2):
     import numpy as np
 
     r1, d1, r2, d2 = (np.radians(np.asarray(x, dtype="float64")) for x in (ra1, dec1, ra2, dec2))
-    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1)))) * 3600.0
+    with np.errstate(invalid="ignore"):  # an infinite position gives NaN
+        s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+        return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1)))) * 3600.0
 
 
 # -- the table ----------------------------------------------------------------------

@@ -312,11 +312,15 @@ class AtlasProcessor(DataProcessor):
         raws = [r for r in product.raw_files if r.name.endswith(".txt")] or list(product.raw_files)
         if not raws:
             raise QueryFailed(f"atlas: product {product.id} has no raw result file")
+        import numpy as np
+
         frame, malformed = read_result(raws[0].path)
         product.leave_out("malformed lines (wrong number of fields)", malformed)
-        table = self.normalize_rows(frame, product)
-        if str(product.params.get("stack") or "none") == "nightly":
-            table = self.stack_nightly(table, product)
+        # a hostile value overflows to inf (then left out as non-finite): no numpy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            table = self.normalize_rows(frame, product)
+            if str(product.params.get("stack") or "none") == "nightly":
+                table = self.stack_nightly(table, product)
         return table
 
     # -- one row per exposure ------------------------------------------------------

@@ -55,6 +55,7 @@ import io
 import json
 import math
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
@@ -240,7 +241,9 @@ def read_mast_csv(
             dtype[name] = "int64"
     # Every column is parsed (no usecols): pandas then reads a large file in parallel.
     try:
-        table = pd.read_csv(_rewind(reader), dtype=dtype)
+        with warnings.catch_warnings():  # pandas' "invalid value encountered in cast"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            table = pd.read_csv(_rewind(reader), dtype=dtype)
     except (ValueError, TypeError, OverflowError):  # ParserError is a ValueError
         table = None
     if table is None:
@@ -430,15 +433,19 @@ class PanstarrsProcessor(DataProcessor):
             (r for r in product.raw_files if r.name.startswith("detection")), key=lambda r: r.name
         )
         table = product.params.get("table") or ("detection" if det_files else "mean")
+        import numpy as np
+
         objects = _concat([read_answer(r, "mean") for r in mean_files])
-        if table == "mean":
-            if objects is None:
-                raise QueryFailed("panstarrs: the product has no mean-table answer")
-            return self.mean_rows(product, objects)
-        detections = _concat([read_answer(r, "detection") for r in det_files])
-        if detections is None:
-            raise QueryFailed("panstarrs: the product has no detection-table answer")
-        return self.detection_rows(product, detections, objects)
+        # a hostile value overflows to inf (then left out as non-finite): no numpy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if table == "mean":
+                if objects is None:
+                    raise QueryFailed("panstarrs: the product has no mean-table answer")
+                return self.mean_rows(product, objects)
+            detections = _concat([read_answer(r, "detection") for r in det_files])
+            if detections is None:
+                raise QueryFailed("panstarrs: the product has no detection-table answer")
+            return self.detection_rows(product, detections, objects)
 
     # -- detections -------------------------------------------------------------------------
     def detection_rows(
@@ -746,8 +753,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
 def _float(series: pd.Series) -> np.ndarray:
     import pandas as pd
 
-    if series.dtype == object:
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
+    if series.dtype.kind not in "fiub":  # text (object or pandas' str): not a number -> NaN
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=float("nan"))
     return series.to_numpy(dtype="float64", na_value=float("nan"))
 
 

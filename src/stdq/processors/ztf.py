@@ -74,7 +74,13 @@ class ZtfLightCurveProcessor(DataProcessor):
         import pandas as pd
 
         data = product.raw(RAW_NAME).path.read_bytes()
-        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True)
+        try:
+            raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True)
+        except pd.errors.EmptyDataError:
+            raise QueryFailed("ztf: the light-curve answer is empty (not even a header line)") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # ParserError: a line with too many fields
+            text = " ".join(str(exc).split())[:160]
+            raise QueryFailed(f"ztf: the light-curve CSV could not be read ({text})") from None
         raw.columns = [c.strip() for c in raw.columns]
         missing = {"oid", "expid", "mjd", "mag", "magerr", "filtercode", "ra", "dec"} - set(raw.columns)
         if missing:

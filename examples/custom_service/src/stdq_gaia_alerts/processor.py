@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import ConfigError, QueryFailed
@@ -245,5 +246,7 @@ def _tcb_jd_to_utc_mjd(jd):
         quiet_astropy()
         from astropy.time import Time
 
-        out[sane] = Time(values[sane], format="jd", scale="tcb").utc.mjd
+        with warnings.catch_warnings():  # ERFA's "dubious year" for a date far from now
+            warnings.simplefilter("ignore")
+            out[sane] = Time(values[sane], format="jd", scale="tcb").utc.mjd
     return out
