@@ -583,7 +583,7 @@ def test_hostile_real_files_keep_finite_rows_or_count_them(tmp_path_factory):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    @settings(max_examples=100, deadline=3000, derandomize=True,
+    @settings(max_examples=100, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(st.data(), st.sampled_from(sorted(EXPECTED)), st.booleans())
     def check(data, name, baseline):

@@ -762,3 +762,15 @@ def test_unparseable_result_file_fails_clearly():
     with pytest.raises(ValueError, match="has 2 values"):
         parse_result(b"# index, field, ccdid, qid, filter, pid, zpdiff, jd, forcediffimflux,"
                      b" forcediffimfluxunc, procstatus\n0 1\n")
+
+
+def test_doctor_reads_the_listing_and_a_busy_database_is_temporary(stdq):
+    result = stdq.run("doctor")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "ztf-fps: HTTP 400, the status listing: Zero records returned" in result.stdout
+    stdq.server.emulator("zfps").busy_next = 1
+    result = stdq.run("doctor")
+    assert result.returncode == 75, (result.stdout, result.stderr)
+    line = next(line for line in result.stdout.splitlines() if "ztf-fps: the status listing" in line)
+    assert line.startswith("FAILED  service      ztf-fps: the status listing answered"
+                           " 'Error: database is busy; try again a minute later.'; try again later")

@@ -289,7 +289,7 @@ class ZtfForcedPhotometryProcessor(DataProcessor):
     """ZFPS forced photometry on difference images -> microjansky, limits, flags, baseline."""
 
     data_product_type = "ztf_fps_photometry"
-    version = "2"
+    version = "3"  # 3: every non-zero procstatus flags bit 1; clean epochs; the common value rule
     settings_defaults: ClassVar[dict[str, Any]] = {
         "snr_threshold": 3.0,
         "limit_nsigma": 5.0,

@@ -104,6 +104,7 @@ _CREDENTIAL_WORDS = re.compile(r"e-?mail|user ?pass|password|credential|account|
 _LIMIT_WORDS = re.compile(r"\blimit\b|exceed|too many|queue (is )?full", re.IGNORECASE)
 _ZERO_RECORDS = re.compile(r"zero records", re.IGNORECASE)
 _BUSY = re.compile(r"database is busy", re.IGNORECASE)
+BUSY_TEXT = "Error: database is busy; try again a minute later."
 _UNAVAILABLE_WORDS = re.compile(
     r"unavailable|maintenance|temporarily|try again later|overloaded", re.IGNORECASE
 )
@@ -325,7 +326,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             wait *= BUSY_GROWTH
         raise TemporaryFailure(
             f"ztf-fps: the ZFPS status listing answered {BUSY_TRIES} times in a row"
-            " 'Error: database is busy; try again a minute later.'; try again later",
+            f" {BUSY_TEXT!r}; try again later",
             retry_after=BUSY_WAIT,
         )
 
@@ -431,6 +432,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         response = client.get(self.url + LISTING_PATH, params={
             **creds, "option": "All recent jobs", "action": "Query Database"})
         zero = bool(_ZERO_RECORDS.search(response.text[:2000]))
+        if _BUSY.search(response.text[:4000]):
+            raise TemporaryFailure(f"ztf-fps: the status listing answered {BUSY_TEXT!r}; try again later")
         if response.status_code == 400 and zero:
             return "HTTP 400, the status listing: Zero records returned"
         self._check(response, "status query", client)  # the shared login
