@@ -6,6 +6,7 @@ directory, and target names that do not make good folder names."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -380,3 +381,18 @@ def test_target_names_never_share_a_folder(stdq):
     # a hash where the safe form is not the name: SN_2023ixf, SN/2023ixf, the long ones, "..x"
     assert sorted(f.split("~")[0][:12] for f in folders if "~" in f) == [
         "Comet_AAAAAA", "Comet_AAAAAA", "SN_2023ixf", "SN_2023ixf", "x"]
+
+
+@pytest.mark.parametrize("garbage", ["{not json", '{"query": 5, "raw_files": 7, "target": []}', "[]"])
+def test_a_broken_product_json_is_rebuilt_by_reprocess(stdq, garbage):
+    assert stdq.run("query", "panstarrs", *SN, *POS).returncode == 0
+    (meta_path,) = stdq.data_dir.rglob("product.json")
+    before = json.loads(meta_path.read_text())
+    meta_path.write_text(garbage)
+    shown = stdq.run("--json", "products", "show", str(before["product_id"]))
+    assert shown.returncode == 0, shown.stderr
+    result = stdq.run("--json", "products", "reprocess", str(before["product_id"]))
+    assert result.returncode == 0, result.stderr
+    after = json.loads(meta_path.read_text())
+    assert after["counts"]["rows"] == before["counts"]["rows"]
+    assert sorted(r["sha256"] for r in after["raw_files"]) == sorted(r["sha256"] for r in before["raw_files"])

@@ -493,22 +493,23 @@ class Store:
             raise BadInput(f"no product with id {product_id}", hint="list them: stdq products list")
         path = Path(row["path"])
         check_inside(self.data_dir, path)
-        meta: dict[str, Any] = {}
-        if (path / "product.json").is_file():
-            meta = json.loads((path / "product.json").read_text(encoding="utf-8"))
+        meta, _ = _read_meta(path / "product.json")  # unreadable: rebuilt from the catalog row
         product = DataProduct(
             id=row["id"],
             service=row["service"],
             data_product_type=row["data_product_type"],
-            target=meta.get("target") or {"name": row["target"], "ra": row["ra"], "dec": row["dec"]},
-            params=meta.get("query", {}).get("params", {}),
+            target=_mapping(meta.get("target"))
+            or {"name": row["target"], "ra": row["ra"], "dec": row["dec"]},
+            params=_mapping(_mapping(meta.get("query")).get("params")),
             path=path,
             job_id=row["job_id"],
             created_at=row["created_at"],
             data_dir=self.data_dir,
             store=self,
         )
-        recorded = {r["name"]: r for r in meta.get("raw_files", [])}
+        recorded = {
+            r["name"]: r for r in _entries(meta.get("raw_files")) if isinstance(r, dict) and "name" in r
+        }
         raw_dir = path / "raw"
         if raw_dir.is_symlink() or raw_dir.exists():
             check_inside(self.data_dir, raw_dir)
@@ -528,7 +529,7 @@ class Store:
                     redacted=bool(info.get("redacted", False)),
                 )
             )
-        product.notes = dict(meta.get("service_notes", {}))
+        product.notes = _mapping(meta.get("service_notes"))
         return product
 
     def list_products(self, target: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -587,7 +588,7 @@ class Store:
         folder = product.path
         check_inside(self.data_dir, folder)
         meta, meta_problem = _read_meta(folder / "product.json")
-        recorded = {r.get("name"): r for r in meta.get("raw_files") or [] if isinstance(r, dict)}
+        recorded = {r.get("name"): r for r in _entries(meta.get("raw_files")) if isinstance(r, dict)}
         raw_dir = folder / "raw"
         if raw_dir.is_symlink() or raw_dir.exists():
             check_inside(self.data_dir, raw_dir)
@@ -630,6 +631,16 @@ class Store:
             product, raw_files=tuple(raw_files), problems=tuple(problems), meta=meta,
             meta_problem=meta_problem,
         )
+
+
+def _entries(value: Any) -> list[Any]:
+    """VALUE when it is a list, else [] (product.json's raw_files, edited by hand)."""
+    return list(value) if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """VALUE when it is a dict (a product.json edited by hand may hold anything), else {}."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _read_meta(path: Path) -> tuple[dict[str, Any], str | None]:
