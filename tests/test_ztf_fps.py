@@ -774,3 +774,65 @@ def test_doctor_reads_the_listing_and_a_busy_database_is_temporary(stdq):
     line = next(line for line in result.stdout.splitlines() if "ztf-fps: the status listing" in line)
     assert line.startswith("FAILED  service      ztf-fps: the status listing answered"
                            " 'Error: database is busy; try again a minute later.'; try again later")
+
+
+# the listing parser against hostile pages (property test, seeded from the emulator's page:
+# no real listing page is public)
+LISTING_PAGE = (
+    "<html><head><title>ZTF Forced Photometry: recent batch requests</title></head><body>\n"
+    "<h3>All recent jobs</h3>\n<table border=\"1\">\n"
+    "<tr><th>reqId</th><th>ra</th><th>dec</th><th>startJD</th><th>endJD</th><th>exitcode</th>"
+    "<th>lightcurve</th></tr>\n"
+    "<tr><td>15270</td><td>210.9106740</td><td>54.3116500</td><td>2458194.500000</td>"
+    "<td>2460300.500000</td><td>0</td><td>/ztf/ops/forcedphot/lc/0/15/req15270/cksum0/"
+    "batchfp_req0000015270_lc.txt</td></tr>\n</table>\n</body></html>\n"
+)
+HOSTILE_BITS = ("<table>", "</table>", "<tr>", "</tr>", "<td>", "</td>", "<th>reqId</th>", "<!DOCTYPE html>",
+                "Zero records returned", "Error: database is busy; try again a minute later.",
+                "Error: email address and/or user password not valid", "\x00", "é", "&amp;", "<", ">",
+                "<!--", "-->", "<script>", "]]>", "\r\n", "")
+
+
+def test_hostile_listing_pages_end_in_rows_or_a_documented_error(tmp_path, fake_server):
+    import httpx
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from stdq import http
+    from stdq.errors import StdqError
+    from stdq.services.ztf_fps import parse_listing
+
+    service, ctx = service_and_context(tmp_path, fake_server)
+    answer: dict[str, object] = {}
+    ctx.client_factory = lambda: http.make_client(
+        "ztf-fps", ctx.settings.http, sleep=ctx.sleep, transport=httpx.MockTransport(
+            lambda request: httpx.Response(answer["status"], content=answer["body"],
+                                           headers={"Content-Type": answer["type"]})))
+    creds = {"email": EMAIL, "userpass": USERPASS}
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.data())
+    def check(data):
+        page = LISTING_PAGE
+        for _ in range(data.draw(st.integers(0, 6))):
+            at = data.draw(st.integers(0, len(page)))
+            cut = data.draw(st.integers(0, 40))
+            bit = data.draw(st.one_of(st.sampled_from(HOSTILE_BITS), st.text(max_size=20)))
+            page = page[:at] + bit + page[at + cut:]
+        body = page.encode("utf-8", "surrogatepass") if data.draw(st.booleans()) else page.encode("latin-1", "replace")
+        answer.update(status=data.draw(st.sampled_from([200, 200, 200, 400, 404])), body=body,
+                      type=data.draw(st.sampled_from(["text/html", "text/plain", ""])))
+        rows = parse_listing(page)
+        assert rows is None or all(isinstance(r, dict) for r in rows)
+        ctx.sleeps.clear()
+        try:
+            got = service.listing(ctx, creds)
+        except StdqError as exc:  # the documented ones: 75 (temporary), 1, 3 -- with a message
+            assert exc.exit_code in (1, 3, 75) and exc.message.startswith("ztf-fps: ")
+            assert USERPASS not in exc.message and EMAIL not in exc.message
+            return
+        assert isinstance(got, list) and all(isinstance(r, dict) for r in got)
+
+    check()
+    ctx.close()

@@ -613,8 +613,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             "request_id": req_id,
             "exitcode": exitcode,
             "request": dict(context.checkpoint.get("zfps_request") or {}),
-            "created": row.get("created", ""),
-            "ended": row.get("ended", ""),
+            # times where the listing has them (not in the columns SkyPortal reads)
+            **{k: row[k].strip() for k in ("created", "ended") if row.get(k, "").strip()},
             "light_curve_file": lc_name,
             "log_file": log_name,
         }
