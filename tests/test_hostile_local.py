@@ -396,3 +396,16 @@ def test_a_broken_product_json_is_rebuilt_by_reprocess(stdq, garbage):
     after = json.loads(meta_path.read_text())
     assert after["counts"]["rows"] == before["counts"]["rows"]
     assert sorted(r["sha256"] for r in after["raw_files"]) == sorted(r["sha256"] for r in before["raw_files"])
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_data_directory_that_is_a_file(stdq, tmp_path, under):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    data = afile / "sub" if under else afile
+    result = stdq.run("targets", "add", "X", *POS, env={"STDQ_DATA_DIR": str(data)})
+    line = assert_clean_error(result, 3)
+    where = f"lies under a file ({afile})" if under else "is a file"
+    assert line == (f"error: the data directory {data} {where}, not a folder, so stdq cannot add a"
+                    " target; point --data-dir to a folder")
+    assert afile.read_text() == "not a folder"

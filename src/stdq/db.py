@@ -391,7 +391,17 @@ def disk_is_full(folder: Path) -> bool:
 
 
 def read_only_error(folder: Path, what: str) -> ConfigError:
-    """The one error for a write refused because the data directory is read-only."""
+    """The one error for a write refused because the data directory is read-only (or is,
+    or lies under, something that is not a folder)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == folder else f"lies under a file ({candidate})"
+                return ConfigError(
+                    f"the data directory {folder} {where}, not a folder, so stdq cannot {what};"
+                    " point --data-dir to a folder"
+                )
+            break
     return ConfigError(
         f"the data directory {folder} is read-only, so stdq cannot {what}; "
         "make it writable or point --data-dir elsewhere"
