@@ -396,3 +396,43 @@ def test_a_product_made_before_the_query_failed_is_not_left_pending(atlas, monke
     assert_none_pending(atlas)
     (row,) = products(atlas)
     assert row["state"] == "failed" and row["error"] == "atlas: the result file was refused by this test"
+
+
+# -- Gaia alerts (examples/custom_service): the example's processor on its emulator's file ----
+
+
+def test_gaia_alerts_hostile_values_are_left_out_and_counted(tmp_path):
+    """The plug-in's processor applies the same rule (its service needs the example
+    installed: tests/test_custom_service.py runs it end to end; here its emulator's
+    light curve, made hostile, goes through its processor)."""
+    from test_parser_properties import _load
+
+    from stdq.store import DataProduct
+
+    src = Path(__file__).parents[1] / "examples" / "custom_service" / "src" / "stdq_gaia_alerts"
+    emulator = _load("_stdq_test_gaia_emulator", src / "emulator.py")
+    processor = _load("_stdq_test_gaia_processor", src / "processor.py")
+    alert = next(a for a in emulator.ALERTS if a.name == "Gaia23emu")
+    lines = emulator.lightcurve_csv(alert).rstrip("\n").split("\n")
+    data = [line.split(",") for line in lines[2:]]
+    data[0][2] = "-1e999"  # G = -inf: an infinite flux
+    data[3][1] = "2447892.5"  # 1990
+    data[5][1] = "2488069.5"  # 2100
+    data[6][1] = "nan"
+    text = "\n".join(lines[:2] + [",".join(d) for d in data]) + "\n"
+    product = DataProduct(id=1, service="gaia-alerts", data_product_type="gaia_alerts_photometry",
+                          target={"name": "SN 2023ixf", "ra": 210.910674, "dec": 54.31165},
+                          params={}, path=tmp_path / "product")
+    product.add_raw("lightcurve.csv", text.encode())
+    table = processor.GaiaAlertsProcessor({}).process(product)
+    left = dict(product.left_out)
+    assert left.pop("magnitude 'untrusted' (the alert pipeline's flag)") == 1  # the emulator's own
+    assert left.pop("magnitude 'null' (no measurement)") == 1
+    assert left == {
+        "non-finite flux or error": 1,
+        "epoch not a number": 1,
+        "epoch before Gaia began": 1,
+        "epoch in the future": 1,
+    }
+    assert len(table) == 1 and len(table) + sum(product.left_out.values()) == len(data)
+    assert table["flux_ujy"].map(math.isfinite).all() and (table["flux_err_ujy"] > 0).all()
