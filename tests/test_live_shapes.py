@@ -133,5 +133,10 @@ def test_live_tests_run_only_when_asked():
     asked = collect("-m", "live")
     assert f"{len(REQUESTS)} tests collected" in asked
     assert "test_live.py::test_the_real_service_answers_in_the_shape_the_emulator_serves[sesame]" in asked
+    other = subprocess.run(  # another -m replaces the default one: still nothing asked
+        [sys.executable, "-m", "pytest", "tests/test_live.py", "-q", "-m", "not slow", "-rs"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert f"{len(REQUESTS)} skipped" in other.stdout and "run it with pytest -m live" in other.stdout
     ci = (ROOT / ".ci" / "run").read_text()
     assert "-m live" not in ci and "-m 'live" not in ci and '-m "live' not in ci
