@@ -436,3 +436,15 @@ def test_gaia_alerts_hostile_values_are_left_out_and_counted(tmp_path):
     }
     assert len(table) == 1 and len(table) + sum(product.left_out.values()) == len(data)
     assert table["flux_ujy"].map(math.isfinite).all() and (table["flux_err_ujy"] > 0).all()
+
+
+def test_a_deeply_nested_json_status_answer_is_exit_1(atlas):
+    """The service's own JSON steps (ATLAS: the task's status) meet the deep JSON: the job
+    fails with one clear line (jobs/runner.py), never 'internal error: RecursionError'."""
+    deep = b"[" * 10_000 + b"]" * 10_000
+    changed = hostile(atlas.server, "atlas", r"^/queue/\d+/$", lambda body: deep, content_type="application/json")
+    result = atlas.run("query", "atlas", *SN, "--sync")
+    last = assert_clean_error(result, 1)
+    assert changed and "nested too deeply" in last, last
+    assert "RecursionError" not in result.stderr
+    assert_none_pending(atlas)

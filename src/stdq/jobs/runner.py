@@ -183,6 +183,13 @@ def run_job(
                 job_id, JobState.FAILED, owner=owner, error=redact(str(exc), secrets),
                 exit_code=exc.exit_code,
             )
+        except RecursionError:
+            # a hostile answer nested too deeply for a JSON/XML reader: the answer's fault
+            queue.finish(
+                job_id, JobState.FAILED, owner=owner,
+                error=f"{job.service}: an answer was nested too deeply to be read",
+                exit_code=errors.EXIT_FAILED,
+            )
         except Exception as exc:
             text = redact(traceback.format_exc(), secrets)
             queue.add_event(job_id, "traceback", text)
