@@ -562,7 +562,8 @@ class Stdq:
         missing = [r.name for r in product.raw_files if r.status == "missing"]
         if missing:
             raise QueryFailed(
-                f"product {product_id}: raw file(s) {', '.join(missing)} missing from {product.path}/raw",
+                f"product {product_id}: {'raw file' if len(missing) == 1 else 'raw files'}"
+                f" {', '.join(missing)} missing from {product.path}/raw",
                 hint="the product cannot be processed again; query the service again",
             )
         self.db.require_writable("reprocess a product")

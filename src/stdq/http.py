@@ -507,7 +507,8 @@ class Client:
             if self._clock() + delay > end:
                 raise TemporaryFailure(
                     f"{self.service}: {why} at {shown}; the next try would pass the"
-                    f" [http] deadline of {deadline:g} s (gave up after {tries + 1} tries);"
+                    f" [http] deadline of {deadline:g} s (gave up after {tries + 1}"
+                    f" {'try' if tries == 0 else 'tries'});"
                     " try again later",
                     retry_after=wait,
                 )

@@ -87,7 +87,7 @@ def print_details(data: dict[str, Any]) -> None:
         echo(f"  {counted(counts.get('rows'), 'row')}, {counted(counts.get('detections'), 'detection')}, "
              f"flux kind: {', '.join(counts.get('flux_kind') or []) or '-'}")
         for band, c in (counts.get("bands") or {}).items():
-            echo(f"    {band}: {c['rows']} rows, {c['detections']} detections")
+            echo(f"    {band}: {counted(c['rows'], 'row')}, {counted(c['detections'], 'detection')}")
         if counts.get("mjd_min") is not None:
             echo(f"  MJD {counts['mjd_min']:.5f} .. {counts['mjd_max']:.5f}")
     if data["left_out"]:
