@@ -271,7 +271,9 @@ def test_credentials_never_reach_outputs_logs_or_files(stdq):
             assert secret not in text
     # the raw log file named the account's e-mail: masked, and said so
     meta = json.loads((stdq.data_dir / "products" / "SN_2023ixf" / "ztf-fps" / "1" / "product.json").read_text())
-    assert meta["service_notes"]["redacted"]
+    assert meta["service_notes"]["redacted"] == ["batchfp_req0000015270_log.txt: a credential of the"
+                                                 " account was replaced by ***"]
+    assert [r["redacted"] for r in meta["raw_files"]] == [False, True]  # the log named the e-mail
     files = [p for p in stdq.data_dir.rglob("*") if p.is_file()]
     assert any(p.name == "stdq.sqlite3" for p in files)
     for path in files:

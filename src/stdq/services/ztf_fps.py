@@ -626,14 +626,10 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
     @staticmethod
     def _keep(product: DataProduct, name: str, data: bytes, url: str, content_type: str | None,
               secrets: list[str]) -> list[str]:
-        """Keep DATA as raw/NAME; a credential inside it is masked first (and said so)."""
-        notes = []
-        for secret in secrets:
-            if secret and len(secret) >= 3 and secret.encode() in data:
-                data = data.replace(secret.encode(), b"***")
-                notes.append(f"{name}: a credential of the account was replaced by ***")
-        product.add_raw(name, data, url=url, content_type=content_type)
-        return notes
+        """Keep DATA as raw/NAME; a credential inside it is masked first (the raw file's
+        record says ``redacted``) and said so in the returned notes."""
+        raw = product.add_raw(name, data, url=url, content_type=content_type, secrets=secrets)
+        return [f"{name}: a credential of the account was replaced by ***"] if raw.redacted else []
 
     def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
         if checkpoint.get("zfps_state") in ("submitting", "submitted"):
