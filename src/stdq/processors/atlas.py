@@ -288,7 +288,7 @@ class AtlasProcessor(DataProcessor):
     """ATLAS forced photometry: one row per exposure, or per night with ``--stack nightly``."""
 
     data_product_type = "atlas_photometry"
-    version = "1"
+    version = "2"  # 2: the common value rule (drop_bad_values); error <= 0 left out, not flagged
     settings_defaults: ClassVar[dict[str, Any]] = {
         "snr_threshold": 3.0,
         "limit_nsigma": 3.0,

@@ -410,7 +410,7 @@ class PanstarrsProcessor(DataProcessor):
     """Pan-STARRS1 detections (or mean photometry) -> normalized rows (see module docstring)."""
 
     data_product_type = "panstarrs_photometry"
-    version = "1"
+    version = "2"  # 2: the common value rule (drop_bad_values); error <= 0 left out, not flagged
     settings_defaults: ClassVar[dict[str, Any]] = {"min_psf_qf_perfect": 0.9}
     settings_help: ClassVar[dict[str, str]] = {
         "min_psf_qf_perfect": "psfQfPerfect below this sets quality_flag bit 8 (masked pixels)",

@@ -61,7 +61,7 @@ class ZtfLightCurveProcessor(DataProcessor):
     """IRSA ``nph_light_curves`` CSV -> rows of total-flux detections in microjansky."""
 
     data_product_type = "ztf_photometry"
-    version = "1"
+    version = "2"  # 2: the common value rule (drop_bad_values); error <= 0 left out, not flagged
 
     def cuts(self) -> dict[str, Any]:
         return {

@@ -113,7 +113,7 @@ class GaiaAlertsProcessor(DataProcessor):
     """Gaia alert G light curves -> stdq's normalized photometry (flux in uJy, AB)."""
 
     data_product_type = "gaia_alerts_photometry"
-    version = "1"
+    version = "2"  # 2: the common value rule (drop_bad_values); error <= 0 left out, not flagged
     # its settings keys (in [services.gaia-alerts]), with their defaults and meaning
     settings_defaults: ClassVar[dict[str, Any]] = {
         "ab_offset": 0.1136,
