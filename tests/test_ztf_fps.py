@@ -393,7 +393,7 @@ def test_a_listing_that_stays_busy_is_temporary(stdq, recorded_waits):
     (64, 1, "failed: exit code 64 (64 catastrophic)"),
     (255, 1, "failed: exit code 255 (255 database error)"),
 ])
-def test_request_exit_codes_end_the_job(stdq, code, exit_code, words):
+def test_request_exit_codes_end_the_job(stdq, recorded_waits, code, exit_code, words):
     stdq.server.emulator("zfps").fail_next = code
     result = stdq.run("query", "ztf-fps", *SN, "--sync")
     last = assert_clean_error(result, exit_code)
@@ -402,7 +402,7 @@ def test_request_exit_codes_end_the_job(stdq, code, exit_code, words):
 
 
 @pytest.mark.parametrize("code", [56, 57, 61, 62])
-def test_warning_exit_codes_still_give_the_light_curve(stdq, code):
+def test_warning_exit_codes_still_give_the_light_curve(stdq, recorded_waits, code):
     stdq.server.emulator("zfps").fail_next = code
     result = stdq.run("query", "ztf-fps", *SN, "--sync")
     assert result.returncode == 0, result.stderr
@@ -411,7 +411,7 @@ def test_warning_exit_codes_still_give_the_light_curve(stdq, code):
     assert len(read_rows(product_dir(stdq) / "photometry.csv")) > 50
 
 
-def test_end_jd_before_the_survey_start_is_no_data(stdq):
+def test_end_jd_before_the_survey_start_is_no_data(stdq, recorded_waits):
     # --mjd-max 58100 = JD 2458100.5, before ZTF's survey start JD 2458194.5: exit code 65
     result = stdq.run("query", "ztf-fps", *SN, "--sync", "--mjd-min", "58000", "--mjd-max", "58100")
     last = assert_clean_error(result, 5)
