@@ -319,6 +319,6 @@ def test_readme_offline_session_runs(gaia_site, tmp_path):
     rows = read_csv(tmp_path / "sn2023ixf_gaia.csv")
     assert len(rows) == 5 and {r["object_id"] for r in rows} == {"Gaia23emu"}
     assert m31_code == 0, m31_err
-    assert "object(s): Gaia19emu" in m31_out and "3 rows, 3 detections" in m31_out
+    assert "object: Gaia19emu" in m31_out and "3 rows, 3 detections" in m31_out
     assert empty_code == 5, empty_err
     assert "no Gaia alert" in empty_err
