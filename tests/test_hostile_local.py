@@ -409,3 +409,16 @@ def test_a_data_directory_that_is_a_file(stdq, tmp_path, under):
     assert line == (f"error: the data directory {data} {where}, not a folder, so stdq cannot add a"
                     " target; point --data-dir to a folder")
     assert afile.read_text() == "not a folder"
+
+
+def test_a_database_linked_outside_is_refused(stdq, tmp_path):
+    assert stdq.run("targets", "add", "X", *POS).returncode == 0
+    outside = tmp_path / "outside.sqlite3"
+    (stdq.data_dir / "stdq.sqlite3").rename(outside)
+    (stdq.data_dir / "stdq.sqlite3").symlink_to(outside)
+    before = outside.read_bytes()
+    for args in (["targets", "list"], ["targets", "add", "Y", *POS]):
+        result = stdq.run(*args)
+        line = assert_clean_error(result, 3)
+        assert f"{stdq.data_dir / 'stdq.sqlite3'} is a symbolic link that leads outside" in line
+    assert outside.read_bytes() == before

@@ -192,6 +192,18 @@ def _release_file(key: str) -> None:
             _OPEN_FILES.pop(key, None)
 
 
+def _refuse_link_out(path: Path, folder: Path) -> None:
+    """ConfigError (exit 3) when PATH is a symbolic link that leads outside FOLDER."""
+    if not path.is_symlink():
+        return
+    root, real = os.path.realpath(folder), os.path.realpath(path)
+    if os.path.dirname(real) != root and not real.startswith(root + os.sep):
+        raise ConfigError(
+            f"{path} is a symbolic link that leads outside the data directory {folder}"
+            f" (to {real}); stdq does not write or read through it: remove it"
+        )
+
+
 def _bad(path: Path, what: str, todo: str = MOVE_AWAY) -> ConfigError:
     return ConfigError(f"{path} {what}; {todo}")
 
@@ -552,6 +564,7 @@ class Database:
             migrate(conn)
         else:
             self._ephemeral = False
+            _refuse_link_out(self.path, self.data_dir)
             key = _reserve_file(self.path)
             try:
                 conn = self._open_file()
