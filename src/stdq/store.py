@@ -81,10 +81,11 @@ def safe_name(name: str) -> str:
 def _data_dir_of(path: Path) -> Path:
     """The data directory PATH lies in (the folder holding ``products/``), else its folder."""
     for parent in path.parents:
-        if parent.name == "products":
-            return parent.parent
         if (parent / db.DB_NAME).exists():
             return parent
+    for parent in path.parents:
+        if parent.name == "products":
+            return parent.parent
     return path.parent
 
 
