@@ -154,9 +154,11 @@ def test_echoed_zfps_credentials_are_nowhere_in_the_data_directory(echoing_zfps)
     result = stdq.run("--json", "query", "ztf-fps", "SN 2023ixf", "--sync", env=env)
     assert result.returncode == 0, result.stderr
     meta = product_json(stdq)
+    assert meta["raw_files"] and all(raw["redacted"] for raw in meta["raw_files"])  # lc and log
     for raw in meta["raw_files"]:
         stored = next(stdq.data_dir.rglob(raw["name"]))
-        assert raw["sha256"] == sha256(stored)
+        assert raw["sha256"] == sha256(stored) and raw["bytes"] == stored.stat().st_size
+        assert b"***" in stored.read_bytes()
     assert_nowhere(stdq.data_dir, [zfps.TEST_EMAIL, zfps.TEST_USERPASS], result.stdout, result.stderr)
 
 
