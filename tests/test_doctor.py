@@ -44,7 +44,7 @@ def test_doctor_against_the_emulators_is_all_well(stdq):
     result = stdq.run("doctor")
     assert result.returncode == 0, (result.stdout, result.stderr)
     lines = result.stdout.splitlines()
-    assert len(lines) == len(EXPECTED)  # one line per check
+    assert len(lines) >= len(EXPECTED)
     assert all(line.startswith("ok ") for line in lines), result.stdout
     text = result.stdout
     assert f"settings     {stdq.config_path}: found, parses" in text
@@ -56,20 +56,23 @@ def test_doctor_against_the_emulators_is_all_well(stdq):
     assert "service      ztf-fps: HTTP " in text
     assert "resolver     sesame: M31 -> RA 10.684708, Dec +41.268750" in text
     assert "resolver     mast: M31 -> RA 10.684708" in text
-    assert "all is well (11 checks)" in result.stderr
+    assert f"all is well ({len(lines)} checks)" in result.stderr
     for secret in (TEST_TOKEN, TEST_USERPASS):  # names and sources only, never a value
         assert secret not in result.stdout + result.stderr
     assert not stdq.data_dir.exists()  # nothing was written
     # each service and resolver was asked once
     for emulator in ("atlas", "mast", "irsa", "zfps", "sesame", "mast-resolver"):
         assert len(stdq.server.log_of(emulator=emulator)) == 1, emulator
+    assert len(doctor_json(stdq, code=0)["checks"]) == len(lines)  # one line per check
 
 
 def test_doctor_json_shape(stdq):
     data = doctor_json(stdq, code=0)
     assert set(data) == {"ok", "exit_code", "checks"} and data["ok"] is True
-    assert [(c["kind"], c["name"] if c["kind"] not in ("settings", "data_dir") else None)
-            for c in data["checks"]] == EXPECTED
+    seen = [(c["kind"], c["name"] if c["kind"] not in ("settings", "data_dir") else None)
+            for c in data["checks"]]
+    assert [s for s in seen if s in EXPECTED] == EXPECTED  # in this order (a new service may add lines)
+    assert len(set(seen)) == len(seen)
     for check in data["checks"]:
         assert set(check) == {"kind", "name", "status", "message", "exit_code", "seconds"}
         assert check["status"] == "ok" and check["exit_code"] == 0
@@ -87,7 +90,7 @@ def test_a_service_that_cannot_be_reached_is_exit_75_and_its_line_names_it(stdq)
     assert len(failed) == 2
     assert failed[0].startswith("FAILED  service      ztf: HTTP 503 at http://127.0.0.1:")
     assert failed[1].startswith("FAILED  resolver     sesame: ") and "HTML page" in failed[1]
-    assert "2 checks of 11 failed: exit 75" in result.stderr
+    assert f"2 checks of {len(result.stdout.splitlines())} failed: exit 75" in result.stderr
     assert len(stdq.server.log_of(emulator="irsa")) == 1  # one try: a doctor does not retry
     data = doctor_json(stdq, code=0)  # the faults are used up: well again
     assert data["ok"]
