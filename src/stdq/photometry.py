@@ -24,6 +24,8 @@ bit   name                   set when
 16    FLAG_BLEND             PS1 ``infoFlag`` BLEND (0x100) or EXT_LIMIT (0x4000)
 32    FLAG_BAD_SEEING        ZFPS ``sciinpseeing`` > 5 pixels
 64    FLAG_ZERO_ERROR        reserved (was: error <= 0; such rows are now left out)
+128   FLAG_OUTLIER           rejected as an outlier by the survey's time-series processing:
+                             Gaia ``rejected_by_variability``
 ====  =====================  ===========================================================
 
 Values every processor checks (:func:`drop_bad_values`, docs/photometry.md "Rows
@@ -54,6 +56,7 @@ FLAG_MASKED_PIXELS = 8
 FLAG_BLEND = 16
 FLAG_BAD_SEEING = 32
 FLAG_ZERO_ERROR = 64  # reserved: rows with an error <= 0 are left out (drop_bad_values)
+FLAG_OUTLIER = 128  # Gaia rejected_by_variability
 QUALITY_BITS = {
     "survey_code": FLAG_SURVEY_CODE,
     "poor_fit": FLAG_POOR_FIT,
@@ -62,6 +65,7 @@ QUALITY_BITS = {
     "blend": FLAG_BLEND,
     "bad_seeing": FLAG_BAD_SEEING,
     "zero_error": FLAG_ZERO_ERROR,
+    "outlier": FLAG_OUTLIER,
 }
 
 # PS1 DetectionFlags (https://outerspace.stsci.edu/display/PANSTARRS/PS1+Detection+Flags)
@@ -69,6 +73,9 @@ PS1_BAD_INFOFLAG = 0x8 | 0x10 | 0x80 | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x8000 
 PS1_BLEND_INFOFLAG = 0x100 | 0x4000
 
 FLUX_KINDS = ("difference", "total")
+
+# Rubin (LSST) bands -> sncosmo band names (docs/photometry.md section 8)
+LSST_BANDS = {"u": "lsstu", "g": "lsstg", "r": "lsstr", "i": "lssti", "z": "lsstz", "y": "lssty"}
 
 # (name, pandas dtype) in table order.
 COLUMN_TYPES: list[tuple[str, str]] = [
@@ -127,6 +134,7 @@ SURVEY_YEARS: dict[str, tuple[float, float | None, str]] = {
     "PS1": (54832.0, 57754.0, "2009-01-01 .. 2017-01-01 (DR2 covers 2009-2015)"),
     "ZTF": (58000.0, None, "2017-09-04 (first light 2017-11-01)"),
     "Gaia": (56800.0, None, "2014-05-23 (science operations from 2014-07-25)"),
+    "LSST": (60600.0, None, "2024-10-09 (LSSTComCam commissioning, DP1, from 2024-10-24)"),
 }
 FUTURE_DAYS = 1.0  # an epoch later than now + this is in the future
 LEFT_NON_FINITE = "non-finite flux or error"
@@ -224,19 +232,28 @@ def drop_bad_values(
     if not n:
         return df
 
+    cache: dict[str, Any] = {}
+
     def values(name: str) -> Any:
-        if name not in df.columns:
-            return np.full(n, np.nan)
-        return np.asarray(df[name].to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
+        if name not in cache:
+            if name not in df.columns:
+                cache[name] = np.full(n, np.nan)
+            elif df[name].dtype == np.float64:
+                cache[name] = df[name].to_numpy()
+            else:
+                cache[name] = np.asarray(df[name].to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
+        return cache[name]
 
     if survey is None and "survey" in df.columns:
+        import pandas as pd
+
         drop = np.zeros(n, dtype=bool)
-        surveys = df["survey"].astype(object).to_numpy()
-        for name in sorted({str(s) for s in surveys}):
-            rows = np.array([str(s) == name for s in surveys], dtype=bool)
+        codes, names = pd.factorize(df["survey"], use_na_sentinel=False)
+        for code, name in enumerate(names.tolist()):
+            rows = codes == code
             for reason, mask in bad_values(
-                values(flux)[rows], values(err)[rows], values(mjd)[rows], name,
-                now=now, require_error=require_error,
+                values(flux)[rows], values(err)[rows], values(mjd)[rows],
+                name if isinstance(name, str) else None, now=now, require_error=require_error,
             ):
                 product.leave_out(reason, int(mask.sum()))
                 where = np.flatnonzero(rows)[mask]
