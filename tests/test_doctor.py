@@ -182,6 +182,16 @@ def test_the_data_directory_check(stdq, tmp_path):
     assert check.status == "ok" and check.message == (
         f"writable; database schema version {SCHEMA_VERSION} of {SCHEMA_VERSION}"
     )
+    import sqlite3
+
+    conn = sqlite3.connect(stdq.data_dir / "stdq.sqlite3")  # as an older stdq left it
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.close()
+    older = data_dir_check(stdq.data_dir)
+    assert older.status == "ok" and "the next command that writes upgrades it" in older.message
+    conn = sqlite3.connect(stdq.data_dir / "stdq.sqlite3")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1  # not upgraded
+    conn.close()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert data_dir_check(empty).message == "writable; no database yet (the first query makes it)"

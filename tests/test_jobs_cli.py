@@ -594,3 +594,31 @@ def test_messages_count_in_words():
 
     out = CliRunner().invoke(details).output
     assert "rows:       1 (1 detection)" in out and "1 worker alive: pid 5" in out
+
+
+def test_library_cancel_with_wait_that_loses_the_race_raises_cancel_too_late(sq):
+    import threading
+
+    from stdq import Stdq
+    from stdq.core import CancelTooLate
+    from stdq.jobs.queue import JobQueue
+
+    configure(sq, autostart_worker=False)
+    job_id = submit(sq, *SN)
+    queue, owner = claimed_here(sq, job_id)
+    queue.close()
+
+    def runner_fails_first() -> None:
+        with JobQueue(sq.data_dir) as own:
+            while not own.cancel_requested(job_id):
+                time.sleep(0.02)
+            own.finish(job_id, "failed", owner=owner, error="slow: broke first", exit_code=1)
+
+    thread = threading.Thread(target=runner_fails_first, daemon=True)
+    thread.start()
+    with Stdq(sq.config_path, sq.data_dir) as sdq, pytest.raises(CancelTooLate) as late:
+        sdq.cancel(job_id, wait=True)
+    thread.join(10)
+    assert late.value.exit_code == 1 and late.value.job.state.value == "failed"
+    assert late.value.message == f"job {job_id} had already failed"
+    assert late.value.hint == f"what happened: stdq jobs show {job_id}"

@@ -64,11 +64,21 @@ def data_dir_check(data_dir: Path) -> Check:
             return Check("data_dir", name, "ok", "does not exist yet; the first query creates it")
         if not db.exists:
             return Check("data_dir", name, "ok", "writable; no database yet (the first query makes it)")
-        version = schema_version(db.conn)  # bad files: ConfigError naming the file
-    except StdqError as exc:
-        return Check("data_dir", name, "failed", _one_line(exc), exc.exit_code)
     finally:
         db.close()
+    reader = Database(data_dir, readonly=True)  # read, never migrate: nothing is written
+    try:
+        version = schema_version(reader.conn)  # bad files: ConfigError naming the file
+    except StdqError as exc:
+        if "needs an upgrade" in exc.message:  # an older stdq's database: any write upgrades it
+            return Check(
+                "data_dir", name, "ok",
+                f"writable; database schema older than {SCHEMA_VERSION}: the next command that"
+                " writes upgrades it",
+            )
+        return Check("data_dir", name, "failed", _one_line(exc), exc.exit_code)
+    finally:
+        reader.close()
     return Check("data_dir", name, "ok", f"writable; database schema version {version} of {SCHEMA_VERSION}")
 
 
