@@ -26,6 +26,8 @@ bit   name                   set when
 64    FLAG_ZERO_ERROR        reserved (was: error <= 0; such rows are now left out)
 128   FLAG_OUTLIER           rejected as an outlier by the survey's time-series processing:
                              Gaia ``rejected_by_variability``
+128   FLAG_OUTLIER           rejected as an outlier by the survey's time-series processing:
+                             Gaia ``rejected_by_variability``
 ====  =====================  ===========================================================
 
 Values every processor checks (:func:`drop_bad_values`, docs/photometry.md "Rows
@@ -57,6 +59,7 @@ FLAG_BLEND = 16
 FLAG_BAD_SEEING = 32
 FLAG_ZERO_ERROR = 64  # reserved: rows with an error <= 0 are left out (drop_bad_values)
 FLAG_OUTLIER = 128  # Gaia rejected_by_variability
+FLAG_OUTLIER = 128  # Gaia rejected_by_variability
 QUALITY_BITS = {
     "survey_code": FLAG_SURVEY_CODE,
     "poor_fit": FLAG_POOR_FIT,
@@ -65,6 +68,7 @@ QUALITY_BITS = {
     "blend": FLAG_BLEND,
     "bad_seeing": FLAG_BAD_SEEING,
     "zero_error": FLAG_ZERO_ERROR,
+    "outlier": FLAG_OUTLIER,
     "outlier": FLAG_OUTLIER,
 }
 

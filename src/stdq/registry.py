@@ -67,12 +67,14 @@ BUILTIN: dict[str, dict[str, str]] = {
         "panstarrs": "stdq.services.panstarrs:PanstarrsService",
         "ztf": "stdq.services.ztf:ZtfLightCurveService",
         "ztf-fps": "stdq.services.ztf_fps:ZtfForcedPhotometryService",
+        "gaia": "stdq.services.gaia:GaiaService",
     },
     PROCESSOR_GROUP: {
         "atlas_photometry": "stdq.processors.atlas:AtlasProcessor",
         "panstarrs_photometry": "stdq.processors.panstarrs:PanstarrsProcessor",
         "ztf_photometry": "stdq.processors.ztf:ZtfLightCurveProcessor",
         "ztf_fps_photometry": "stdq.processors.ztf_fps:ZtfForcedPhotometryProcessor",
+        "gaia_photometry": "stdq.processors.gaia:GaiaEpochPhotometryProcessor",
     },
     RESOLVER_GROUP: {
         "sesame": "stdq.resolvers:SesameResolver",
@@ -88,6 +90,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "atlas": "stdq.testing.atlas:AtlasEmulator",
         "irsa": "stdq.testing.irsa:IrsaLightCurveEmulator",
         "zfps": "stdq.testing.zfps:ZfpsEmulator",
+        "gaia": "stdq.testing.gaia:GaiaArchiveEmulator",
     },
 }
 
