@@ -270,6 +270,26 @@ def run_in_process(
     return subprocess.CompletedProcess(["stdq", *argv], code, stdout, stderr)
 
 
+def run_stdq(
+    args: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    input: str | None = None,
+    timeout: float | None = 120,
+) -> subprocess.CompletedProcess:
+    """`stdq ARGS` in this process with exactly the environment ENV (as a subprocess with
+    ``env=ENV`` would have it: variables not in ENV are unset for the run)."""
+    if FORCE_SUBPROCESS:
+        return subprocess.run(
+            [str(STDQ_BIN), *args], capture_output=True, text=True, env=dict(env), cwd=cwd,
+            input=input, timeout=timeout,
+        )
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    changes.update(env)
+    return run_in_process(list(args), env=changes, cwd=cwd, input=input, timeout=timeout)
+
+
 @dataclass
 class StdqRunner:
     """`stdq` with a settings file pointing at the emulators: ``run`` in this process

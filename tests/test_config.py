@@ -7,7 +7,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 import sys
 import textwrap
 import tomllib
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, STDQ_BIN, assert_clean_error
+from conftest import ROOT, assert_clean_error, run_stdq
 from stdq.config import (
     HTTP_DEFAULTS,
     MASK,
@@ -79,7 +78,7 @@ def plugin_dir(tmp_path, monkeypatch) -> Path:
 
 
 def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None, plugins: Path | None = None):
-    """The installed `stdq` with HOME and XDG folders inside TMP_PATH and no STDQ_* from outside."""
+    """`stdq` with HOME and XDG folders inside TMP_PATH and no STDQ_* from outside."""
     full = {
         k: v
         for k, v in os.environ.items()
@@ -92,9 +91,7 @@ def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None, plugins: 
         full["PYTHONPATH"] = str(plugins)
     full.update(env or {})
     full = {k: v for k, v in full.items() if v is not None}
-    return subprocess.run(
-        [str(STDQ_BIN), *args], capture_output=True, text=True, env=full, cwd=tmp_path, timeout=60
-    )
+    return run_stdq(list(args), env=full, cwd=tmp_path, timeout=60)  # in this process
 
 
 def write(path: Path, text: str) -> Path:
