@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import assert_clean_error
 from stdq import Stdq, store
@@ -422,3 +424,20 @@ def test_a_database_linked_outside_is_refused(stdq, tmp_path):
         line = assert_clean_error(result, 3)
         assert f"{stdq.data_dir / 'stdq.sqlite3'} is a symbolic link that leads outside" in line
     assert outside.read_bytes() == before
+
+
+NAMES = st.text(max_size=120) | st.text(alphabet="Aa _./\\~é漢Ж-+.\x00\n", max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=NAMES, second=NAMES)
+def test_safe_names_are_one_path_component_and_never_shared(first, second):
+    for name in (first, second):
+        folder = store.safe_name(name)
+        assert folder and len(folder.encode("utf-8", "surrogatepass")) <= 200
+        assert "/" not in folder and "\\" not in folder and "\x00" not in folder
+        assert not folder.startswith(".") and folder not in (".", "..")
+        assert all(c.isprintable() for c in folder)
+        assert store.safe_name(name) == folder  # the same name, the same folder
+    if first != second:
+        assert store.safe_name(first) != store.safe_name(second)

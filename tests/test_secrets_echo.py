@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stdq import Stdq
 from stdq.store import DataProduct, mask_secrets
@@ -188,3 +190,27 @@ def test_a_reprocessed_product_keeps_its_redacted_flags(echoing_atlas):
     assert again.state == "ready"
     assert product_json(stdq)["raw_files"][0]["redacted"] is True
     assert not again.problems
+
+
+# -- properties -------------------------------------------------------------------------------------
+
+SECRET = st.text(min_size=3, max_size=12).filter(lambda s: s.strip("*"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.text(max_size=40), after=st.text(max_size=40), secret=SECRET,
+       repeat=st.integers(1, 3))
+def test_a_masked_secret_never_survives(before, after, secret, repeat):
+    data = (before + secret * repeat + after).encode("utf-8", "surrogatepass")
+    masked = mask_secrets(data, [secret])
+    assert secret.encode("utf-8", "surrogatepass") not in masked
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200), secret=SECRET)
+def test_data_without_the_secret_is_unchanged(data, secret):
+    forms_of = [secret, quote(secret, safe=""), json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1]]
+    if any(f.encode("utf-8", "surrogatepass") in data for f in [*forms_of, quote_plus(secret)]):
+        return
+    assert mask_secrets(data, [secret]) == data

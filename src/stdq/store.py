@@ -208,15 +208,21 @@ _CLEANED_LOCK = threading.Lock()
 def mask_secrets(data: bytes, secrets: Iterable[str]) -> bytes:
     """DATA with each secret (3 characters or more) replaced by ``***``: as written, and
     its percent-encoded and JSON-escaped forms."""
-    for form in _secret_forms(secrets):
-        data = data.replace(form.encode("utf-8", "surrogatepass"), b"***")
+    forms = [form.encode("utf-8", "surrogatepass") for form in _secret_forms(secrets)]
+    # again until none is left: a mask next to a secret's own "*" may form a new one
+    # (each round removes characters other than "*", so this ends)
+    while any(form in data for form in forms):
+        for form in forms:
+            data = data.replace(form, b"***")
     return data
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
     """:func:`mask_secrets` for text."""
-    for form in _secret_forms(secrets):
-        text = text.replace(form, "***")
+    forms = _secret_forms(secrets)
+    while any(form in text for form in forms):
+        for form in forms:
+            text = text.replace(form, "***")
     return text
 
 
@@ -227,7 +233,7 @@ def _secret_forms(secrets: Iterable[str]) -> list[str]:
             continue
         forms.update({secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1],
                       json.dumps(secret, ensure_ascii=False)[1:-1]})
-    return sorted((f for f in forms if len(f) >= 3), key=len, reverse=True)
+    return sorted((f for f in forms if len(f) >= 3 and f.strip("*")), key=len, reverse=True)
 
 
 def sha256_file(path: Path) -> str:
