@@ -3,14 +3,17 @@
 The file is found through ``--config PATH``, else ``$STDQ_CONFIG``, else
 ``platformdirs.user_config_dir("stdq")/config.toml``; no file means defaults.
 This module is pure data: TOML and the environment -> dataclasses and paths. It
-checks the core tables ([tasks], [http], the types of [resolver] order,
-[services], [data_product_types], [data_processors], data_dir) and imports no
+checks the core tables ([tasks], [http] with the ranges of their numbers, the
+types of [resolver] order, [services], [data_product_types], [data_processors],
+data_dir: a relative one is relative to the settings file's folder) and imports no
 plug-in: the plug-in tables (each ``[services.NAME]``, the resolvers' keys of
 ``[resolver]``) are checked, merged with their defaults and given their secrets
 by the registry (:mod:`stdq.registry`, ``registry_for(settings).service_config(name)``),
 which builds the :class:`ServiceConfig` below. Secrets come from the environment
 first (``STDQ_<SERVICE>_<FIELD>``, then the service's conventional variable), then
-the file; they are read only through :meth:`ServiceConfig.secret`.
+the file; they are read only through :meth:`ServiceConfig.secret`. A password inside
+a URL of the settings (``https://user:pass@host``) counts as a secret too
+(:meth:`ServiceConfig.secret_values`, :func:`mask_url_password`).
 
 Only stdlib, platformdirs and (to write) tomli-w are imported here: this module
 is on the start-up path of every command.

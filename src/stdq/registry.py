@@ -22,8 +22,9 @@ registry per Settings object. The registry owns the merged defaults of a service
 its transport keys (the service class's ``settings_defaults``: url, poll
 intervals, rate limits, page size, ...) and its processor's cut keys (the
 processor class's ``settings_defaults``: thresholds, quality cuts). It checks the
-settings tables (unknown key or wrong type: ConfigError, exit 3, naming the file
-and the key).
+settings tables (unknown key, wrong type, or a number outside its range --
+:data:`SERVICE_RANGES`, a class's ``settings_ranges`` -- or not finite: ConfigError,
+exit 3, naming the file and the key).
 
 Only the standard library is imported here (the classes are imported on use).
 """
