@@ -105,6 +105,7 @@ def test_killed_worker_resumes_without_a_second_submission(wq, monkeypatch, reco
 def test_foreground_query_through_an_autostarted_worker_keeps_secrets_out(wq):
     wq.config_path.write_text(settings_without_credentials(
         wq.server, "\n[tasks]\nautostart_worker = true\nlease_seconds = 2.0\n"))
+    wq.server.emulator("zfps").delay = 0.2  # the request is done 0.2 s after its submission
     result = wq.run("query", "ztf-fps", *SN, "--baseline", "auto")
     assert result.returncode == 0, result.stderr
     assert "ztf-fps: SN 2023ixf" in result.stdout
