@@ -405,12 +405,15 @@ class Store:
         # a killed write leaves its temporary file in a product that was being written: one
         # not complete, or processed in the last day (a reprocess); not a walk of every folder
         since = self.db.clock() - TEMP_MAX_AGE
-        folders = [
-            row[0] for row in self.conn.execute(
-                "SELECT path FROM products WHERE path != '' AND (state != 'ready'"
-                " OR processed_at IS NULL OR processed_at > ?)", (since,)
-            )
-        ]
+        try:
+            folders = [
+                row[0] for row in self.conn.execute(
+                    "SELECT path FROM products WHERE path != '' AND (state != 'ready'"
+                    " OR processed_at IS NULL OR processed_at > ?)", (since,)
+                )
+            ]
+        except (StdqError, sqlite3.Error):
+            return  # best effort: a database that cannot be read says so at its first use
         remove_stale_temp_files(self.data_dir, folders)
 
     @property
