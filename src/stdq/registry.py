@@ -68,6 +68,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "panstarrs": "stdq.services.panstarrs:PanstarrsService",
         "ztf": "stdq.services.ztf:ZtfLightCurveService",
         "ztf-fps": "stdq.services.ztf_fps:ZtfForcedPhotometryService",
+        "rubin": "stdq.services.rubin:RubinService",
+        "rubin-rsp": "stdq.services.rubin_rsp:RubinRspService",
         "gaia": "stdq.services.gaia:GaiaService",
     },
     PROCESSOR_GROUP: {
@@ -75,6 +77,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "panstarrs_photometry": "stdq.processors.panstarrs:PanstarrsProcessor",
         "ztf_photometry": "stdq.processors.ztf:ZtfLightCurveProcessor",
         "ztf_fps_photometry": "stdq.processors.ztf_fps:ZtfForcedPhotometryProcessor",
+        "rubin_photometry": "stdq.processors.rubin:RubinProcessor",
         "gaia_photometry": "stdq.processors.gaia:GaiaEpochPhotometryProcessor",
     },
     RESOLVER_GROUP: {
@@ -91,6 +94,9 @@ BUILTIN: dict[str, dict[str, str]] = {
         "atlas": "stdq.testing.atlas:AtlasEmulator",
         "irsa": "stdq.testing.irsa:IrsaLightCurveEmulator",
         "zfps": "stdq.testing.zfps:ZfpsEmulator",
+        "fink": "stdq.testing.fink:FinkEmulator",
+        "alerce-lsst": "stdq.testing.alerce:AlerceLsstEmulator",
+        "rsp": "stdq.testing.rsp:RspTapEmulator",
         "gaia": "stdq.testing.gaia:GaiaArchiveEmulator",
     },
 }
