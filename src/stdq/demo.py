@@ -60,7 +60,7 @@ def demo_settings(server: Any, data_dir: Path) -> str:
     from stdq.testing.fakeserver import settings_toml
 
     data = tomllib.loads(settings_toml(server))
-    data["data_dir"] = str(data_dir)
+    data["data_dir"] = str(Path(data_dir).absolute())  # a relative one would be the file's
     data["http"] = {"timeout": 10, "max_retries": 2}
     data["tasks"] = {"lease_seconds": 10}
     for emulator in server.emulators:
