@@ -30,7 +30,7 @@ HEAD = """\
 # Data directory: the SQLite database (targets, resolver cache, products, jobs)
 # and the product folders. Default: the platform's user data folder
 # (Linux: ~/.local/share/stdq). The environment variable STDQ_DATA_DIR and the
-# --data-dir option win over this.
+# --data-dir option win over this. A relative path is relative to this file's folder.
 # data_dir = "~/.local/share/stdq"
 
 # [tasks]
@@ -40,15 +40,17 @@ HEAD = """\
 # Spawn a worker (detached, burst mode) when a job is queued and none is alive.
 # autostart_worker = true
 # Seconds after which a job whose worker stopped renewing its lease is taken up
-# again from its checkpoint.
+# again from its checkpoint (>= 1).
 # lease_seconds = 30
-# Runs of one job that ended in a temporary failure before it is failed for good.
+# Runs of one job that ended in a temporary failure before it is failed for good
+# (1 to 100).
 # max_attempts = 5
 
 # [http]
-# Seconds to connect, and between bytes, for each request (may be fractional: 2.5).
+# Seconds to connect, and between bytes, for each request (may be fractional: 2.5;
+# > 0).
 # timeout = 30
-# Retries of ONE request on connection errors, timeouts, HTTP 5xx and 429.
+# Retries of ONE request on connection errors, timeouts, HTTP 5xx and 429 (0 to 20).
 # max_retries = 4
 # Seconds for a whole request: its retries and the whole answer, however slowly
 # it comes (on top of `timeout`, which counts between bytes). Finite, > 0.
