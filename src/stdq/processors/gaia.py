@@ -232,7 +232,21 @@ def read_epochs(data: bytes) -> pd.DataFrame:
     """Every epoch row of one DataLink answer (zip, CSV or VOTable)."""
     import pandas as pd
 
-    frames = [read_table(body, f"the DataLink file {name!r}") for name, body in epoch_members(data)]
+    members = epoch_members(data)
+    # CSV files with one header (one file per source: thousands in a batch) are read as one table
+    csv_groups: dict[bytes, list[bytes]] = {}
+    others: list[tuple[str, bytes]] = []
+    for name, body in members:
+        stripped = body.lstrip()
+        if not stripped or _is_votable(body[:2048]) or stripped[:1] == b"#":
+            others.append((name, body))
+            continue
+        header, _, rest = stripped.partition(b"\n")
+        csv_groups.setdefault(header.rstrip(b"\r"), []).append(rest if rest.endswith(b"\n") or not rest
+                                                               else rest + b"\n")
+    frames = [read_table(body, f"the DataLink file {name!r}") for name, body in others]
+    for header, bodies in csv_groups.items():
+        frames.append(read_table(header + b"\n" + b"".join(bodies), "a DataLink CSV file"))
     frames = [f for f in frames if len(f.columns)]
     if not frames:
         return pd.DataFrame()
@@ -274,9 +288,11 @@ def _ids(frame: pd.DataFrame, name: str) -> np.ndarray:
 
     if name not in frame.columns:
         return np.full(len(frame), None, dtype=object)
+    import pandas as pd
+
     out = np.empty(len(frame), dtype=object)
     for i, v in enumerate(frame[name].tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is getattr(__import__("pandas"), "NA"):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             out[i] = None
             continue
         text = str(v).strip()

@@ -177,7 +177,12 @@ class GaiaService(SingleTargetDataService):
     def query_service(
         self, target: Target, params: dict[str, Any], context: QueryContext
     ) -> list[DataProduct]:
-        from stdq.processors.gaia import ranked_sources, read_table, select_sources, votable_error_text
+        from stdq.processors.gaia import (
+            ranked_sources,
+            read_table,
+            select_sources,
+            votable_error_text,
+        )
 
         release = params["release"]
         radius = float(params["radius"])

@@ -216,8 +216,8 @@ class GaiaArchiveEmulator(Emulator):
             return tap_error(f"Cannot parse query: Table '{name}' does not exist", 400)
         top = re.match(r"SELECT\s+TOP\s+(\d+)\s+source_id\s+FROM", query, re.IGNORECASE)
         if top:
-            rows = [{"source_id": s.source_id} for s in self.sources[: int(top.group(1))]]
-            return table_response([("source_id", "long")], rows, fmt, tap=True)
+            top_rows = [{"source_id": s.source_id} for s in self.sources[: int(top.group(1))]]
+            return table_response([("source_id", "long")], top_rows, fmt, tap=True)
         circle = re.search(
             r"CIRCLE\(\s*'ICRS'\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*\)", query
         )
@@ -226,7 +226,7 @@ class GaiaArchiveEmulator(Emulator):
         ra0, dec0, radius = (float(x) for x in circle.groups())
         if sky.separation_deg(ra0, dec0, CROWDED.ra, CROWDED.dec) < radius + 0.02:
             self._build_crowd()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for s in self.sources:
             dist = sky.separation_deg(ra0, dec0, s.ra, s.dec)
             if dist <= radius:
