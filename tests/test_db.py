@@ -72,7 +72,7 @@ def test_a_new_database_is_at_the_latest_version_with_our_application_id(tmp_pat
     with database.transaction() as conn:
         insert_job(conn)
     conn = database.conn
-    assert db.schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert db.schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS) == 3
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert "wait_until" in columns(conn, "jobs")
@@ -103,7 +103,7 @@ def test_a_version_1_database_gains_wait_until_and_keeps_its_data(tmp_path):
 
     database = Database(tmp_path / "data")
     conn = database.conn
-    assert db.schema_version(conn) == 2
+    assert db.schema_version(conn) == SCHEMA_VERSION
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert row["service"] == "atlas" and row["created_at"] == 123.0 and row["wait_until"] is None
     assert conn.execute("SELECT name, source FROM targets").fetchall()[0][:] == ("SN 2023ixf", "sesame")

@@ -129,11 +129,28 @@ CREATE TABLE workers (
 )
 """
 
+SCHEMA_3 = """
+CREATE TABLE target_lists (
+    list      TEXT NOT NULL COLLATE NOCASE,
+    name      TEXT NOT NULL COLLATE NOCASE,
+    added_at  REAL NOT NULL,
+    PRIMARY KEY (list, name)
+);
+CREATE TABLE update_jobs (
+    job_id      INTEGER PRIMARY KEY,
+    target      TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    hook        TEXT,
+    hook_state  TEXT
+)
+"""
+
 #: Migration N (1-based) takes the schema from version N-1 to N. Append only; never edit one
 #: that has been released.
 MIGRATIONS: list[Migration] = [
     SCHEMA_1,  # 1: the whole schema of the first release
     "ALTER TABLE jobs ADD COLUMN wait_until REAL",  # 2: when a retry wait ends (live display)
+    SCHEMA_3,  # 3: target lists (watchlists) and the jobs of `stdq update`
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = frozenset(
