@@ -1,0 +1,246 @@
+"""`stdq query rubin-rsp` against the RSP TAP/UWS emulator: the async job's whole life,
+a killed worker resuming its job, ERROR and ABORTED phases, the token (sent as pyvo
+sends it, only to the service's host, never stored), cancel deleting the remote job.
+
+Values by hand from the kept TAP result: flux_ujy = psfDiffFlux[nJy] * 1e-3,
+m = 23.9 - 2.5 log10(flux_ujy), mjd = expMidptMJD (TAI) - 37 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from conftest import assert_clean_error, stop_workers, wait_until
+from stdq import Stdq
+from stdq.testing.fakeserver import FakeServer
+from stdq.testing.fink import NEIGHBOUR_ID, PEAK_NJY, RUBIN_TARGET, TARGET_ID, FinkEmulator
+from stdq.testing.rsp import TEST_TOKEN, RspTapEmulator
+
+
+def EMULATORS():
+    return [FinkEmulator(), RspTapEmulator()]
+
+
+POS = ("--ra", f"{RUBIN_TARGET.ra}", "--dec", f"{RUBIN_TARGET.dec}")
+TOKEN_ENV = {"STDQ_RUBIN_RSP_TOKEN": TEST_TOKEN}
+
+
+@pytest.fixture
+def rsp(stdq):
+    return stdq, stdq.server.emulator("rsp")
+
+
+def log(runner, method=None, path=None):
+    return runner.server.log_of(emulator="rsp", method=method, path=path)
+
+
+def query(runner, *args: str, env=TOKEN_ENV):
+    return runner.run("--json", "query", "rubin-rsp", *POS, "--sync", *args, env=env)
+
+
+def assert_token_nowhere(runner, *texts: str) -> None:
+    for text in texts:
+        assert TEST_TOKEN not in text
+    for path in runner.data_dir.rglob("*"):
+        if path.is_file():
+            assert TEST_TOKEN.encode() not in path.read_bytes(), path
+
+
+def product_rows(info: dict) -> tuple[dict, list[dict[str, str]], Path]:
+    folder = Path(info["path"]).parent
+    meta = json.loads((folder / "product.json").read_text())
+    with open(folder / "photometry.csv", newline="") as f:
+        return meta, list(csv.DictReader(f)), folder
+
+
+def test_the_whole_async_job(rsp):
+    stdq, emulator = rsp
+    result = query(stdq)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    meta, rows, folder = product_rows(info)
+    # the protocol: the listing, one POST /async, RUN, polls, the result, DELETE
+    steps = [(r.method, r.path.split("?")[0].removeprefix("/rsp/api/tap")) for r in log(stdq)]
+    assert steps[0] == ("GET", "/tables")
+    assert [s for s in steps if s == ("POST", "/async")] == [("POST", "/async")]
+    (job,) = emulator.jobs.values()
+    assert ("POST", f"/async/{job.id}/phase") in steps
+    assert ("GET", f"/async/{job.id}/results/result") in steps
+    assert steps.index(("DELETE", f"/async/{job.id}")) > steps.index(("GET", f"/async/{job.id}/results/result"))
+    assert job.deleted and job.events == ["run", "deleted"]
+    form = {k: v[-1] for k, v in parse_qs(log(stdq, "POST", r"/async$")[0].body).items()}
+    assert form["LANG"] == "ADQL" and form["FORMAT"] == "csv" and form["RUNID"].startswith("stdq-")
+    assert "FROM dp1.ForcedSourceOnDiaObject AS fs JOIN dp1.Visit AS vis" in form["QUERY"]  # newest listed
+    assert "CONTAINS(POINT('ICRS', fs.coord_ra, fs.coord_dec), CIRCLE('ICRS', 53.13, -28.1," in form["QUERY"]
+    # the token: as pyvo sends it, on every request to the service
+    assert all(r.headers.get("authorization") == f"Bearer {TEST_TOKEN}" for r in log(stdq))
+    assert_token_nowhere(stdq, result.stdout, result.stderr)
+    # values by hand from the kept CSV
+    with open(folder / "raw" / "rsp-result.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    target = [t for t in table if t["diaObjectId"] == str(TARGET_ID)]
+    assert {t["diaObjectId"] for t in table} == {str(TARGET_ID), str(NEIGHBOUR_ID)}  # 0.7" neighbour in the cone
+    peak = next(t for t in target if t["psfDiffFlux"] and float(t["psfDiffFlux"]) == PEAK_NJY)
+    row = next(x for x in rows if x["source_row_id"] == f"{peak['visit']}:{peak['detector']}")
+    assert float(row["flux_ujy"]) == pytest.approx(36.307805477, rel=1e-12)
+    assert float(row["magnitude"]) == pytest.approx(20.0, abs=1e-6)
+    assert float(row["mjd"]) == pytest.approx(float(peak["expMidptMJD"]) - 37.0 / 86400.0, abs=1e-9)
+    assert row["flux_kind"] == "difference" and row["band"] == "lsstr" and row["instrument"] == "LSSTComCam"
+    assert {x["object_id"] for x in rows} == {str(TARGET_ID)}
+    assert meta["left_out"] == {"another object in the cone (not the nearest)": len(table) - len(target),
+                                "non-finite flux or error": 1}
+    assert len(rows) == len(target) - 1
+    flagged = {x["source_row_id"]: int(x["quality_flag"]) for x in rows if x["quality_flag"] != "0"}
+    assert sorted(flagged.values()) == [1, 8]  # psfDiffFlux_flag, pixelFlags_saturated
+    notes = meta["service_notes"]
+    assert notes["release"] == "dp1" and notes["remote_job_deleted"] is True
+    assert notes["tap_job"].endswith(f"/async/{job.id}")
+
+
+def test_votable_results_read_the_same(rsp):
+    stdq, _ = rsp
+    first = query(stdq)
+    assert first.returncode == 0, first.stderr
+    text = stdq.config_path.read_text().replace(
+        "[services.rubin-rsp]\n", '[services.rubin-rsp]\nresult_format = "votable"\n')
+    stdq.config_path.write_text(text)
+    second = query(stdq)
+    assert second.returncode == 0, second.stderr
+    _, rows_csv, _ = product_rows(json.loads(first.stdout))
+    _, rows_vot, folder = product_rows(json.loads(second.stdout))
+    assert (folder / "raw" / "rsp-result.xml").exists()
+    key = ("source_row_id", "flux_ujy", "flux_err_ujy", "mjd", "band", "quality_flag", "object_id")
+    assert [tuple(r[k] for k in key) for r in rows_vot] == [tuple(r[k] for k in key) for r in rows_csv]
+
+
+def test_uws_error_exits_1_with_its_message_and_deletes_the_job(rsp):
+    stdq, emulator = rsp
+    emulator.fail_with = "Query processing error: QI=42: table scan exceeded the limit"
+    result = query(stdq)
+    message = assert_clean_error(result, 1)
+    assert "the TAP job failed: Query processing error: QI=42: table scan exceeded the limit" in message
+    (job,) = emulator.jobs.values()
+    assert job.phase == "ERROR" and job.deleted
+
+
+def test_aborted_on_the_server_exits_1(rsp):
+    stdq, emulator = rsp
+    emulator.hold = True
+    original = emulator._advance
+
+    def abort_when_executing(job):
+        original(job)
+        if job.phase == "EXECUTING":
+            job.phase = "ABORTED"
+
+    emulator._advance = abort_when_executing
+    message = assert_clean_error(query(stdq), 1)
+    assert "aborted on the server" in message
+    assert all(j.deleted for j in emulator.jobs.values())
+
+
+def test_missing_token_exits_3_and_sends_nothing(rsp):
+    stdq, _ = rsp
+    message = assert_clean_error(query(stdq, env={}), 3)
+    assert "STDQ_RUBIN_RSP_TOKEN" in message
+    assert not log(stdq)
+
+
+def test_refused_token_exits_3_without_echo(rsp):
+    stdq, _ = rsp
+    wrong = "not-the-right-token-0123"
+    result = query(stdq, env={"STDQ_RUBIN_RSP_TOKEN": wrong})
+    message = assert_clean_error(result, 3)
+    assert "refused the token" in message and wrong not in result.stdout + result.stderr
+
+
+def test_a_result_on_another_origin_is_not_fetched(rsp):
+    stdq, emulator = rsp
+    with FakeServer([RspTapEmulator()]) as other:
+        original = emulator._job_xml
+        emulator._job_xml = lambda job: original(job).replace(emulator.base_url, other.url("rsp"))
+        message = assert_clean_error(query(stdq), 1)
+        assert "another origin" in message and not other.requests
+    assert_token_nowhere(stdq)
+
+
+def test_unknown_release_exits_2_listing_the_known_ones(rsp):
+    stdq, emulator = rsp
+    message = assert_clean_error(query(stdq, "--release", "dr9"), 2)
+    assert "dr9" in message and "dp1" in message
+    assert not emulator.jobs
+
+
+def test_cancel_deletes_the_remote_job(rsp, monkeypatch):
+    stdq, emulator = rsp
+    monkeypatch.setenv("STDQ_RUBIN_RSP_TOKEN", TEST_TOKEN)
+    response = httpx.post(f"{emulator.base_url}/async", data={"LANG": "ADQL", "QUERY": "SELECT 1", "PHASE": "RUN"},
+                          headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    assert response.status_code == 303
+    url = response.headers["Location"]
+    with Stdq(stdq.config_path, stdq.data_dir) as s:
+        job = s.submit("rubin-rsp", ra=RUBIN_TARGET.ra, dec=RUBIN_TARGET.dec, runner="inprocess")
+        s.queue.save_checkpoint(job.id, {"job_url": url, "release": "dp1"})
+        cancelled = s.cancel(job.id)
+        assert cancelled.state == "cancelled"
+    (remote,) = emulator.jobs.values()
+    assert remote.deleted
+    assert [r.path.removeprefix("/rsp/api/tap") for r in log(stdq, "DELETE")] == [f"/async/{remote.id}"]
+
+
+# -- a killed worker ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wq(rsp):
+    stdq, emulator = rsp
+    stdq.write_settings("\n[tasks]\nautostart_worker = false\nlease_seconds = 2.0\n")
+    try:
+        yield stdq, emulator
+    finally:
+        stop_workers(stdq)
+
+
+@pytest.mark.slow
+def test_killed_worker_mid_executing_resumes_the_same_job(wq, monkeypatch):
+    stdq, emulator = wq
+    emulator.hold = True  # EXECUTING until the test lets it finish
+    submitted = stdq.run("query", "rubin-rsp", *POS, "--background", env=TOKEN_ENV)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = int(submitted.stdout)
+    with open(stdq.tmp / "worker.log", "wb") as out:
+        worker = stdq.popen("jobs", "worker", stdout=out, stderr=out, env=TOKEN_ENV)
+        try:
+            wait_until(lambda: any(j.phase == "EXECUTING" for j in emulator.jobs.values())
+                       and len(log(stdq, "GET", r"/async/[^/]+$")) >= 4, what="the job to be EXECUTING")
+            with Stdq(stdq.config_path, stdq.data_dir) as s:
+                before = s.job(job_id)
+            assert before.state == "running" and before.checkpoint["job_url"]
+            worker.kill()  # SIGKILL: no cleanup, no release
+        finally:
+            worker.wait(timeout=15)
+    assert len(emulator.jobs) == 1 and not next(iter(emulator.jobs.values())).deleted
+    emulator.hold = False
+    monkeypatch.setenv("STDQ_RUBIN_RSP_TOKEN", TEST_TOKEN)
+    # a burst worker whose clock is a minute ahead: the 2 s lease has run out for it
+    with Stdq(config=stdq.config_path, data_dir=stdq.data_dir, clock=lambda: time.time() + 60) as later:
+        assert later.run_worker(burst=True) == 0
+        job = later.job(job_id)
+    assert job.state == "succeeded" and job.attempts == 2 and job.rows > 0
+    posts = log(stdq, "POST", r"/async$")
+    assert [r.status for r in posts] == [303]  # exactly one job submitted: it was resumed
+    (remote,) = emulator.jobs.values()
+    assert remote.deleted and job.checkpoint["job_url"].endswith(f"/async/{remote.id}")
+    polled = {r.path for r in log(stdq, "GET", r"/async/[^/]+$")}
+    assert polled == {f"/rsp/api/tap/async/{remote.id}"}
+    assert [r.path for r in log(stdq, "DELETE")] == [f"/rsp/api/tap/async/{remote.id}"]
+    assert_token_nowhere(stdq, (stdq.tmp / "worker.log").read_text())
+    assert math.isfinite(job.rows)
