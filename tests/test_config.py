@@ -339,7 +339,8 @@ def test_config_show_with_builtin_services(tmp_path):
     data = shown(result)
     assert {"atlas", "panstarrs", "ztf", "ztf-fps"} <= set(data["services"])
     assert data["tasks"] == {
-        "backend": "database", "autostart_worker": True, "lease_seconds": 30.0, "max_attempts": 5
+        "backend": "database", "autostart_worker": True, "lease_seconds": 30.0, "max_attempts": 5,
+        "reuse_seconds": 43200.0,
     }
     assert data["resolver"]["order"] == ["local", "sesame", "mast"]
 

@@ -41,7 +41,10 @@ TASKS_DEFAULTS: dict[str, Any] = {
     "autostart_worker": True,
     "lease_seconds": 30.0,
     "max_attempts": 5,
+    "reuse_seconds": 43200.0,
 }
+# [hooks]: commands run on events (`stdq update`); "" is none.
+HOOKS_DEFAULTS: dict[str, Any] = {"on_new_detection": ""}
 HTTP_DEFAULTS: dict[str, Any] = {
     "timeout": 30.0,
     "max_retries": 4,
@@ -49,7 +52,9 @@ HTTP_DEFAULTS: dict[str, Any] = {
     "max_bytes": 512 * 1024 * 1024,
 }
 # Ranges of the numbers (forms of check_range); every number is also finite.
-TASKS_RANGES: dict[str, str] = {"lease_seconds": ">= 1", "max_attempts": "1..100"}
+TASKS_RANGES: dict[str, str] = {
+    "lease_seconds": ">= 1", "max_attempts": "1..100", "reuse_seconds": ">= 0",
+}
 HTTP_RANGES: dict[str, str] = {
     "timeout": "> 0",
     "deadline": "> 0",
@@ -63,6 +68,7 @@ TASK_BACKENDS = ("database", "immediate")
 TOP_LEVEL_KEYS = {
     "data_dir",
     "tasks",
+    "hooks",
     "http",
     "resolver",
     "services",
@@ -131,6 +137,12 @@ class TaskSettings:
     autostart_worker: bool = TASKS_DEFAULTS["autostart_worker"]
     lease_seconds: float = TASKS_DEFAULTS["lease_seconds"]
     max_attempts: int = TASKS_DEFAULTS["max_attempts"]
+    reuse_seconds: float = TASKS_DEFAULTS["reuse_seconds"]  # 0: never reuse a result
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    on_new_detection: str = HOOKS_DEFAULTS["on_new_detection"]  # a shell command, "" for none
 
 
 @dataclass(frozen=True)
@@ -207,6 +219,7 @@ class Settings:
     file_exists: bool
     data_dir: Path
     tasks: TaskSettings = field(default_factory=TaskSettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     resolver: ResolverSettings = field(default_factory=ResolverSettings)
     services_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -343,6 +356,7 @@ def load_settings(
             f"not {tasks['backend']!r}"
         )
     http = _typed_table(raw.get("http"), HTTP_DEFAULTS, "http", path, HTTP_RANGES)
+    hooks = _typed_table(raw.get("hooks"), HOOKS_DEFAULTS, "hooks", path)
     resolver_raw = raw.get("resolver")
     if resolver_raw is None:
         resolver_raw = {}
@@ -381,6 +395,7 @@ def load_settings(
         file_exists=exists,
         data_dir=Path(data_dir_value).expanduser(),
         tasks=TaskSettings(**tasks),
+        hooks=HookSettings(**hooks),
         http=HttpSettings(**http),
         resolver=ResolverSettings(order=tuple(order), values=resolver_values),
         services_raw={k: dict(v) for k, v in services_raw.items()},

@@ -45,6 +45,14 @@ HEAD = """\
 # Runs of one job that ended in a temporary failure before it is failed for good
 # (1 to 100).
 # max_attempts = 5
+# Seconds during which a query identical to one that succeeded returns that
+# result without a request (0: never; --force fetches again).
+# reuse_seconds = 43200
+
+# [hooks]
+# A shell command run by `stdq update` once per target and service with new
+# detections, a JSON object on stdin ("" for none). Its failure never fails the update.
+# on_new_detection = ""
 
 # [http]
 # Seconds to connect, and between bytes, for each request (may be fractional: 2.5;

@@ -17,7 +17,9 @@ bit   name                   set when
                              SATSTAR, BADPSF, DEFECT, SATURATED, CR_LIMIT,
                              MOMENTS_FAILURE, SKY_FAILURE, SKYVAR_FAILURE = 0x3BC98);
                              ZTF ``catflags != 0``; ZFPS ``infobitssci != 0`` or a
-                             procstatus warning (56, 59, 60, 61, an unknown code)
+                             procstatus warning (56, 59, 60, 61, an unknown code);
+                             Gaia ``rejected_by_photometry`` or an ``other_flags`` bit
+                             of the ``other_flags_mask`` setting
 2     FLAG_POOR_FIT          ATLAS ``chi/N`` > ``chi2_max``
 4     FLAG_LARGE_ERROR       ATLAS ``duJy`` > ``dujy_max``; ZFPS ``scisigpix`` > 25 DN
 8     FLAG_MASKED_PIXELS     PS1 ``psfQfPerfect`` < ``min_psf_qf_perfect``

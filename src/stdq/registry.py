@@ -661,6 +661,7 @@ class Registry:
             "config_file": str(settings.path) + ("" if settings.file_exists else " (absent: defaults)"),
             "data_dir": str(settings.data_dir),
             "tasks": dict(settings.tasks.__dict__),
+            "hooks": dict(settings.hooks.__dict__),
             "http": dict(settings.http.__dict__),
             "resolver": resolver,
             "services": services,

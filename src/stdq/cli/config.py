@@ -115,8 +115,9 @@ def _table(lines: list[str], header: str, table: dict[str, Any]) -> None:
 def render(shown: dict[str, Any]) -> str:
     """The display dict of Registry.display_dict as TOML-like text."""
     lines = [f"# settings file: {shown['config_file']}", f"data_dir = {_value(shown['data_dir'])}"]
-    for section in ("tasks", "http", "resolver"):
-        _table(lines, section, shown[section])
+    for section in ("tasks", "hooks", "http", "resolver"):
+        if section in shown:
+            _table(lines, section, shown[section])
     for name, table in shown["services"].items():
         key = name if name.replace("-", "").replace("_", "").isalnum() else _value(name)
         _table(lines, f"services.{key}", table)
