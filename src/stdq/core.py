@@ -163,15 +163,70 @@ class TargetCatalog:
             )
         return Target(ra=row["ra"], dec=row["dec"], name=row["name"], resolver="local")
 
-    def remove(self, name: str) -> None:
-        """Remove NAME and its cached resolution; BadInput (exit 2) when there is none."""
+    def remove(self, name: str, *, list: str | None = None) -> None:
+        """Remove NAME and its cached resolution (and take it off every list); with LIST,
+        only take it off that list. BadInput (exit 2) when there is none."""
         from stdq.targets import remove_target
 
+        from stdq.watchlist import forget_everywhere, remove_from_list
+
         self._owner.db.require_writable("remove a target")
+        if list is not None:  # off that list only; the local target stays
+            remove_from_list(self._owner.store, list, name)
+            return
         if not remove_target(self._owner.store, name):
             raise BadInput(
                 f"no local target called {name.strip()!r}", hint="list them with: stdq targets list"
             )
+        forget_everywhere(self._owner.store, name)
+
+    def import_file(
+        self,
+        source: str | Path | Any,
+        *,
+        list: str | None = None,
+        skip_bad: bool = False,
+        warn: Callable[[str], None] | None = None,
+    ) -> Any:
+        """Import a target file (a path, "-" for stdin, or an open text file): CSV with a
+        header (name and/or ra, dec; a TNS export), ECSV, or one name per line. Names
+        without coordinates are resolved. Returns a :class:`stdq.watchlist.ImportReport`;
+        with bad lines and not SKIP_BAD nothing is imported (its ``done`` is False)."""
+        import sys
+
+        from stdq.watchlist import import_text
+
+        if hasattr(source, "read"):
+            text = source.read()
+        elif str(source) == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                text = Path(source).read_text(encoding="utf-8-sig")
+            except FileNotFoundError:
+                raise BadInput(f"{source}: no such file") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"{source}: cannot be read ({exc})") from None
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig", errors="replace")
+        return import_text(
+            self._owner, text, list_name=list, skip_bad=skip_bad, warn=warn or self._owner.notice
+        )
+
+    def lists(self) -> builtins.list[str]:
+        """The names of the target lists."""
+        from stdq.watchlist import list_names
+
+        return list_names(self._owner.store)
+
+    def members(self, list: str) -> builtins.list[Target]:
+        """The local targets on LIST, by name (BadInput, exit 2, for an unknown list)."""
+        from stdq.watchlist import members
+
+        return [
+            Target(ra=r["ra"], dec=r["dec"], name=r["name"], resolver="local")
+            for r in members(self._owner.store, list)
+        ]
 
 
 # -- the library object ---------------------------------------------------------------------

@@ -9,10 +9,10 @@ import click
 from stdq.cli import PluginGroup
 from stdq.cli.common import emit_json, fmt_time, get_state, json_option, message, print_table
 
-COLUMNS = ("name", "ra", "dec", "ra_hms", "dec_dms", "source", "added")
+COLUMNS = ("name", "ra", "dec", "ra_hms", "dec_dms", "source", "lists", "added")
 
 
-def _row(entry: dict[str, Any]) -> dict[str, Any]:
+def _row(entry: dict[str, Any], lists: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The JSON of one local target: its stored row with the sexagesimal position."""
     from stdq.records import iso_time
     from stdq.targets import sexagesimal
@@ -25,6 +25,7 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
         "ra_hms": ra_hms,
         "dec_dms": dec_dms,
         "source": entry.get("source"),
+        "lists": (lists or {}).get(str(entry["name"]).casefold(), []),
         "created_at": iso_time(entry.get("created_at")),
         "created_at_unix": entry.get("created_at"),
     }
@@ -34,7 +35,8 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         COLUMNS,
         [
-            [r["name"], r["ra"], r["dec"], r["ra_hms"], r["dec_dms"], r["source"], fmt_time(r["created_at_unix"])]
+            [r["name"], r["ra"], r["dec"], r["ra_hms"], r["dec_dms"], r["source"],
+             ",".join(r.get("lists") or []), fmt_time(r["created_at_unix"])]
             for r in rows
         ],
     )
@@ -42,10 +44,12 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
 
 def _entry(sdq: Any, name: str) -> dict[str, Any]:
     """The stored row of local target NAME (BadInput, exit 2, when there is none)."""
+    from stdq.watchlist import lists_of
+
     target = sdq.targets.get(name)
     for row in sdq.targets.rows():
         if row["name"] == target.name:
-            return _row(row)
+            return _row(row, lists_of(sdq.store))
     return _row({"name": target.name, "ra": target.ra, "dec": target.dec})
 
 
@@ -64,6 +68,8 @@ def targets() -> None:
       stdq targets add "My SN" --ra 14:03:38.56 --dec +54:18:41.9
       stdq targets add "SN 2023ixf"          # resolves the name, stores the answer
       stdq targets resolve "NGC 3642" --no-cache
+      stdq targets import tns_search.csv --list nightly
+      stdq targets list --list nightly
 
     RA: decimal degrees or sexagesimal hours (14:03:38.56, "14 03 38.56",
     14h03m38.56s); Dec: decimal or sexagesimal degrees (+54:18:41.9, -00:30:00).
@@ -98,12 +104,55 @@ def add(name: str, ra: str | None, dec: str | None) -> None:
     _show(_entry(sdq, name))
 
 
-@targets.command("list")
+@targets.command("import")
+@click.argument("file", metavar="FILE|-")
+@click.option("--list", "list_name", metavar="NAME", help="Also put every target on this list.")
+@click.option("--skip-bad", is_flag=True, help="Import the good lines even when some are bad.")
 @json_option
-def list_() -> None:
-    """The local targets, by name."""
+def import_(file: str, list_name: str | None, skip_bad: bool) -> None:
+    """Add the targets of FILE ('-' = stdin) to the local table (and to --list).
+
+    FILE: CSV with a header naming `name` and/or `ra`,`dec` (decimal or
+    sexagesimal; a TNS search export works as it is), ECSV, or plain text
+    with one name per line. Names without coordinates are resolved (cached).
+    A bad line (no such name, a position that does not parse, a short row)
+    is reported with its line number and nothing is imported (exit 2) unless
+    --skip-bad. Every resolver down: exit 75, nothing imported.
+    """
+    from stdq.errors import BadInput
+
     state = get_state()
-    rows = [_row(entry) for entry in state.stdq.targets.rows()]
+    report = state.stdq.targets.import_file(file, list=list_name, skip_bad=skip_bad, warn=message)
+    for bad in report.bad:
+        message(f"line {bad.line}: {bad.reason} ({bad.text[:80]!r})")
+    if state.json:
+        emit_json(report.to_json())
+    if not report.done:
+        raise BadInput(
+            f"{len(report.bad)} bad line{'s' if len(report.bad) != 1 else ''} in {file}; nothing imported",
+            hint="fix them, or import the others with --skip-bad",
+        )
+    resolved = sum(1 for r in report.imported if r["resolved"])
+    where = f" onto the list {report.list!r}" if report.list else ""
+    skipped = f"; {len(report.bad)} bad line(s) skipped" if report.bad else ""
+    message(
+        f"imported {len(report.imported)} target(s){where} from {report.format}"
+        f" ({resolved} resolved){skipped}"
+    )
+
+
+@targets.command("list")
+@click.option("--list", "list_name", metavar="NAME", help="Only the targets on this list.")
+@json_option
+def list_(list_name: str | None) -> None:
+    """The local targets, by name (only those on --list NAME when given)."""
+    from stdq.watchlist import lists_of, members
+
+    state = get_state()
+    store = state.stdq.store
+    on = lists_of(store)
+    entries = members(store, list_name) if list_name else state.stdq.targets.rows()
+    rows = [_row(entry, on) for entry in entries]
     if state.json:
         emit_json(rows)
     else:
@@ -120,13 +169,19 @@ def show(name: str) -> None:
 
 @targets.command("rm")
 @click.argument("name")
+@click.option("--list", "list_name", metavar="NAME", help="Only take NAME off this list (the target stays).")
 @json_option
-def rm(name: str) -> None:
-    """Remove a local target, and the cached resolution of its name (exit 2 when absent)."""
+def rm(name: str, list_name: str | None) -> None:
+    """Remove a local target, and the cached resolution of its name (exit 2 when absent).
+
+    With --list NAME, only take it off that list.
+    """
     state = get_state()
-    state.stdq.targets.remove(name)
+    state.stdq.targets.remove(name, list=list_name)
     if state.json:
-        emit_json({"removed": name.strip()})
+        emit_json({"removed": name.strip(), "list": list_name.strip() if list_name else None})
+    elif list_name:
+        message(f"removed {name.strip()!r} from the list {list_name.strip()!r}")
     else:
         message(f"removed {name.strip()!r}")
 
