@@ -167,7 +167,6 @@ class TargetCatalog:
         """Remove NAME and its cached resolution (and take it off every list); with LIST,
         only take it off that list. BadInput (exit 2) when there is none."""
         from stdq.targets import remove_target
-
         from stdq.watchlist import forget_everywhere, remove_from_list
 
         self._owner.db.require_writable("remove a target")
