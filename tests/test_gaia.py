@@ -360,3 +360,46 @@ def test_services_list_and_show(stdq):
     assert "5000" in text and "gaia_photometry" in text
     plain = stdq.run("services", "show", "gaia")
     assert plain.returncode == 0 and "DataLink" in plain.stdout
+
+
+# -- more ----------------------------------------------------------------------------------------
+
+
+def test_time_bounds_leave_out_and_count(stdq):
+    _, _, full, _ = query(stdq, *COORDS)
+    cut = sorted(float(r["mjd"]) for r in full)[60]
+    info, _, table, meta = query(stdq, *COORDS, "--mjd-min", f"{cut}", "--force")
+    assert all(float(r["mjd"]) >= cut for r in table)
+    assert len(full) - len(table) == 60
+    # and the BP row without a flux (transit 5, early): each row counts under its first reason
+    assert meta["left_out"] == {"outside the requested time range": 61}
+
+
+def test_probe_for_doctor(stdq):
+    from stdq.config import load_settings
+    from stdq.http import make_client
+    from stdq.registry import registry_for
+
+    settings = load_settings(stdq.config_path)
+    service = registry_for(settings).service("gaia")
+    client = make_client("gaia", settings.http)
+    try:
+        assert service.probe(client).startswith("HTTP 200")
+        stdq.server.add_fault("html", r"/gaia/tap-server/", times=1)
+        from stdq.errors import TemporaryFailure
+
+        with pytest.raises(TemporaryFailure):
+            service.probe(client)
+    finally:
+        client.close()
+
+
+def test_library_query(stdq):
+    from stdq import Stdq
+
+    with Stdq(config=stdq.config_path, data_dir=stdq.data_dir) as lib:
+        result = lib.query("gaia", ra=VARIABLE.ra, dec=VARIABLE.dec, release="DR3")
+        table = result.table
+    assert len(table) == 119
+    assert set(table["band"]) == {"gaia::g", "gaia::gbp", "gaia::grp"}
+    assert table["gaia_bjd_tcb"].min() > 2456800
