@@ -149,6 +149,9 @@ def test_aborted_on_the_server_exits_1(rsp):
 
 def test_missing_token_exits_3_and_sends_nothing(rsp):
     stdq, _ = rsp
+    text = stdq.config_path.read_text()
+    assert f'token = "{TEST_TOKEN}"\n' in text  # the emulators' settings file has the test token
+    stdq.config_path.write_text(text.replace(f'token = "{TEST_TOKEN}"\n', ""))
     message = assert_clean_error(query(stdq, env={}), 3)
     assert "STDQ_RUBIN_RSP_TOKEN" in message
     assert not log(stdq)

@@ -89,7 +89,8 @@ class RspTapEmulator(Emulator):
         self._ids = itertools.count(1)
 
     def service_settings_lines(self) -> list[str]:
-        return ["poll_interval = 0.05", "max_poll_interval = 0.2"]
+        """Settings for [services.rubin-rsp]: short polls and the emulator's test token."""
+        return ["poll_interval = 0.05", "max_poll_interval = 0.2", f'token = "{TEST_TOKEN}"']
 
     # -- answers -----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
