@@ -155,8 +155,9 @@ def test_429_waits_as_the_server_says(atlas, recorded_waits):
     posts = log(stdq, "POST", r"/queue/$")
     assert [r.status for r in posts] == [429, 429, 201]
     assert len(emulator.tasks) == 1
-    # "in 2 seconds", "in 1 second" (singular), then the poll's Retry-After: 2
-    assert recorded_waits[:3] == [2.0, 1.0, 2.0]
+    # "in 2 seconds", "in 1 second" (singular), one poll_interval after the submission's
+    # answer (the first look), then the poll's Retry-After: 2
+    assert recorded_waits[:4] == [2.0, 1.0, 0.1, 2.0]
     polls = log(stdq, "GET", r"/queue/\d+/$")
     assert polls[0].status == 429 and polls[1].status != 429
     assert "retry 1/2 in 2.0 s" in result.stderr and "retry 2/2 in 1.0 s" in result.stderr

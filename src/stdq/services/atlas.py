@@ -14,10 +14,11 @@ One query is one remote task (docs/wire-formats.md section 1):
    task may exist. The task URL is saved in the checkpoint at
    once; a restarted job resumes polling that task.
 2. ``GET`` the task (``If-None-Match`` with its ETag; 304 = unchanged) until it
-   has finished. The wait starts at ``poll_interval``, grows x1.5 up to
-   ``max_poll_interval`` while the task is queued, and restarts at
-   ``poll_interval`` once it runs. Queue position and state are the job's
-   progress.
+   has finished; the submission's answer is the first look. While the task is
+   queued the wait follows its ``queuepos`` (:class:`QueueWaits`: half the time
+   the position's fall predicts before the start, between ``poll_interval`` and
+   ``max_poll_interval``); while it runs, ``poll_interval``. Queue position and
+   state are the job's progress.
 3. On finish: ``error_msg`` "No data returned" -> no data (exit 5); any other
    error -> failed with the server's text; else ``GET result_url`` (only from
    the service's own origin: another one fails, nothing fetched), check that
@@ -238,6 +239,64 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+class QueueWaits:
+    """The waits between polls of one task, from what the polls saw.
+
+    Running: ``shortest`` (``poll_interval``). Queued at a known ``queuepos`` P:
+    the seconds per position S are measured from the position's fall (between
+    the first two changes seen, or from the first look to the first change; the
+    moment of a change is taken half-way between the two polls around it);
+    before any change, S is the time already spent at P. The start is expected
+    in P*S minus the time since the last change (counted from the poll before
+    it: an early estimate); the wait is HEAD_FRACTION of that, clamped to
+    [``shortest``, ``longest``]. Far back the waits are long; as the start
+    nears they halve down to ``shortest``, so the start (and so the finish of a
+    task that runs longer than one interval) is seen at most about one
+    ``shortest`` late. Without a position, the wait grows x1.5 up to
+    ``longest``. A position that rises starts the measurement again.
+    """
+
+    HEAD_FRACTION = 0.5
+
+    def __init__(self, shortest: float, longest: float) -> None:
+        self.shortest = shortest
+        self.longest = max(shortest, longest)
+        self._first: tuple[float, int] | None = None  # (time, position) of the first look
+        self._last: tuple[float, int] | None = None
+        self._changes: list[tuple[float, float, int]] = []  # (poll before, poll after, new position)
+        self._blind = shortest  # the growing wait without a position
+
+    def running(self) -> float:
+        return self.shortest
+
+    def queued(self, now: float, position: int | None) -> float:
+        """The wait after a look at NOW that saw the task queued at POSITION."""
+        if position is None:
+            wait, self._blind = self._blind, min(self.longest, self._blind * POLL_GROWTH)
+            return wait
+        if self._first is None or self._last is None or position > self._last[1]:
+            self._first, self._changes = (now, position), []
+        elif position < self._last[1]:
+            self._changes.append((self._last[0], now, position))
+        self._last = (now, position)
+        eta = position * self._seconds_per_position(now)
+        if self._changes:
+            eta -= now - self._changes[-1][0]
+        return min(self.longest, max(self.shortest, self.HEAD_FRACTION * eta))
+
+    def _seconds_per_position(self, now: float) -> float:
+        assert self._first is not None
+        if not self._changes:
+            return now - self._first[0]
+        before, after, position = self._changes[-1]
+        if len(self._changes) >= 2:
+            before0, after0, position0 = self._changes[0]
+            start, fallen = (before0 + after0) / 2, position0 - position
+        else:
+            start, fallen = self._first[0], self._first[1] - position
+        return max(0.0, ((before + after) / 2 - start) / max(1, fallen))
+
+
 class AtlasForcedPhotometryService(SingleTargetDataService):
     """ATLAS forced photometry: a remote task queued, polled, downloaded and deleted."""
 
@@ -252,8 +311,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
     secret_fields = ("api_key",)
     secret_env = {"api_key": ("ATLAS_FORCED_PHOTOMETRY_API_KEY",)}
     settings_defaults: ClassVar[dict[str, Any]] = {
-        "poll_interval": 5.0,
-        "max_poll_interval": 120.0,
+        "poll_interval": 3.0,
+        "max_poll_interval": 30.0,
         "task_timeout": 172800.0,
         "writes_per_minute": 60,
         "reads_per_minute": 600,
@@ -261,8 +320,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
     }
     settings_help: ClassVar[dict[str, str]] = {
         "url": "the forced photometry server",
-        "poll_interval": "first wait between polls of the remote task, seconds",
-        "max_poll_interval": "the wait grows up to this while the task is queued, seconds",
+        "poll_interval": "wait between polls while the task runs (and the shortest while it is"
+        " queued), seconds",
+        "max_poll_interval": "the longest wait between polls while the task is queued, seconds",
         "task_timeout": "give up (and delete the remote task) when it has not finished after"
         " this many seconds",
         "writes_per_minute": "POST/DELETE requests allowed in any rate_window (server: 60;"
@@ -365,12 +425,15 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 if not cp.get("deleted"):
                     self._delete_task(context, product)
                 return [product]
+        seen = None
         if not cp.get("task_url"):
-            self._submit(target, params, context)
-        task = self._poll(context)
+            seen = self._submit(target, params, context)
+        task = self._poll(context, seen)
         return self._finish(task, target, params, context)
 
-    def _submit(self, target: Target, params: dict[str, Any], context: QueryContext) -> None:
+    def _submit(
+        self, target: Target, params: dict[str, Any], context: QueryContext
+    ) -> dict[str, Any]:
         """POST the task once (stdq.remote.create_once) and checkpoint its URL.
 
         The comment "stdq job N <key>" carries the idempotency key saved before the
@@ -426,6 +489,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         )
         self._adopt(task, context, "found on the server, created by an earlier send" if found
                     else "submitted")
+        return task
 
     def _adopt(self, task: dict[str, Any], context: QueryContext, how: str) -> None:
         """Checkpoint the task's URL and id: from now on this job only polls it."""
@@ -436,7 +500,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         url = str(task.get("url") or "")
         if not url or _origin(url) != _origin(self.url):
             url = f"{self.url}/queue/{task_id}/"  # keep the token on the configured origin
-        context.save_checkpoint(task_url=url, task_id=task_id, submitted_at=time.time())
+        context.save_checkpoint(task_url=url, task_id=task_id, submitted_at=context.clock())
         context.event("task", f"ATLAS task {task_id} {how}: {url}")
 
     def _find_own_task(self, client: Client, key: str) -> dict[str, Any] | None:
@@ -504,8 +568,11 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             raise QueryFailed(f"atlas: {what} is not the expected JSON object")
         return data
 
-    def _poll(self, context: QueryContext) -> dict[str, Any]:
-        """GET the task until it has finished; returns its final JSON."""
+    def _poll(self, context: QueryContext, seen: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET the task until it has finished; returns its final JSON.
+
+        SEEN: the task as the submission answered it (the first look: the first
+        GET waits one interval); None when resuming (the first GET is at once)."""
         client = context.client
         cp = context.checkpoint
         url, task_id = cp["task_url"], cp.get("task_id")
@@ -513,11 +580,13 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         first = max(0.05, float(values["poll_interval"]))
         longest = max(first, float(values["max_poll_interval"]))
         timeout = float(values["task_timeout"])
-        started = float(cp.get("submitted_at") or time.time())
-        interval = first
+        started = float(cp.get("submitted_at") or context.clock())
+        waits = QueueWaits(first, longest)
         etag: str | None = None
         task: dict[str, Any] | None = None
         failures = 0
+        if seen is not None and not seen.get("finishtimestamp"):
+            context.sleep(self._next_wait(seen, waits, task_id, context))
         while True:
             context.check_cancelled()
             headers = dict(JSON_HEADERS)
@@ -532,7 +601,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 failures += 1
                 if failures > 5:
                     raise
-                delay = max(interval, exc.retry_after or 0.0, min(longest, 30.0))
+                delay = max(first, exc.retry_after or 0.0, min(longest, 30.0))
                 context.event("retry", f"{exc.message}; polling again in {delay:.0f} s")
                 context.progress(f"atlas: polling ATLAS task {task_id} failed ({failures}/5);"
                                  " polling again", wait_until=context.clock() + delay)
@@ -565,23 +634,29 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 raise QueryFailed(f"atlas: unexpected HTTP {response.status_code} polling task {task_id}")
             if task.get("finishtimestamp"):
                 return task
-            if time.time() - started > timeout:
+            if context.clock() - started > timeout:
                 self._delete_task(context, None)
                 raise QueryFailed(
                     f"atlas: ATLAS task {task_id} did not finish within {timeout / 3600:.3g} h"
                     " (task_timeout); it was deleted"
                 )
-            if task.get("starttimestamp"):
-                context.progress(f"ATLAS task {task_id} running")
-                wait = first
-                interval = first
-            else:
-                position = task.get("queuepos")
-                where = f", position {position}" if isinstance(position, int) else ""
-                context.progress(f"ATLAS task {task_id} queued{where}")
-                wait = interval
-                interval = min(longest, interval * POLL_GROWTH)
-            context.sleep(wait)
+            context.sleep(self._next_wait(task, waits, task_id, context))
+
+    @staticmethod
+    def _next_wait(
+        task: dict[str, Any], waits: QueueWaits, task_id: Any, context: QueryContext
+    ) -> float:
+        """Report the task's state as the job's progress; the wait before the next poll."""
+        now = context.clock()
+        if task.get("starttimestamp"):
+            context.progress(f"ATLAS task {task_id} running")
+            return waits.running()
+        position = task.get("queuepos")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            position = None
+        where = f", position {position}" if position is not None else ""
+        context.progress(f"ATLAS task {task_id} queued{where}")
+        return waits.queued(now, position)
 
     def _finish(
         self, task: dict[str, Any], target: Target, params: dict[str, Any], context: QueryContext

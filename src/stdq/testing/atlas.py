@@ -16,6 +16,9 @@ Mounted at ``/atlas/forcedphot``: the service URL is ``<server>/atlas/forcedphot
   (``static/results/job%05d.txt``) or ``error_msg`` "No data returned" (the
   "Empty Field" target, or nothing in the time range). ``hold = True`` keeps
   every task queued. ``archive(id)`` archives a task as a DELETE of a finished one does.
+  ``clock`` (default None: ``time.time``) is the emulator's time source; each
+  ``Task`` keeps its ``created``/``started``/``finished`` times (``timeline(id)``);
+  the server's request log (``FakeServer.requests``) has the time of each request.
 - ``DELETE queue/<id>/`` -> 204 with an empty body. As the server's ``Task.delete``
   does it: a FINISHED task is only archived (its result file goes; a later GET is a
   404 whose body is the plain text "Page not found", served as text/html; a second
@@ -51,6 +54,7 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -283,6 +287,11 @@ class AtlasEmulator(Emulator):
         self.settings_overrides: dict[str, Any] = {}
         self._history: dict[tuple[str, str], list[float]] = {}
         self.lock = threading.RLock()
+        # the emulator's time (unix seconds); tests inject a fake clock here
+        self.clock: Callable[[], float] | None = None
+
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else time.time()
 
     # -- settings for stdq -------------------------------------------------------------
     @property
@@ -311,6 +320,12 @@ class AtlasEmulator(Emulator):
             task = self.tasks[task_id]
             task.archived = True
             task.result = None
+
+    def timeline(self, task_id: int) -> dict[str, Any]:
+        """When task TASK_ID was created, started and finished (the emulator's clock)."""
+        with self.lock:
+            task = self.tasks[task_id]
+            return {"created": task.created, "started": task.started, "finished": task.finished}
 
     def accepted_posts(self) -> list[Task]:
         with self.lock:
@@ -455,7 +470,7 @@ class AtlasEmulator(Emulator):
     # -- dispatch -----------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         with self.lock:
-            now = time.time()
+            now = self.now()
             self._advance(now)
             path = request.path
             method = request.method.upper()
