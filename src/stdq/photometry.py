@@ -28,8 +28,6 @@ bit   name                   set when
 64    FLAG_ZERO_ERROR        reserved (was: error <= 0; such rows are now left out)
 128   FLAG_OUTLIER           rejected as an outlier by the survey's time-series processing:
                              Gaia ``rejected_by_variability``
-128   FLAG_OUTLIER           rejected as an outlier by the survey's time-series processing:
-                             Gaia ``rejected_by_variability``
 ====  =====================  ===========================================================
 
 Values every processor checks (:func:`drop_bad_values`, docs/photometry.md "Rows
@@ -40,6 +38,7 @@ or more than a day in the future is left out and counted by reason.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -61,7 +60,6 @@ FLAG_BLEND = 16
 FLAG_BAD_SEEING = 32
 FLAG_ZERO_ERROR = 64  # reserved: rows with an error <= 0 are left out (drop_bad_values)
 FLAG_OUTLIER = 128  # Gaia rejected_by_variability
-FLAG_OUTLIER = 128  # Gaia rejected_by_variability
 QUALITY_BITS = {
     "survey_code": FLAG_SURVEY_CODE,
     "poor_fit": FLAG_POOR_FIT,
@@ -70,7 +68,6 @@ QUALITY_BITS = {
     "blend": FLAG_BLEND,
     "bad_seeing": FLAG_BAD_SEEING,
     "zero_error": FLAG_ZERO_ERROR,
-    "outlier": FLAG_OUTLIER,
     "outlier": FLAG_OUTLIER,
 }
 
@@ -342,68 +339,110 @@ def flux_from_magnitude(mag, zero_point: float = ZP_AB_UJY):
     return np.power(10.0, -0.4 * (np.asarray(mag, dtype="float64") - zero_point))
 
 
-def _astropy_tai_to_utc(mjd_tai):
-    """TAI MJD -> UTC MJD through astropy.time, value by value (the reference)."""
+MJD0 = 2400000.5  # JD of MJD 0
+_LEAP_TABLE_CHECKED: list[bool] = []
+
+
+def _erfa() -> Any:
+    """pyerfa (astropy's own ERFA binding) with the newest leap-second table at hand.
+
+    pyerfa ships a table; astropy ships a newer one in ``astropy_iers_data``
+    (``Leap_Second.dat``). When that file lists a leap second pyerfa does not know,
+    erfa's table is extended the way astropy extends it (``erfa.leap_seconds.update``)
+    -- read as text, without importing astropy.
+    """
+    import erfa
+
+    if not _LEAP_TABLE_CHECKED:
+        _LEAP_TABLE_CHECKED.append(True)
+        import contextlib
+
+        with contextlib.suppress(Exception):  # else pyerfa's own table stays (correct to its date)
+            _update_leap_seconds(erfa)
+    return erfa
+
+
+def _update_leap_seconds(erfa: Any) -> None:
+    """Add the leap seconds of astropy-iers-data's Leap_Second.dat that erfa lacks."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("astropy_iers_data")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    from pathlib import Path
+
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "Leap_Second.dat"
+    if not path.is_file():
+        return
+    rows = []
+    for line in path.read_text(encoding="ascii", errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) == 5 and not line.lstrip().startswith("#"):
+            _, _, month, year, offset = fields
+            rows.append((int(year), int(month), float(offset)))
+    if rows:
+        table = np.array(rows, dtype=[("year", "i4"), ("month", "i4"), ("tai_utc", "f8")])
+        erfa.leap_seconds.update(table)  # adds only what erfa lacks (as astropy does)
+
+
+def tai_to_utc_mjd(mjd_tai):
+    """TAI MJD -> UTC MJD (ERFA's ``taiutc``, as astropy.time does it, without astropy).
+
+    On a day that ends in a leap second the UTC MJD stretches over 86401 s, as
+    astropy's does. NaN stays NaN; a value outside the years 1000..3000 (no survey
+    observed then) is returned as it is.
+    """
     import warnings
 
     import numpy as np
 
-    quiet_astropy()
-    from astropy.time import Time
-
     values = np.asarray(mjd_tai, dtype="float64")
-    if values.size == 0:
-        return values
-    with warnings.catch_warnings():  # ERFA's "dubious year" for an epoch far from now
-        warnings.simplefilter("ignore")
-        return Time(values, format="mjd", scale="tai").utc.mjd
-
-
-def tai_to_utc_mjd(mjd_tai):
-    """TAI MJD -> UTC MJD with astropy's leap-second table (never downloaded); fast.
-
-    TAI-UTC is a whole number of seconds since 1972 and changes only at a leap
-    second, so it is taken from astropy for each distinct day (and the next),
-    and applied as ``tai - n/86400``; the rows of a day in which it changes (and
-    any value before 1972) go through astropy one by one. NaN stays NaN; a value
-    outside the years 1000..3000 (no survey observed then) is returned as it is.
-    """
-    import numpy as np
-
-    values = np.asarray(mjd_tai, dtype="float64")
-    out = np.full(values.shape, np.nan)
+    out = values.copy()
     with np.errstate(invalid="ignore"):
-        absurd = np.isfinite(values) & ((values < -312_000.0) | (values > 418_000.0))
-    out[absurd] = values[absurd]
-    good = np.isfinite(values) & ~absurd
+        good = np.isfinite(values) & (values >= -312_000.0) & (values <= 418_000.0)
     if not good.any():
         return out
     tai = values[good]
-    days = np.floor(tai)
-    uniq, inverse = np.unique(days, return_inverse=True)
-    edges = np.concatenate([uniq, uniq + 1.0])
-    offsets = (edges - _astropy_tai_to_utc(edges)) * 86400.0
-    start, end = offsets[: uniq.size], offsets[uniq.size :]
-    # astropy's UTC MJD stretches a leap-second day to 86401 s: the offsets of a TAI day
-    # touching one are off a whole second by >= 0.0004 s; float noise here is < 1e-6 s.
-    steady = np.abs(start - end) < 5e-5
-    whole = np.round(start)
-    if uniq.min() < 41317 or (steady.any() and np.abs(start - whole)[steady].max() > 5e-5):
-        out[good] = _astropy_tai_to_utc(tai)  # before 1972: not whole seconds
+    day = np.floor(tai)
+    erfa = _erfa()
+    with warnings.catch_warnings():  # ERFA's "dubious year" for an epoch far from now
+        warnings.simplefilter("ignore")
+        utc1, utc2 = erfa.taiutc(MJD0 + day, tai - day)
+    out[good] = (utc1 - MJD0) + utc2
+    return out
+
+
+def utc_to_tai_mjd(mjd_utc):
+    """UTC MJD -> TAI MJD (ERFA's ``utctai``; the inverse of :func:`tai_to_utc_mjd`)."""
+    import warnings
+
+    import numpy as np
+
+    values = np.asarray(mjd_utc, dtype="float64")
+    out = values.copy()
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(values) & (values >= -312_000.0) & (values <= 418_000.0)
+    if not good.any():
         return out
-    utc = tai - whole[inverse] / 86400.0
-    mixed = (~steady)[inverse]
-    if mixed.any():
-        utc[mixed] = _astropy_tai_to_utc(tai[mixed])
-    out[good] = utc
+    utc = values[good]
+    day = np.floor(utc)
+    erfa = _erfa()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tai1, tai2 = erfa.utctai(MJD0 + day, utc - day)
+    out[good] = (tai1 - MJD0) + tai2
     return out
 
 
 _TIME_TABLES: dict[str, Any] = {}
+SMALL_TIME_ARRAY = 20_000  # below this many values, times are formatted one by one (no tables)
 
 
 def _time_tables():
-    """``hh:mm:ss.`` for every second of a day and ``sssZ`` + newline for every millisecond."""
+    """``hh:mm:ss.`` for every second of a day and ``sssZ`` + newline for every millisecond
+    (built once, for a large array only)."""
     import numpy as np
 
     if not _TIME_TABLES:
@@ -418,9 +457,10 @@ def mjd_to_isot(mjd) -> Any:
     """UTC MJD -> ``YYYY-MM-DDThh:mm:ss.sssZ`` strings (object array; '' for NaN).
 
     Calendar arithmetic on the millisecond, 86400 s per day (exact except within
-    a leap second itself), assembled from small tables -- the date of
-    each day, the time of each second, each millisecond -- in one byte buffer that
-    is split into strings once (several times faster on a million rows).
+    a leap second itself). A large array is assembled from small tables -- the date
+    of each day, the time of each second, each millisecond -- in one byte buffer
+    that is split into strings once (several times faster on a million rows); a
+    small one is formatted value by value (building the tables would cost more).
     """
     import numpy as np
 
@@ -431,6 +471,14 @@ def mjd_to_isot(mjd) -> Any:
         return out
     ms = np.round((values[good] - 40587.0) * 86_400_000.0).astype("int64")
     days, in_day = np.divmod(ms, 86_400_000)
+    if ms.size < SMALL_TIME_ARRAY:
+        dates = np.datetime_as_string(days.astype("datetime64[D]")).tolist()
+        texts = []
+        for date, t in zip(dates, in_day.tolist(), strict=True):
+            s, milli = divmod(t, 1000)
+            texts.append(f"{date}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{milli:03d}Z")
+        out[good] = texts
+        return out
     first, last = int(days.min()), int(days.max())
     if last - first < 400_000:
         day_index = days - first
@@ -563,18 +611,31 @@ def empty_table() -> pd.DataFrame:
     return normalize(pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in COLUMN_TYPES}))
 
 
-FORMATS = ("csv", "ecsv", "json")
+FORMATS = ("csv", "ecsv", "json", "parquet")
+CSV_CHUNK_ROWS = 100_000  # rows formatted at a time: the file is streamed, never one string
+PYARROW_HINT = "pip install pyarrow   (or: pip install 'stdq[arrow]')"
+
+
+def have_pyarrow() -> bool:
+    """Whether pyarrow is installed (the fast CSV writer and Parquet use it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def write_table(df: pd.DataFrame, dest: IO[bytes], fmt: str = "csv", meta: dict | None = None) -> None:
-    """Write the normalized table to a binary stream as csv, ecsv or json."""
+    """Write the normalized table to a binary stream as csv, ecsv, json or parquet.
+
+    CSV (docs/photometry.md "The CSV file"): streamed in chunks of CSV_CHUNK_ROWS
+    rows, by pyarrow's CSV writer when pyarrow is installed, else by pandas; either
+    way every float reads back equal (shortest round-trip text, NaN as an empty
+    field), booleans are ``True``/``False`` and text is quoted only where needed.
+    Parquet needs pyarrow (ConfigError, exit 3, naming the pip command, without it).
+    """
     if fmt == "csv":
-        text = df.to_csv(index=False, lineterminator="\n")
-        dest.write(text.encode("utf-8"))
+        write_csv(df, dest)
     elif fmt == "json":
-        text = df.to_json(orient="records", double_precision=15, date_format="iso")
-        dest.write(text.encode("utf-8"))
-        dest.write(b"\n")
+        _write_json(df, dest)
     elif fmt == "ecsv":
         import io
 
@@ -588,17 +649,242 @@ def write_table(df: pd.DataFrame, dest: IO[bytes], fmt: str = "csv", meta: dict 
         table.meta.update(meta or {})
         table.meta.setdefault("zpsys", "ab")
         table.meta.setdefault("time_scale", "utc")
-        buf = io.StringIO()
-        table.write(buf, format="ascii.ecsv")
-        dest.write(buf.getvalue().encode("utf-8"))
+        text = io.TextIOWrapper(dest, encoding="utf-8", newline="\n", write_through=True)
+        try:
+            table.write(text, format="ascii.ecsv")
+            text.flush()
+        finally:
+            text.detach()
+    elif fmt == "parquet":
+        write_parquet(df, dest, meta)
     else:
         raise ValueError(f"unknown format {fmt!r}")
 
 
+def write_csv(df: pd.DataFrame, dest: IO[bytes], *, engine: str | None = None) -> None:
+    """DF as CSV on DEST, streamed. ENGINE "arrow" or "pandas" (default: arrow when
+    pyarrow is installed). Both write the same columns and values (see write_table)."""
+    engine = engine or ("arrow" if have_pyarrow() else "pandas")
+    header = ",".join(_csv_quote(str(name)) for name in df.columns) + "\n"
+    dest.write(header.encode("utf-8"))
+    n = len(df)
+    if engine == "arrow":
+        whole = _whole_float_columns(df)
+        for start in range(0, n, CSV_CHUNK_ROWS):
+            _write_csv_arrow(df.iloc[start : start + CSV_CHUNK_ROWS], dest, whole)
+        return
+    for start in range(0, n, CSV_CHUNK_ROWS):
+        _write_csv_pandas(df.iloc[start : start + CSV_CHUNK_ROWS], dest)
+
+
+def _csv_quote(text: str) -> str:
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _whole_float_columns(df: pd.DataFrame) -> set[str]:
+    """Extra float columns (no fixed dtype on reading) holding only whole numbers, no NaN:
+    written with ``.0`` so that they read back as floats, not integers."""
+    import numpy as np
+
+    fixed = set(COLUMNS)
+    out = set()
+    for name in df.columns:
+        if name in fixed or df[name].dtype != np.float64:
+            continue
+        values = df[name].to_numpy()
+        with np.errstate(invalid="ignore"):
+            if values.size and not np.isnan(values).any() and (values == np.floor(values)).all():
+                out.add(name)
+    return out
+
+
+def _arrow_column(series: pd.Series, *, whole: bool = False, csv: bool = True) -> Any:
+    """One column as a pyarrow array, as the CSV writer should show it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = series.dtype
+    if dtype == np.float64 or dtype == np.float32:
+        values = series.to_numpy()
+        if whole and csv:  # 1.0 -> "1.0" (pyarrow writes "1"), so it reads back a float
+            text = pc.cast(pa.array(values), pa.string())
+            has_dot = pc.match_substring_regex(text, r"[.eEn]")
+            return pc.if_else(has_dot, text, pc.binary_join_element_wise(text, ".0", ""))
+        return pa.array(values, from_pandas=True)  # NaN -> null -> an empty field
+    if dtype == np.bool_:
+        values = pa.array(series.to_numpy())
+        return pc.if_else(values, "True", "False") if csv else values
+    if dtype == np.dtype(object):
+        values = series.to_numpy()
+        try:
+            return pa.array(values, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: as pandas writes them
+            return pa.array(
+                [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values],
+                type=pa.string(),
+            )
+    try:
+        array = pa.array(series, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        array = pa.array(series.astype(str).to_numpy(), type=pa.string())
+    if csv and pa.types.is_boolean(array.type):  # a nullable boolean column
+        return pc.if_else(array, "True", "False")
+    return array
+
+
+def _write_csv_arrow(chunk: pd.DataFrame, dest: IO[bytes], whole: set[str]) -> None:
+    """CHUNK by pyarrow; a chunk with text that needs quotes (a comma, a quote, a line
+    break: never in survey data) by pandas, so that quoting stays minimal everywhere."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    arrays = [_arrow_column(chunk[name], whole=name in whole) for name in chunk.columns]
+    for array in arrays:
+        text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        if text and pc.any(pc.match_substring_regex(array, '[,"\r\n]')).as_py():
+            _write_csv_pandas(chunk, dest)
+            return
+    table = pa.Table.from_arrays(arrays, names=[str(c) for c in chunk.columns])
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    dest.write(memoryview(sink.getvalue()))
+
+
+def _write_csv_pandas(chunk: pd.DataFrame, dest: IO[bytes]) -> None:
+    import io
+
+    text = io.TextIOWrapper(dest, encoding="utf-8", newline="", write_through=True)
+    try:
+        chunk.to_csv(text, index=False, header=False, lineterminator="\n")
+        text.flush()
+    finally:
+        text.detach()
+
+
+def _write_json(df: pd.DataFrame, dest: IO[bytes]) -> None:
+    """DF as one JSON array of records, streamed a chunk at a time."""
+    n = len(df)
+    dest.write(b"[")
+    for start in range(0, n, CSV_CHUNK_ROWS):
+        text = df.iloc[start : start + CSV_CHUNK_ROWS].to_json(
+            orient="records", double_precision=15, date_format="iso"
+        )
+        if start:
+            dest.write(b",")
+        dest.write(text[1:-1].encode("utf-8"))
+    dest.write(b"]\n")
+
+
+def require_pyarrow(what: str) -> Any:
+    """pyarrow, or ConfigError (exit 3) saying WHAT needs it and how to install it."""
+    if not have_pyarrow():
+        from stdq.errors import ConfigError
+
+        raise ConfigError(f"{what} needs pyarrow, which is not installed", hint=PYARROW_HINT)
+    import pyarrow
+
+    return pyarrow
+
+
+def write_parquet(df: pd.DataFrame, dest: IO[bytes], meta: dict | None = None) -> None:
+    """DF as Parquet (pyarrow), with the units and META as the file's key-value metadata."""
+    import json
+
+    pa = require_pyarrow("writing Parquet (--format parquet)")
+    import pyarrow.parquet as pq
+
+    arrays = [_arrow_column(df[name], csv=False) for name in df.columns]
+    table = pa.Table.from_arrays(arrays, names=[str(c) for c in df.columns])
+    info = {"units": {k: v for k, v in UNITS.items() if k in df.columns}, "zpsys": "ab",
+            "time_scale": "utc", **(meta or {})}
+    table = table.replace_schema_metadata({"stdq": json.dumps(info, default=str)})
+    pq.write_table(table, dest)
+
+
+def read_parquet(path) -> pd.DataFrame:
+    """A Parquet file written by write_parquet, as a DataFrame (text columns ``object``)."""
+    pa = require_pyarrow("reading Parquet")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    df = table.to_pandas(types_mapper={pa.string(): None}.get)
+    for name in df.columns:
+        if pa.types.is_string(table.schema.field(name).type):
+            df[name] = df[name].astype(object).where(df[name].notna(), None)
+    return df
+
+
+# -- a table just written is not read back ---------------------------------------------
+
+_WRITTEN: dict[str, tuple[tuple[int, int, int], pd.DataFrame]] = {}
+
+
+def _signature(path: Any) -> tuple[int, int, int]:
+    import os
+
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def remember_written(path: Any, df: pd.DataFrame) -> None:
+    """DF is what was just written to PATH: ``read_table(PATH)`` gives it back without
+    reading the file while the file is unchanged. Only the latest table is kept."""
+    from pathlib import Path
+
+    key = str(Path(path).resolve())
+    _WRITTEN.clear()
+    with contextlib.suppress(OSError):
+        _WRITTEN[key] = (_signature(key), df)
+
+
+def forget_written() -> None:
+    """Drop the table remember_written keeps (a long-running worker frees its memory)."""
+    _WRITTEN.clear()
+
+
+def copy_table_file(src: Any, dest: Any) -> None:
+    """Copy the file SRC to DEST atomically (a new file, never a link: editing the copy
+    never changes the product), by the kernel where it can (``shutil.copyfile``)."""
+    import os
+    import shutil
+    import time as _time
+    from pathlib import Path
+
+    from stdq.store import write_error
+
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{_time.monotonic_ns()}.tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(exc, dest, None) from exc
+
+
 def read_table(path) -> pd.DataFrame:
-    """Read a normalized photometry.csv back, with its dtypes."""
+    """Read a normalized photometry.csv back, with its dtypes (the table itself, when this
+    process has just written it and the file is unchanged: remember_written)."""
+    from pathlib import Path
+
     import pandas as pd
 
+    key = str(Path(path).resolve())
+    known = _WRITTEN.get(key)
+    if known is not None:
+        try:
+            if _signature(key) == known[0]:
+                return known[1].copy(deep=False)
+        except OSError:
+            pass
     dtypes = {name: ("string" if dtype == "object" else dtype) for name, dtype in COLUMN_TYPES}
     dtypes.pop("detected")
     df = pd.read_csv(path, dtype={k: v for k, v in dtypes.items() if v != "int64"}, keep_default_na=True)

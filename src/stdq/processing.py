@@ -97,6 +97,7 @@ def process_product(
                 f"{product.service}: the answer could not be processed ({one_line(exc)})"
             ) from exc
         atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
+        photometry.remember_written(product.photometry_path, table)  # not read back (issue 10)
         summary = photometry.summarize(table)
         _write_product_json(product, query, service_info, used, summary, None)
         left = sum(product.left_out.values())
@@ -109,6 +110,9 @@ def process_product(
             error=None,
             processed_at=time.time(),
         )
+        from stdq.latest import rebuild_for
+
+        rebuild_for(store, product)  # products/<target>/<service>/latest.csv (a warning at worst)
     except StdqError as exc:
         _fail(store, product, query, service_info, used, exc.message)
         raise

@@ -301,18 +301,46 @@ def _check_last_line(tail: bytes, n_fields: int, *, header_only: bool) -> None:
         )
 
 
-def read_answer(raw: RawFile | Any, kind: str) -> pd.DataFrame:
-    """One stored answer (CSV or JSON, by its file name) of KIND "detection" or "mean"."""
-    name = getattr(raw, "name", str(raw))
-    path: Any = getattr(raw, "path", raw)
-    if name.endswith(".json"):
-        return read_mast_json(_read_bytes(path))
+def parse_answer(source: bytes | str | os.PathLike, kind: str) -> pd.DataFrame:
+    """One MAST CSV answer (bytes or a path) of KIND "detection" or "mean", read as the
+    processor reads it (the service parses each page with this, once)."""
     if kind == "detection":
         return read_mast_csv(
-            path, id_columns=DETECTION_ID_COLUMNS, int_columns=DETECTION_INT_COLUMNS,
+            source, id_columns=DETECTION_ID_COLUMNS, int_columns=DETECTION_INT_COLUMNS,
             wanted=DETECTION_COLUMNS,
         )
-    return read_mast_csv(path, id_columns=("objID",), wanted=None)
+    return read_mast_csv(source, id_columns=("objID",), wanted=None)
+
+
+# Pages the service has parsed already, for the processor of the same process:
+# (stored path, sha256 of the stored bytes) -> table. Taken (popped) by read_answer.
+_PARSED: dict[tuple[str, str], pd.DataFrame] = {}
+_PARSED_MAX = 256
+
+
+def keep_parsed(raw: RawFile, table: pd.DataFrame) -> None:
+    """Hand TABLE, parsed from RAW's bytes, on to the processor (not for a redacted file:
+    its stored bytes differ from those parsed)."""
+    if getattr(raw, "redacted", False):
+        return
+    while len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[(str(raw.path), raw.sha256)] = table
+
+
+def read_answer(raw: RawFile | Any, kind: str) -> pd.DataFrame:
+    """One stored answer (CSV or JSON, by its file name) of KIND "detection" or "mean"
+    (the table the service parsed already, when it is this process's)."""
+    name = getattr(raw, "name", str(raw))
+    path: Any = getattr(raw, "path", raw)
+    sha = getattr(raw, "sha256", None)
+    if sha is not None:
+        parsed = _PARSED.pop((str(path), sha), None)
+        if parsed is not None:
+            return parsed
+    if name.endswith(".json"):
+        return read_mast_json(_read_bytes(path))
+    return parse_answer(path, kind)
 
 
 def parse_metadata(data: bytes | str) -> list[dict[str, Any]]:

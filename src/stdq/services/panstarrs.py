@@ -16,7 +16,7 @@ DR1 has only the mean table, so it is the default there and asking DR1 for
 detections is bad input (exit 2).
 
 Time bounds (``--mjd-min`` etc., UTC) select detections: they are converted to
-TAI (the scale of ``obsTime``) with astropy's leap-second table and sent as
+TAI (the scale of ``obsTime``) with ERFA's leap-second table and sent as
 ``obsTime.gte``/``obsTime.lte``, and the processor checks them again after its
 own TAI -> UTC conversion. They do not apply to the mean table (averages).
 
@@ -49,6 +49,7 @@ from stdq.services.base import (
 
 if TYPE_CHECKING:
     import httpx
+    import pandas as pd
 
     from stdq.http import Client
     from stdq.services.base import QueryContext
@@ -178,17 +179,14 @@ class PanstarrsService(SingleTargetDataService):
     def _fetch_pages(
         self, context: QueryContext, url: str, params: dict[str, Any], kind: str, label: str,
         step: str,
-    ) -> list[tuple[bytes, str, int]]:
-        """Every page of one query: [(body, redacted url, rows)], until a page is short."""
-        from stdq.processors.panstarrs import (
-            DETECTION_COLUMNS,
-            DETECTION_REQUIRED,
-            MEAN_REQUIRED,
-            read_mast_csv,
-        )
+    ) -> list[tuple[bytes, str, pd.DataFrame]]:
+        """Every page of one query: [(body, redacted url, parsed table)], until a page is
+        short. Each page is parsed once, by the processor's own reader
+        (``parse_answer``): the table is handed on to the processor (``keep_parsed``)."""
+        from stdq.processors.panstarrs import DETECTION_REQUIRED, MEAN_REQUIRED, parse_answer
 
         pagesize = self.pagesize
-        pages: list[tuple[bytes, str, int]] = []
+        pages: list[tuple[bytes, str, pd.DataFrame]] = []
         seen: set[bytes] = set()
         for page in range(1, MAX_PAGES + 1):
             context.check_cancelled()
@@ -196,10 +194,7 @@ class PanstarrsService(SingleTargetDataService):
             response = self._get(context, url, {**params, "pagesize": pagesize, "page": page},
                                  step if page == 1 else f"{step} (page {page})")
             body = response.content
-            if kind == "detection":
-                table = read_mast_csv(body, int_columns=("filterID",), wanted=DETECTION_COLUMNS)
-            else:
-                table = read_mast_csv(body, id_columns=("objID",), wanted=None)
+            table = parse_answer(body, kind)
             rows = len(table)
             required = DETECTION_REQUIRED if kind == "detection" else MEAN_REQUIRED
             missing = [c for c in required if c not in table.columns]
@@ -211,7 +206,7 @@ class PanstarrsService(SingleTargetDataService):
             if rows and body in seen:
                 raise QueryFailed(f"{self.name}: the service sent page {page} twice; it ignores paging")
             seen.add(body)
-            pages.append((body, context.client.safe_url(response.request.url), rows))
+            pages.append((body, context.client.safe_url(response.request.url), table))
             if rows < pagesize:
                 return pages
         raise QueryFailed(f"{self.name}: more than {MAX_PAGES} pages of {pagesize} rows; narrow the query")
@@ -244,8 +239,8 @@ class PanstarrsService(SingleTargetDataService):
         from stdq.processors.panstarrs import (
             DETECTION_COLUMNS,
             MEAN_COLUMNS,
+            keep_parsed,
             object_separations,
-            read_mast_csv,
         )
 
         release, table = params["release"], params["table"]
@@ -265,8 +260,7 @@ class PanstarrsService(SingleTargetDataService):
             f"the cone search of the {release.upper()} mean table",
         )
         objects = pd.concat(
-            [read_mast_csv(body, id_columns=("objID",)) for body, _, rows in mean_pages if rows]
-            or [pd.DataFrame()],
+            [table for _, _, table in mean_pages if len(table)] or [pd.DataFrame()],
             ignore_index=True,
         )
         position = f"RA {target.ra:.6f}, Dec {target.dec:+.6f}"
@@ -287,8 +281,9 @@ class PanstarrsService(SingleTargetDataService):
             "objects_in_cone": [{"object_id": o, "sep_arcsec": round(s, 4)} for o, s in ranked],
             "selected_objects": [o for o, _ in selected],
         }
-        raws: list[tuple[str, bytes, str]] = [
-            (f"mean-p{i:03d}.csv", body, url) for i, (body, url, _) in enumerate(mean_pages, 1)
+        raws: list[tuple[str, bytes, str, pd.DataFrame]] = [
+            (f"mean-p{i:03d}.csv", body, url, parsed)
+            for i, (body, url, parsed) in enumerate(mean_pages, 1)
         ]
         if table == "detection":
             det_params: dict[str, Any] = {
@@ -312,10 +307,10 @@ class PanstarrsService(SingleTargetDataService):
                     {"objID": object_id, **det_params}, "detection", label,
                     f"the detection query of object {object_id}",
                 )
-                total += sum(rows for _, _, rows in pages)
+                total += sum(len(parsed) for _, _, parsed in pages)
                 raws += [
-                    (f"detection-{object_id}-p{i:03d}.csv", body, url)
-                    for i, (body, url, _) in enumerate(pages, 1)
+                    (f"detection-{object_id}-p{i:03d}.csv", body, url, parsed)
+                    for i, (body, url, parsed) in enumerate(pages, 1)
                 ]
             if total == 0:
                 span = ""
@@ -327,23 +322,22 @@ class PanstarrsService(SingleTargetDataService):
                 )
             notes["detection_rows"] = total
         product = context.new_product(target, params)
-        for name, body, url in raws:
-            product.add_raw(name, body, url=url, content_type="text/csv")
+        for name, body, url, parsed in raws:
+            raw = product.add_raw(name, body, url=url, content_type="text/csv")
+            keep_parsed(raw, parsed)  # the processor reads it from memory (parsed once)
         product.notes.update(notes)
         return [product]
 
 
 def utc_bounds_to_tai(mjd_min: float | None, mjd_max: float | None) -> tuple[float | None, float | None]:
-    """UTC MJD bounds -> TAI MJD (the scale of obsTime), with astropy's leap-second table."""
+    """UTC MJD bounds -> TAI MJD (the scale of obsTime), with ERFA's leap-second table
+    (``photometry.utc_to_tai_mjd``; astropy is not imported)."""
     values = [v for v in (mjd_min, mjd_max) if v is not None]
     if not values:
         return None, None
-    from stdq.photometry import quiet_astropy
+    from stdq.photometry import utc_to_tai_mjd
 
-    quiet_astropy()
-    from astropy.time import Time
-
-    converted = iter(Time(values, format="mjd", scale="utc").tai.mjd.tolist())
+    converted = iter(utc_to_tai_mjd([float(v) for v in values]).tolist())
     return (
         next(converted) if mjd_min is not None else None,
         next(converted) if mjd_max is not None else None,
