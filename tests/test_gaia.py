@@ -403,3 +403,48 @@ def test_library_query(stdq):
     assert len(table) == 119
     assert set(table["band"]) == {"gaia::g", "gaia::gbp", "gaia::grp"}
     assert table["gaia_bjd_tcb"].min() > 2456800
+
+
+def test_hostile_values_are_left_out_and_counted(stdq):
+    rows = gaia(stdq).epochs[VARIABLE_ID]
+    rows[3]["flux"] = float("inf")  # G of transit 1
+    rows[4]["flux_error"] = 0.0  # BP of transit 1
+    rows[6]["time"] = -5000.0  # G of transit 2: 1996, before Gaia
+    rows[7]["time"] = float("nan")
+    rows[8]["time"] = 99999.0  # beyond 2200: not converted
+    _, _, table, meta = query(stdq, *COORDS)
+    assert len(table) == 119 - 5
+    assert meta["left_out"] == {
+        "non-finite flux or error": 2,  # inf, and the BP row without a flux
+        "flux error <= 0": 1,
+        "epoch not a number": 2,
+        "epoch before Gaia began": 1,
+    }
+
+
+def test_an_id_beyond_int64_is_a_clear_failure(stdq):
+    gaia(stdq).epochs[VARIABLE_ID][0]["transit_id"] = 2**64
+    result = stdq.run("query", "gaia", *COORDS)
+    line = assert_clean_error(result, 1)
+    assert "transit_id" in line and "64-bit" in line
+
+
+def test_a_broken_zip_is_a_clear_failure(stdq, monkeypatch):
+    emulator = gaia(stdq)
+    from stdq.testing.fakeserver import Response
+
+    monkeypatch.setattr(emulator, "datalink", lambda params: Response(
+        200, b"PK\x03\x04 this is not a zip", {"Content-Type": "application/zip"}))
+    result = stdq.run("query", "gaia", *COORDS)
+    assert "broken zip" in assert_clean_error(result, 1)
+    assert not list(stdq.data_dir.rglob("photometry.csv"))
+
+
+def test_a_bare_csv_answer_is_read_too(stdq, monkeypatch):
+    """An archive that ignores USE_ZIP_ALWAYS for one id answers the file itself."""
+    emulator = gaia(stdq)
+    real = emulator.datalink
+    monkeypatch.setattr(emulator, "datalink", lambda params: real({**params, "USE_ZIP_ALWAYS": "false"}))
+    info, product_dir, table, _ = query(stdq, *COORDS)
+    assert info["rows"] == 119
+    assert (product_dir / "raw" / "epochs-001.csv").is_file()
