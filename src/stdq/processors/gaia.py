@@ -11,8 +11,8 @@ reads them back (docs/gaia.md):
   selection is made again here from the cone answer); epochs of other sources are
   left out and counted;
 - one row per (transit_id, band) of bands G, BP, RP: filter ``G``/``BP``/``RP``,
-  band ``gaia::g`` / ``gaia::gbp`` / ``gaia::grp`` (guess: the names sncosmo would
-  give them; sncosmo is not installed here to check, see docs);
+  band ``gaia::g`` / ``gaia::gbp`` / ``gaia::grp`` (sncosmo's built-in names, as
+  SkyPortal's bandpass list has them; sncosmo itself is not installed here);
 - flux in e-/s -> microjansky with the Gaia (E)DR3 AB zero points of
   Riello et al. 2021 (A&A 649, A3, table 3): ``m_AB = ZP - 2.5 log10(flux)``, so
   ``flux_ujy = flux * 10**(-0.4 (ZP - 23.9))``; flux_kind ``total``;
