@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 # A&A 649, A3, table 3; the Gaia EDR3/DR3 documentation, section 5.4.1). DR3 keeps the
 # EDR3 photometric system. Vega ones (the `mag` column) for reference.
 ZP_AB = {"G": 25.8010, "BP": 25.3540, "RP": 25.1040}
-ZP_AB_ERROR = {"G": 0.0028, "BP": 0.0027, "RP": 0.0038}
+ZP_AB_ERROR = {"G": 0.0028, "BP": 0.0023, "RP": 0.0016}
 ZP_VEGA = {"G": 25.6874, "BP": 25.3385, "RP": 24.7479}
 BANDS = {"G": "gaia::g", "BP": "gaia::gbp", "RP": "gaia::grp"}
 INSTRUMENTS = {"G": "AF", "BP": "BP", "RP": "RP"}  # astrometric field CCDs, blue/red photometers
