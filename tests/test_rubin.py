@@ -160,7 +160,7 @@ def test_all_objects_keeps_each_with_its_separation(stdq):
 # -- failover --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["500", "html"])
+@pytest.mark.parametrize("fault", ["500", "html", "429", "empty"])
 def test_fink_failing_falls_over_to_alerce(stdq, recorded_waits, fault):
     stdq.server.add_fault(fault, path=r"^/fink/", times=100)
     meta, rows, folder = product_of(query(stdq))

@@ -175,6 +175,18 @@ def test_a_result_on_another_origin_is_not_fetched(rsp):
     assert_token_nowhere(stdq)
 
 
+def test_the_token_does_not_follow_a_redirect_to_another_host(rsp):
+    stdq, _ = rsp
+    with FakeServer([RspTapEmulator()]) as other:
+        stdq.server.add_fault("redirect", path=r"/tables", options={"location": other.base_url})
+        result = query(stdq)
+        assert result.returncode != 0
+        (seen,) = other.requests
+        assert seen.path == "/rsp/api/tap/tables" and "authorization" not in seen.headers
+    assert all(r.headers.get("authorization") == f"Bearer {TEST_TOKEN}" for r in log(stdq))
+    assert_token_nowhere(stdq, result.stdout, result.stderr)
+
+
 def test_unknown_release_exits_2_listing_the_known_ones(rsp):
     stdq, emulator = rsp
     message = assert_clean_error(query(stdq, "--release", "dr9"), 2)

@@ -182,8 +182,8 @@ def measurements(frame: pd.DataFrame, *, kind: str, broker: str) -> list[pd.Data
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))
         if text.isdigit():
-            table = mapping if isinstance(mapping, dict) else ALERCE_BAND_GUESS
-            text = str(table.get(text, table.get(int(text), "")) if isinstance(table, dict) else "")
+            table: dict[Any, Any] = mapping if isinstance(mapping, dict) else ALERCE_BAND_GUESS
+            text = str(table.get(text, table.get(int(text), "")))
         letters.append(text)
     band_letter = np.array(letters, dtype=object)
     if kind == "detection":
