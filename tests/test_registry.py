@@ -338,7 +338,7 @@ def test_third_party_resolver_in_the_order(tmp_path, third_party):
 
     settings = settings_from(tmp_path, '[resolver]\norder = ["local", "plug"]\nplug_url = "http://x"\n')
     registry = registry_for(settings)
-    assert registry.resolver_names() == ["local", "sesame", "mast", "plug"]
+    assert registry.resolver_names() == ["local", "sesame", "mast", "tns", "plug"]
     assert registry.resolver("plug").values == {"plug_url": "http://x"}
     store = Store(settings.data_dir)
     try:

@@ -368,6 +368,9 @@ def load_settings(
     )
     # the order's names and the other keys are checked by the registry (plug-ins)
     resolver_values = {k: v for k, v in resolver_raw.items() if k != "order"}
+    if "order" not in resolver_raw and isinstance(resolver_raw.get("tns"), dict):
+        # a [resolver.tns] table turns the TNS resolver on, after the others (docs/settings.md)
+        order = [*order, "tns"]
 
     services_raw = raw.get("services") or {}
     if not isinstance(services_raw, dict) or not all(

@@ -118,8 +118,20 @@ def _resolver_lines() -> list[str]:
     for name, path in BUILTIN[RESOLVER_GROUP].items():
         cls = load_class(path, where=f"resolver {name!r}")
         for key, default in cls.settings_defaults.items():  # type: ignore[attr-defined]
+            if isinstance(default, dict):  # a table of its own: [resolver.NAME], written below
+                continue
             lines += _comment(cls.settings_help.get(key, ""))  # type: ignore[attr-defined]
             lines.append(f"# {key} = {_toml(default)}")
+    lines += [
+        "",
+        "# [resolver.tns]",
+        "# The Transient Name Server, for names like AT 2024abc: this table puts \"tns\" at",
+        "# the end of the default order. The api key is a secret: prefer STDQ_TNS_API_KEY.",
+        '# api_key = "<your TNS api key>"',
+        "# bot_id = 12345",
+        '# bot_name = "<your bot name>"',
+        '# url = "https://www.wis-tns.org"',
+    ]
     return lines
 
 

@@ -83,6 +83,7 @@ BUILTIN: dict[str, dict[str, str]] = {
     RESOLVER_GROUP: {
         "sesame": "stdq.resolvers:SesameResolver",
         "mast": "stdq.resolvers:MastResolver",
+        "tns": "stdq.resolvers_tns:TnsResolver",
     },
     COMMAND_GROUP: {
         "config.atlas-login": "stdq.services.atlas_login:atlas_login",
@@ -98,6 +99,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "alerce-lsst": "stdq.testing.alerce:AlerceLsstEmulator",
         "rsp": "stdq.testing.rsp:RspTapEmulator",
         "gaia": "stdq.testing.gaia:GaiaArchiveEmulator",
+        "tns": "stdq.testing.tns:TnsEmulator",
     },
 }
 
@@ -656,6 +658,10 @@ class Registry:
         resolver: dict[str, Any] = {"order": list(settings.resolver.order)}
         for key, spec in self.resolver_keys().items():
             value = settings.resolver.values.get(key, spec["default"])
+            if isinstance(value, dict):  # a [resolver.NAME] table: shown when set, api_key masked
+                if key not in settings.resolver.values:
+                    continue
+                value = {k: ("***" if k == "api_key" and v else v) for k, v in value.items()}
             resolver[key] = mask_url_password(value) if isinstance(value, str) else value
         return {
             "config_file": str(settings.path) + ("" if settings.file_exists else " (absent: defaults)"),
