@@ -371,6 +371,39 @@ def shared_ssl_context() -> Any:
     return _SSL_CONTEXT
 
 
+def _transports() -> dict[str, Any]:
+    """httpx.Client arguments that build no SSL context for ``http://`` URLs: plain
+    HTTP by a transport without certificates, ``https://`` by one that takes the shared
+    context at its first request. With a proxy in the environment, httpx's own setup
+    (which honours it) is kept."""
+    import urllib.request
+
+    import httpx
+
+    if any(scheme != "no" for scheme in urllib.request.getproxies_environment()):
+        return {"verify": shared_ssl_context()}
+
+    class LazyTLSTransport(httpx.BaseTransport):
+        """An HTTPTransport with the shared SSL context, made at its first request."""
+
+        def __init__(self) -> None:
+            self._real: httpx.HTTPTransport | None = None
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if self._real is None:
+                self._real = httpx.HTTPTransport(verify=shared_ssl_context())
+            return self._real.handle_request(request)
+
+        def close(self) -> None:
+            if self._real is not None:
+                self._real.close()
+
+    return {
+        "transport": httpx.HTTPTransport(verify=False),  # plain http:// only (https is mounted)
+        "mounts": {"https://": LazyTLSTransport()},
+    }
+
+
 class Client:
     """An httpx.Client with stdq's request policy; one per job, closed when done.
 
@@ -416,9 +449,8 @@ class Client:
         self.client = httpx.Client(
             timeout=httpx.Timeout(self.timeout),
             headers={"User-Agent": USER_AGENT},
-            verify=shared_ssl_context(),
             auth=auth,
-            transport=transport,
+            **({"transport": transport} if transport is not None else _transports()),
             follow_redirects=False,  # followed here, one hop at a time, under the policy
             event_hooks={"request": hooks},
         )

@@ -549,17 +549,20 @@ class Registry:
         values = self.settings.resolver.values
         if not values:
             return
-        declared = self.resolver_keys()
+        declared = self.resolver_keys(builtin_only=True)  # no entry-point scan when they suffice
+        if any(key not in declared for key in values):
+            declared = self.resolver_keys()
         for key, value in values.items():
             if key not in declared:
                 raise _unknown_key(f"{path}: [resolver]", key, [*RESOLVER_CORE_KEYS, *declared])
             values[key] = check_type(value, declared[key]["default"], key, f"{path}: [resolver]")
             check_range(values[key], None, key, f"{path}: [resolver]")
 
-    def resolver_keys(self) -> dict[str, dict[str, Any]]:
-        """The [resolver] keys of every registered remote resolver: {key: {default, help, resolver}}."""
+    def resolver_keys(self, *, builtin_only: bool = False) -> dict[str, dict[str, Any]]:
+        """The [resolver] keys of every registered remote resolver: {key: {default, help, resolver}}
+        (BUILTIN_ONLY: of the built-in ones, found without scanning entry points)."""
         keys: dict[str, dict[str, Any]] = {}
-        for name in self.resolver_names()[1:]:
+        for name in list(BUILTIN.get(RESOLVER_GROUP, {})) if builtin_only else self.resolver_names()[1:]:
             cls = self.resolver_class(name)
             help_of = getattr(cls, "settings_help", {}) or {}
             for key, value in (getattr(cls, "settings_defaults", {}) or {}).items():

@@ -122,7 +122,7 @@ def output_options(help_text: str = "Write the table here ('-' = stdout).") -> C
 
     def decorate(func: F) -> F:
         func = click.option(
-            "--format", "fmt", type=click.Choice(["csv", "ecsv", "json"]),
+            "--format", "fmt", type=click.Choice(["csv", "ecsv", "json", "parquet"]),
             help="Format for -o (default: from the file name, else csv).",
         )(func)
         return click.option("-o", "--output", metavar="PATH|-", help=help_text)(func)  # type: ignore[return-value]

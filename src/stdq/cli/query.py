@@ -54,7 +54,7 @@ def build_command(service_name: str, cls: Any) -> click.Command:
         click.Option(["--sync"], is_flag=True, help="Run the job in this process, not in a worker."),
         click.Option(["--force"], is_flag=True, help="Submit even when an identical job is queued or running."),
         click.Option(["-o", "--output"], metavar="PATH|-", help="Also write the table here ('-' = stdout)."),
-        click.Option(["--format", "fmt"], type=click.Choice(["csv", "ecsv", "json"]), help="Format for -o (default: from the file name, else csv)."),
+        click.Option(["--format", "fmt"], type=click.Choice(["csv", "ecsv", "json", "parquet"]), help="Format for -o (default: from the file name, else csv)."),
     ]
     doc = f"{cls.title or service_name}. Target: NAME, or --ra and --dec."
     if cls.info_url:
@@ -82,9 +82,13 @@ class QueryGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         registry = get_state(ctx).stdq.registry
+        built: dict[str, click.Command] = ctx.meta.setdefault("stdq.query.commands", {})
+        if name in built:  # resolve_command asks twice: the command is built once
+            return built[name]
         if not registry.has_service(name):  # a built-in name needs no entry-point scan
             return None
-        return build_command(name, registry.service_class(name))
+        built[name] = build_command(name, registry.service_class(name))
+        return built[name]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the services; one that cannot be loaded is shown with its error."""
@@ -141,6 +145,10 @@ def run_query(
                        hint="collect the table later: stdq jobs result ID -o PATH")
     if background and sync:
         raise BadInput("--background and --sync exclude each other")
+    if fmt == "parquet" or (fmt is None and (output or "").lower().endswith(".parquet")):
+        from stdq.photometry import require_pyarrow
+
+        require_pyarrow("writing Parquet (--format parquet)")  # exit 3 before the query runs
     runner = "worker" if background else "inprocess" if sync else None
     job = state.stdq.submit(
         service_name, name, ra=ra, dec=dec, force=force, runner=runner, **form_values

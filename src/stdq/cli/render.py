@@ -302,9 +302,34 @@ def summary(job: Job, products: Sequence[Product], output: str | None) -> None:
         con.print(line)
 
 
+def write_result(result: QueryResult, out: str, fmt: str | None) -> str | None:
+    """RESULT's table to OUT: in the product's own format (CSV) photometry.csv is copied
+    (or streamed to stdout) as it is, never read back and written again; another format
+    is converted from the table (the one in memory when this process has just made it)."""
+    import shutil
+
+    from stdq import photometry
+
+    if fmt is None:
+        suffix = Path(out).suffix.lower().lstrip(".") if out != "-" else ""
+        fmt = suffix if suffix in photometry.FORMATS else "csv"
+    ready = [p for p in result.products if p.state == "ready"]
+    if fmt != "csv" or len(ready) != 1 or not ready[0].photometry_path.is_file():
+        return write_output(result.table, out, fmt)
+    source = ready[0].photometry_path
+    if out == "-":
+        with open(source, "rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+        return None
+    path = Path(out).expanduser()
+    photometry.copy_table_file(source, path)
+    return str(path)
+
+
 def query_result(result: QueryResult, out: str | None, fmt: str | None, as_json: bool) -> None:
     """A finished job with rows: the table to -o, then the summary or its JSON."""
-    written = write_output(result.table, out, fmt) if out else None
+    written = write_result(result, out, fmt) if out else None
     if out == "-":
         return
     if as_json:
