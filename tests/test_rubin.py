@@ -121,6 +121,15 @@ def test_detections_and_both_kinds(stdq):
     assert [r.path.split("?")[0] for r in log(stdq, "fink")][-2:] == ["/fink/api/v1/fp", "/fink/api/v1/sources"]
 
 
+def test_time_bounds_select_utc_epochs(stdq):
+    _, every, folder = product_of(query(stdq))
+    mjds = sorted(float(x["mjd"]) for x in every)
+    cut = (mjds[5] + mjds[6]) / 2
+    meta, rows, _ = product_of(query(stdq, "--mjd-min", f"{cut}"))
+    assert len(rows) == len(every) - 6 and all(float(x["mjd"]) >= cut for x in rows)
+    assert meta["left_out"]["outside the asked time range"] == 6
+
+
 def test_total_fluxes_are_their_own_rows(stdq):
     _, rows, folder = product_of(query(stdq, "--flux-kind", "both"))
     forced = raw_records(folder, "fink-fp-")

@@ -112,13 +112,23 @@ def test_votable_results_read_the_same(rsp):
     text = stdq.config_path.read_text().replace(
         "[services.rubin-rsp]\n", '[services.rubin-rsp]\nresult_format = "votable"\n')
     stdq.config_path.write_text(text)
-    second = query(stdq)
+    second = query(stdq, "--force")  # the same query again: not the earlier job's result
     assert second.returncode == 0, second.stderr
     _, rows_csv, _ = product_rows(json.loads(first.stdout))
     _, rows_vot, folder = product_rows(json.loads(second.stdout))
     assert (folder / "raw" / "rsp-result.xml").exists()
     key = ("source_row_id", "flux_ujy", "flux_err_ujy", "mjd", "band", "quality_flag", "object_id")
     assert [tuple(r[k] for k in key) for r in rows_vot] == [tuple(r[k] for k in key) for r in rows_csv]
+
+
+def test_a_lost_submission_answer_adopts_the_job_it_made(rsp):
+    stdq, emulator = rsp
+    stdq.server.add_fault("drop", path=r"/async$", method="POST")  # the job is made, the answer lost
+    result = query(stdq)
+    assert result.returncode == 0, result.stderr
+    (job,) = emulator.jobs.values()  # found by its RUNID in the job list: never sent twice
+    assert len(log(stdq, "POST", r"/async$")) == 1 and log(stdq, "GET", r"/async$")
+    assert job.deleted and job.runid.startswith("stdq-")
 
 
 def test_uws_error_exits_1_with_its_message_and_deletes_the_job(rsp):

@@ -272,7 +272,8 @@ class RubinProcessor(DataProcessor):
             if kind[1] == "rsp":
                 frame = read_tap_table(raw.path, raw.name)
             else:
-                frame = pd.DataFrame(read_records(raw.path.read_bytes(), f"the answer {raw.name}"))
+                # object columns: a 64-bit id beside a null must never become a float
+                frame = pd.DataFrame(read_records(raw.path.read_bytes(), f"the answer {raw.name}"), dtype=object)
             parts += measurements(frame, kind=kind[0], broker=kind[1])
         if not seen_any:
             raise QueryFailed("rubin: the product has no photometry answer")
