@@ -349,6 +349,7 @@ class Stdq:
         dec: Any = None,
         force: bool = False,
         runner: str | None = None,
+        reuse: bool | None = None,
         **params: Any,
     ) -> Job:
         """Queue a query as a job (parameters checked first, then the target resolved).
@@ -356,7 +357,9 @@ class Stdq:
         RUNNER None: "worker" for a service that supports background runs when
         ``[tasks] backend = "database"``, else "inprocess" (run it with :meth:`run`).
         An identical queued or running job is returned instead (``reused``) unless
-        FORCE. A worker is started for a worker job when ``autostart_worker``.
+        FORCE; so is an identical job that succeeded less than ``[tasks] reuse_seconds``
+        ago (its products still stored), unless FORCE or REUSE is False. A worker is
+        started for a worker job when ``autostart_worker``.
         """
         cls = self.registry.service_class(service)
         cleaned = cls.form(params).clean()
@@ -371,6 +374,10 @@ class Stdq:
                 'a background job needs backend "database"'
             )
         where = self._target(target, ra, dec)
+        if not force and (reuse if reuse is not None else True):
+            earlier = self._recent_success(service, where, cleaned)
+            if earlier is not None:
+                return earlier
         job = self.queue.submit(
             service, where, cleaned, runner=runner,
             max_attempts=self.settings.tasks.max_attempts, force=force,
@@ -378,6 +385,29 @@ class Stdq:
         if job.runner == "worker":
             self._autostart()
         return job
+
+    def _recent_success(self, service: str, target: Target, cleaned: dict[str, Any]) -> Job | None:
+        """An identical job that succeeded less than reuse_seconds ago with its products
+        still ready, marked ``reused``; None when there is none (or reuse is off)."""
+        import dataclasses
+
+        from stdq.jobs.queue import idempotency_key
+
+        seconds = self.settings.tasks.reuse_seconds
+        if seconds <= 0:
+            return None
+        key = idempotency_key(service, target.ra, target.dec, dict(cleaned))
+        rows = self.db.conn.execute(
+            "SELECT * FROM jobs WHERE idem_key = ? AND state = 'succeeded' AND finished_at >= ?"
+            " ORDER BY finished_at DESC, id DESC LIMIT 5",
+            (key, self.clock() - seconds),
+        ).fetchall()
+        for row in rows:
+            job = Job.from_row(row)
+            products = [self.store.get_product(pid) for pid in job.products]
+            if all(p is not None and p.state == "ready" for p in products):
+                return dataclasses.replace(job, reused=True)
+        return None
 
     def run(self, job_id: int, on_progress: ProgressCallback | None = None) -> Job:
         """Claim in-process job JOB_ID and run it here to its end; returns the ended job.
@@ -626,6 +656,111 @@ class Stdq:
             raise QueryFailed(f"product {product_id} has no raw files to process")
         process_product(self.settings, self.store, loaded)
         return self.product(product_id)
+
+    def remove_product(self, product_id: int, *, force: bool = False) -> Product:
+        """Delete a product (its folder and catalog row) and rebuild its latest.csv.
+
+        Refused (BadInput, exit 2) while a job still writes it, or, unless FORCE, when
+        it holds rows of latest.csv that no other product of its target and service has.
+        """
+        from stdq.latest import folder_products, needed_rows, remove_product
+
+        product = self.store.require_product(product_id)
+        self.db.require_writable("remove a product")
+        if product.state == "pending" and product.job_id is not None:
+            job = self.queue.get(product.job_id)
+            if job is not None and not job.final:
+                raise BadInput(f"product {product_id} is still being written by job {job.id}")
+        if not force:
+            others = folder_products(self.store, Path(product.path).parent, product.service)
+            lost = needed_rows(self.store, product, others)
+            if lost:
+                raise BadInput(
+                    f"product {product_id} holds {lost} row(s) of the latest light curve of"
+                    f" {product.target} / {product.service} that no other product has",
+                    hint=f"remove it all the same: stdq products rm {product_id} --force",
+                )
+        remove_product(self.store, product)
+        return product
+
+    def prune_products(
+        self, older_than_seconds: float, *, keep_latest: bool = False, force: bool = False
+    ) -> builtins.list[Product]:
+        """Remove products older than that, oldest first; returns the removed ones.
+
+        Unless FORCE, a product is kept when it holds rows of its latest.csv that no
+        remaining product has; KEEP_LATEST also keeps the newest product of each target
+        and service.
+        """
+        from stdq.latest import folder_products, needed_rows, remove_product
+
+        self.db.require_writable("prune products")
+        cutoff = self.clock() - older_than_seconds
+        old = sorted(
+            (p for p in self.store.products() if p.created_at < cutoff
+             and (p.state != "pending" or p.job_id is None
+                  or (j := self.queue.get(p.job_id)) is None or j.final)),
+            key=lambda p: p.id,
+        )
+        newest: dict[tuple[str, str], int] = {}
+        for p in self.store.products():
+            key = (str(Path(p.path).parent), p.service)
+            newest[key] = max(newest.get(key, 0), p.id)
+        removed: builtins.list[Product] = []
+        for product in old:
+            key = (str(Path(product.path).parent), product.service)
+            if keep_latest and newest.get(key) == product.id:
+                continue
+            if not force:
+                others = folder_products(self.store, Path(product.path).parent, product.service)
+                if needed_rows(self.store, product, others):
+                    continue
+            remove_product(self.store, product)
+            removed.append(product)
+        return removed
+
+    def latest(self, target: str | Target, service: str) -> Path | None:
+        """products/<target>/<service>/latest.csv of TARGET (a name, or a Target) and
+        SERVICE, rebuilt when missing; None when there is no ready product."""
+        from stdq.latest import LATEST_CSV, folder_for, folder_products, rebuild
+
+        label = target.label if isinstance(target, Target) else target.strip()
+        folder = folder_for(self.store, label, service)
+        if not folder_products(self.store, folder, service):
+            return None
+        path = folder / LATEST_CSV
+        if not path.is_file():
+            path = rebuild(self.store, folder, service).path or path
+        return path
+
+    def update(
+        self,
+        targets: Sequence[str] = (),
+        *,
+        list: str | None = None,
+        all: bool = False,
+        services: Sequence[str] | None = None,
+        since: float | str | None = None,
+        background: bool = False,
+        on_new_detection: str | None = None,
+        ecsv: bool = False,
+        on_change: Callable[[Any], None] | None = None,
+    ) -> builtins.list[Any]:
+        """``stdq update``: one job per target and service asking only for epochs after the
+        newest stored one (:mod:`stdq.update`); returns the UpdateItems (settled unless
+        BACKGROUND). ON_NEW_DETECTION: the hook command (default ``[hooks]``; "" none)."""
+        from stdq import update as upd
+
+        chosen = upd.select_targets(self, targets, list, all)
+        bound = upd.parse_since(str(since)) if since is not None else None
+        items = upd.plan(self, chosen, services, bound)
+        hook = self.settings.hooks.on_new_detection if on_new_detection is None else on_new_detection
+        self.db.require_writable("update targets")
+        upd.submit(self, items, hook or None)
+        if background:
+            return items
+        upd.run_items(self, items, on_change=on_change or (lambda item: None), ecsv=ecsv)
+        return items
 
     # -- services ---------------------------------------------------------------------------
     def doctor(self, *, probes: bool = True) -> list[Check]:

@@ -156,3 +156,42 @@ def reprocess_product(product_id: int) -> None:
     if reasons:
         click.echo("  left out: " + "; ".join(f"{n} {reason}" for reason, n in reasons.items()))
     click.echo(f"  table: {product.photometry_path}")
+
+
+@products.command("rm")
+@click.argument("product_id", metavar="ID", type=int)
+@click.option("--force", is_flag=True, help="Remove it even when latest.csv loses rows no other product has.")
+@json_option
+def rm_product(product_id: int, force: bool) -> None:
+    """Remove a product (its folder and catalog row); its latest.csv is rebuilt.
+
+    Refused (exit 2) when the product holds rows of its target's latest.csv that
+    no other product has, unless --force.
+    """
+    state = get_state()
+    removed = state.stdq.remove_product(product_id, force=force)
+    if state.json:
+        emit_json({"removed": [removed.id]})
+    else:
+        message(f"removed product {removed.id} ({removed.target} / {removed.service})")
+
+
+@products.command("prune")
+@click.option("--older-than", "older_than", required=True, metavar="AGE", help="Age of the products to remove: 30d, 12h, 45m, 2w.")
+@click.option("--keep-latest", is_flag=True, help="Keep the newest product of each target and service.")
+@click.option("--force", is_flag=True, help="Remove also products holding rows no other product has.")
+@json_option
+def prune_products(older_than: str, keep_latest: bool, force: bool) -> None:
+    """Remove products older than AGE, oldest first; latest.csv files are rebuilt.
+
+    A product holding rows of its latest.csv that no remaining product has is
+    kept, unless --force.
+    """
+    from stdq.cli.jobs import parse_duration
+
+    state = get_state()
+    removed = state.stdq.prune_products(parse_duration(older_than), keep_latest=keep_latest, force=force)
+    if state.json:
+        emit_json({"removed": [p.id for p in removed]})
+    else:
+        message(f"removed {counted(len(removed), 'product')}")

@@ -281,6 +281,10 @@ def _process(
             products=product_ids, note=note, exit_code=errors.EXIT_NO_DATA,
         )
         return
+    if detections:  # `stdq update`'s on_new_detection hook, before the job ends (never raises)
+        from stdq.update import run_hook
+
+        run_hook(settings, store, queue, job_id, product_ids)
     note = f"{counted(rows, 'row')}, {counted(detections, 'detection')}"
     if left_notes:
         note += "; left out: " + "; ".join(left_notes)
