@@ -121,6 +121,20 @@ def test_detections_and_both_kinds(stdq):
     assert [r.path.split("?")[0] for r in log(stdq, "fink")][-2:] == ["/fink/api/v1/fp", "/fink/api/v1/sources"]
 
 
+def test_values_no_survey_can_have_are_left_out_and_counted(stdq):
+    forced = stdq.server.emulator("fink").objects[0].forced
+    forced[0].tai = 1e30  # far in the future
+    forced[1].diff_err = 0.0
+    forced[2].band = "w"
+    forced[4].tai = 50000.0  # 1995: before LSST began
+    meta, rows, _ = product_of(query(stdq))
+    assert meta["left_out"] == {
+        "unknown band": 1, photometry.LEFT_NON_FINITE: 1, photometry.LEFT_BAD_ERROR: 1,
+        photometry.LEFT_FUTURE: 1, photometry.left_before("LSST"): 1,
+    }
+    assert len(rows) == len(forced) - 5
+
+
 def test_time_bounds_select_utc_epochs(stdq):
     _, every, folder = product_of(query(stdq))
     mjds = sorted(float(x["mjd"]) for x in every)
