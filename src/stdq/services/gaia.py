@@ -163,7 +163,9 @@ class GaiaService(SingleTargetDataService):
         return f"HTTP {response.status_code}, TAP sync (CSV)"
 
     # -- the query -----------------------------------------------------------------------------
-    def cone_query(self, release: str, ra: float, dec: float, radius_arcsec: float) -> str:
+    @staticmethod
+    def cone_query(release: str, ra: float, dec: float, radius_arcsec: float) -> str:
+        """The ADQL of the cone search (RA, DEC in degrees, the radius in arcsec)."""
         table = RELEASES[release][0]
         point = f"POINT('ICRS', {ra!r}, {dec!r})"
         return (

@@ -34,6 +34,7 @@ REAL_URLS = {
     "irsa": "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
     "atlas": "https://fallingstar-data.com/forcedphot",
     "zfps": "https://ztfweb.ipac.caltech.edu",
+    "gaia": "https://gea.esac.esa.int",
 }
 
 SN_2023IXF = (210.910674, 54.31165)  # in the footprint of every survey and of every emulator
@@ -324,7 +325,22 @@ def requests() -> list[Request]:
             secrets={"param:email": ("STDQ_ZTF_FPS_EMAIL",), "param:userpass": ("STDQ_ZTF_FPS_USERPASS",)},
             basic=_zfps_basic(),
         ),
+        Request(
+            "gaia tap cone", "gaia", "csv", path="/tap-server/tap/sync",
+            params={"REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": "csv", "QUERY": _gaia_cone()},
+            required={"columns": frozenset({"source_id", "ra", "dec", "phot_g_mean_mag",
+                                            "has_epoch_photometry", "dist"})},
+            exact=("columns",),
+        ),
     ]
+
+
+def _gaia_cone() -> str:
+    """The cone stdq's gaia service sends, 5" around the emulator's variable."""
+    from stdq.services.gaia import GaiaService
+    from stdq.testing.gaia import VARIABLE
+
+    return GaiaService.cone_query("dr3", VARIABLE.ra, VARIABLE.dec, 5.0)
 
 
 def emulator_secrets(request: Request) -> dict[str, str]:
