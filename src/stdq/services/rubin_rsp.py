@@ -220,6 +220,14 @@ class RubinRspService(SingleTargetDataService):
             )
         return url
 
+    def _format(self) -> str:
+        """The result_format setting: csv or votable (ConfigError, exit 3, otherwise)."""
+        value = str(self.config.values.get("result_format") or "csv").strip().lower()
+        if value not in ("csv", "votable"):
+            raise ConfigError(f"{self.settings.path}: [services.rubin-rsp] result_format must be"
+                              f" csv or votable, not {value!r}")
+        return value
+
     def _require_token(self) -> None:
         if not self.config.secret("token"):
             raise ConfigError(
@@ -241,6 +249,7 @@ class RubinRspService(SingleTargetDataService):
         self, target: Target, params: dict[str, Any], context: QueryContext
     ) -> list[DataProduct]:
         self._require_token()
+        self._format()
         cp = context.checkpoint
         if cp.get("downloaded"):
             product = context.new_product(target, params)
@@ -279,7 +288,7 @@ class RubinRspService(SingleTargetDataService):
         from stdq import http, remote
 
         client = context.client
-        fmt = "votable" if str(self.config.values.get("result_format")) == "votable" else "csv"
+        fmt = self._format()
         query = adql(release, float(target.ra), float(target.dec), float(params["radius"]))
 
         def send(key: str) -> str:
@@ -384,7 +393,7 @@ class RubinRspService(SingleTargetDataService):
         href = self._own(str(href), "the job's result")
         context.progress("rubin-rsp: fetching the result")
         response = context.client.get(href)
-        fmt = "votable" if str(self.config.values.get("result_format")) == "votable" else "csv"
+        fmt = self._format()
         self._check(response, "the result download", "a VOTable" if fmt == "votable" else "a CSV table")
         data = response.content
         if fmt == "csv":
