@@ -448,3 +448,12 @@ def test_a_bare_csv_answer_is_read_too(stdq, monkeypatch):
     info, product_dir, table, _ = query(stdq, *COORDS)
     assert info["rows"] == 119
     assert (product_dir / "raw" / "epochs-001.csv").is_file()
+
+
+def test_reprocess_gives_the_same_rows(stdq):
+    info, product_dir, table, _ = query(stdq, *COORDS, "--all-objects")
+    before = Path(info["path"]).read_text()
+    result = stdq.run("--json", "products", "reprocess", str(info["product_id"]))
+    assert result.returncode == 0, result.stderr
+    assert Path(info["path"]).read_text() == before
+    assert len(datalink_requests(stdq)) == 1  # nothing asked again
