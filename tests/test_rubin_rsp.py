@@ -131,6 +131,17 @@ def test_a_lost_submission_answer_adopts_the_job_it_made(rsp):
     assert job.deleted and job.runid.startswith("stdq-")
 
 
+def test_5xx_on_run_and_poll_are_retried_without_a_second_job(rsp, recorded_waits):
+    stdq, emulator = rsp
+    stdq.server.add_fault("503", path=r"/phase$", method="POST")
+    stdq.server.add_fault("500", path=r"/async/[^/]+$", method="GET", times=2)
+    result = query(stdq)
+    assert result.returncode == 0, result.stderr
+    assert len(emulator.jobs) == 1 and len(log(stdq, "POST", r"/async$")) == 1
+    assert [r.status for r in log(stdq, "POST", r"/phase$")] == [503, 303]
+    assert next(iter(emulator.jobs.values())).deleted
+
+
 def test_uws_error_exits_1_with_its_message_and_deletes_the_job(rsp):
     stdq, emulator = rsp
     emulator.fail_with = "Query processing error: QI=42: table scan exceeded the limit"

@@ -361,7 +361,11 @@ class RubinRspService(SingleTargetDataService):
             phase = job["phase"].upper()
             if phase == "PENDING":
                 context.progress("rubin-rsp: starting the TAP job")
-                run = client.post(f"{url}/phase", data={"PHASE": "RUN"})
+                from stdq.http import RequestPolicy
+
+                # PHASE=RUN of a job already running changes nothing: safe to send again
+                run = client.request("POST", f"{url}/phase", policy=RequestPolicy(repeatable=True),
+                                     data={"PHASE": "RUN"})
                 self._check(run, "the job start", "a UWS job (XML)")
                 continue
             if phase in ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED"):
