@@ -620,7 +620,10 @@ def have_pyarrow() -> bool:
     """Whether pyarrow is installed (the fast CSV writer and Parquet use it)."""
     import importlib.util
 
-    return importlib.util.find_spec("pyarrow") is not None
+    try:
+        return importlib.util.find_spec("pyarrow") is not None
+    except (ImportError, ValueError):  # sys.modules["pyarrow"] = None: blocked
+        return False
 
 
 def write_table(df: pd.DataFrame, dest: IO[bytes], fmt: str = "csv", meta: dict | None = None) -> None:
