@@ -756,7 +756,7 @@ class Stdq:
         items = upd.plan(self, chosen, services, bound)
         hook = self.settings.hooks.on_new_detection if on_new_detection is None else on_new_detection
         self.db.require_writable("update targets")
-        upd.submit(self, items, hook or None)
+        upd.submit(self, items, hook or None, background=background)
         if background:
             return items
         upd.run_items(self, items, on_change=on_change or (lambda item: None), ecsv=ecsv)

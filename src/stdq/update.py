@@ -135,7 +135,11 @@ def plan(
     store = sdq.store
     registry = sdq.registry
     for name in services or ():
-        registry.service_class(name)  # an unknown service: exit 2 before anything runs
+        if not registry.has_service(name):  # exit 2 before anything runs
+            raise BadInput(
+                f"--services: unknown service {name!r}",
+                hint=f"known services: {', '.join(registry.service_names())}",
+            )
     items: list[UpdateItem] = []
     for target in targets:
         names = list(services) if services else sorted({p.service for p in store.products(target.label)})
@@ -159,13 +163,19 @@ def plan(
     return items
 
 
-def submit(sdq: Stdq, items: Sequence[UpdateItem], hook: str | None) -> None:
-    """Submit each item's job and record it in update_jobs (with the hook command)."""
+def submit(
+    sdq: Stdq, items: Sequence[UpdateItem], hook: str | None, *, background: bool = False
+) -> None:
+    """Submit each item's job and record it in update_jobs (with the hook command).
+
+    BACKGROUND: every job goes to a worker (an in-process job would wait for nobody)."""
     for item in items:
         params: dict[str, Any] = {}
         if item.mjd_min is not None:
             params["mjd_min"] = item.mjd_min
-        job = sdq.submit(item.service, item.target, reuse=False, **params)
+        job = sdq.submit(
+            item.service, item.target, reuse=False, runner="worker" if background else None, **params
+        )
         item.job_id = job.id
         item.state = str(job.state)
         with sdq.db.transaction() as conn:

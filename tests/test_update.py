@@ -1,0 +1,181 @@
+"""`stdq update` against the emulators: incremental fetches (time bounds from the emulator
+log), latest.csv growing by exactly the new rows, the on_new_detection hook, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from stdq.testing import irsa
+from stdq.testing.fakeserver import Response
+
+SN = "SN 2023ixf"
+
+
+def irsa_requests(runner):
+    return runner.server.log_of(emulator="irsa")
+
+
+def latest_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def add_night(monkeypatch, mjd: float, mags: tuple[float, float] = (12.70, 12.60)) -> None:
+    """The emulated sky gains one epoch of the target's zg and zr objects at MJD."""
+    objects = list(irsa.SKY_OBJECTS)
+    for index, mag in zip((0, 1), mags, strict=True):
+        obj = objects[index]
+        expid = obj.epochs[-1][0] + 50_000
+        objects[index] = dataclasses.replace(obj, epochs=(*obj.epochs, (expid, mjd, mag, 0.012, 0)))
+    monkeypatch.setattr(irsa, "SKY_OBJECTS", objects)
+
+
+def update_json(stdq, *args: str, code: int = 0) -> list[dict]:
+    result = stdq.run("update", *args, "--json")
+    assert result.returncode == code, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_second_run_asks_only_for_the_new_night_and_latest_grows_by_it(stdq, monkeypatch):
+    (first,) = update_json(stdq, SN, "--services", "ztf")
+    assert first["state"] == "succeeded" and first["mjd_min"] is None
+    assert "TIME" not in irsa_requests(stdq)[-1].query  # the whole history the first time
+    total = first["rows_total"]
+    assert first["new_rows"] == total > 0
+    rows = latest_rows(first["latest_path"])
+    assert len(rows) == total
+    newest = max(float(r["mjd"]) for r in rows)
+
+    add_night(monkeypatch, 60105.2)
+    (second,) = update_json(stdq, SN, "--services", "ztf")
+    (request,) = irsa_requests(stdq)[1:]
+    # from the newest stored epoch minus the ZTF overlap (2 days), open above
+    low, high = request.query["TIME"][0].split()
+    assert float(low) == pytest.approx(newest - 2.0, abs=1e-6) and high == "Inf"
+    assert second["mjd_min"] == pytest.approx(newest - 2.0)
+    assert second["new_rows"] == 2 and second["new_detections"] == 2
+    rows = latest_rows(second["latest_path"])
+    assert len(rows) == total + 2 == second["rows_total"]
+    ids = [r["source_row_id"] for r in rows]
+    assert len(ids) == len(set(ids))  # no repeated source_row_id
+    assert second["job_id"] != first["job_id"]  # every fetch is a product of its own
+    products = json.loads(stdq.run("products", "list", SN, "--json").stdout)
+    assert len(products) == 2
+
+    # a third run without a new night: one request, nothing new, exit 0
+    (third,) = update_json(stdq, SN, "--services", "ztf")
+    assert third["new_rows"] == 0 and third["rows_total"] == total + 2
+    assert len(irsa_requests(stdq)) == 3
+
+
+def test_since_overrides_the_stored_epoch_and_services_default_to_existing_products(stdq):
+    update_json(stdq, SN, "--services", "ztf")
+    (item,) = update_json(stdq, SN, "--since", "2023-05-25")  # ztf: the product already stored
+    assert item["service"] == "ztf" and item["mjd_min"] == 60089.0
+    assert irsa_requests(stdq)[-1].query["TIME"] == ["60089 Inf"]
+    assert item["new_rows"] == 0  # every row of that span is stored already
+
+
+def test_list_update_piped_prints_one_line_per_item(stdq):
+    names = "SN 2023ixf\nNGC 3642\n"
+    result = stdq.run("targets", "import", "-", "--list", "night", input=names)
+    assert result.returncode == 0, result.stderr
+    result = stdq.run("update", "--list", "night", "--services", "ztf")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert {line.split("\t")[0] for line in lines} == {"SN 2023ixf", "NGC 3642"}
+    assert all(line.split("\t")[2] == "succeeded" for line in lines)
+
+
+def test_no_data_is_exit_0_and_a_failure_exit_1(stdq):
+    result = stdq.run("targets", "add", "Empty", "--ra", "10", "--dec", "-10")
+    assert result.returncode == 0, result.stderr
+    (item,) = update_json(stdq, "Empty", "--services", "ztf")
+    assert item["state"] == "no_data" and item["new_rows"] == 0 and item["latest_path"] is None
+    stdq.server.emulator("irsa").handle = lambda request: Response.text("a,b\n1,2\n", 200, "text/csv")
+    (item,) = update_json(stdq, SN, "--services", "ztf", code=1)
+    assert item["state"] == "failed" and item["error"]
+
+
+def test_temporary_failure_is_exit_75(stdq, recorded_waits):
+    stdq.server.add_fault("500", path="nph_light_curves", times=10)
+    (item,) = update_json(stdq, SN, "--services", "ztf", code=75)
+    assert item["state"] == "temporary"
+
+
+def test_nothing_to_update_and_bad_choices_are_exit_2(stdq):
+    assert stdq.run("update", SN).returncode == 2  # no products yet, no --services
+    assert stdq.run("update").returncode == 2
+    assert stdq.run("update", SN, "--all", "--services", "ztf").returncode == 2
+    assert stdq.run("update", SN, "--services", "nope").returncode == 2
+    assert stdq.run("update", SN, "--services", "ztf", "--since", "soon").returncode == 2
+
+
+HOOK = (
+    f"{sys.executable} -c \"import json,sys,pathlib; d=json.load(sys.stdin);"
+    " p=pathlib.Path('hook.jsonl'); p.open('a').write(json.dumps(d)+chr(10)); print('got', len(d['new_detections']))\""
+)
+
+
+def test_hook_gets_exactly_the_new_detections(stdq, monkeypatch):
+    update_json(stdq, SN, "--services", "ztf", "--on-new-detection", HOOK)
+    calls = (stdq.data_dir / "hook.jsonl").read_text().splitlines()
+    assert len(calls) == 1
+    first = json.loads(calls[0])
+    assert first["target"] == SN and first["service"] == "ztf"
+    assert first["latest_path"].endswith("latest.csv")
+    assert len(first["new_detections"]) > 0
+
+    add_night(monkeypatch, 60105.2, (12.71, 12.61))
+    (item,) = update_json(stdq, SN, "--services", "ztf", "--on-new-detection", HOOK)
+    assert item["hook"] == "ran"
+    calls = (stdq.data_dir / "hook.jsonl").read_text().splitlines()
+    second = json.loads(calls[1])
+    assert sorted(d["mjd"] for d in second["new_detections"]) == pytest.approx([60105.2, 60105.2])
+    assert sorted(round(d["magnitude"], 2) for d in second["new_detections"]) == [12.61, 12.71]
+    assert {d["band"] for d in second["new_detections"]} == {"ztfg", "ztfr"}
+    logs = stdq.run("jobs", "logs", str(item["job_id"]))
+    assert "got 2" in logs.stdout
+
+    # no new detection: not run
+    update_json(stdq, SN, "--services", "ztf", "--on-new-detection", HOOK)
+    assert len((stdq.data_dir / "hook.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_failing_hook_never_fails_the_update(stdq):
+    stdq.write_settings('[hooks]\non_new_detection = "echo broken >&2; exit 7"\n')
+    result = stdq.run("update", SN, "--services", "ztf", "--json")
+    assert result.returncode == 0, result.stderr
+    (item,) = json.loads(result.stdout)
+    assert item["state"] == "succeeded" and item["hook"] == "failed"
+    assert "hook failed" in result.stderr
+    logs = stdq.run("jobs", "logs", str(item["job_id"])).stdout
+    assert "broken" in logs and "exit status 7" in logs
+
+
+def test_background_submits_worker_jobs_and_returns(stdq):
+    stdq.write_settings(f"[tasks]\nautostart_worker = false\n[hooks]\non_new_detection = {json.dumps(HOOK)}\n")
+    result = stdq.run("update", SN, "--services", "ztf", "--background", "--json")
+    assert result.returncode == 0, result.stderr
+    (item,) = json.loads(result.stdout)
+    assert item["state"] == "queued" and item["job_id"] and item["new_rows"] is None
+    job = json.loads(stdq.run("jobs", "show", str(item["job_id"]), "--json").stdout)
+    assert job["runner"] == "worker"
+    assert stdq.run("jobs", "worker", "--burst").returncode == 0
+    # the worker built latest.csv and ran the hook
+    assert (stdq.data_dir / "hook.jsonl").is_file()
+    (again,) = update_json(stdq, SN, "--services", "ztf")
+    assert again["new_rows"] == 0 and again["rows_total"] > 0
+
+
+def test_ecsv_format_writes_latest_ecsv(stdq):
+    (item,) = update_json(stdq, SN, "--services", "ztf", "--format", "ecsv")
+    path = Path(item["latest_path"]).with_name("latest.ecsv")
+    assert path.read_text().startswith("# %ECSV")
