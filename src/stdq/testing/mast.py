@@ -21,7 +21,8 @@ neighbour 1.5" away, a one-detection artifact 0.05" away (only the
 of the target in 2010, 2011, 2013, 2014 and 2016 in all five filters, among them
 two with psfFlux -999, one with psfFlux 0, some with bad infoFlag bits and one
 with a low psfQfPerfect. NGC 3642 and M31 have one object each; "Empty Field"
-has nothing.
+has nothing. :meth:`MastCatalogsEmulator.set_detections` gives an object N
+synthetic detections instead (benchmarks: a long light curve).
 
 Where the real service's behaviour is not documented the code says "guess:".
 """
@@ -301,6 +302,25 @@ class MastCatalogsEmulator(Emulator):
     def __init__(self) -> None:
         super().__init__()
         self.catalog = build_catalog()
+
+    def set_detections(self, count: int, obj_id: int = SN_TARGET_ID) -> None:
+        """Replace object OBJ_ID's detections (default: the SN 2023ixf target) by COUNT
+        synthetic ones: all five filters in turn, spread over the DR2 years, flux near
+        the object's mean magnitudes; deterministic."""
+        with self.lock:
+            rows = self.catalog.rows("dr2", "detection")
+            own = [r for r in rows if r["objID"] == obj_id]
+            if not own:
+                raise KeyError(f"no detections of object {obj_id}")
+            ra, dec = own[0]["ra"], own[0]["dec"]
+            first, last = EPOCH_BASES[0], EPOCH_BASES[-1]
+            fresh = [
+                _detection(obj_id, 1612345678900000000 + 1013 * i, 1 + i % 5,
+                           first + (last - first) * i / max(1, count), ra, dec,
+                           TARGET_MAGS[1 + i % 5] + 0.05 * math.sin(i))
+                for i in range(count)
+            ]
+            rows[:] = [r for r in rows if r["objID"] != obj_id] + fresh
 
     # -- routing -----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
