@@ -457,3 +457,23 @@ def test_reprocess_gives_the_same_rows(stdq):
     assert result.returncode == 0, result.stderr
     assert Path(info["path"]).read_text() == before
     assert len(datalink_requests(stdq)) == 1  # nothing asked again
+
+
+def test_interpolated_ephemeris_is_the_direct_one_within_metres():
+    """Many epochs: epv00 on a 0.5-day grid, cubic Hermite between nodes (< 50 m = 0.2 us)."""
+    import numpy as np
+    from astropy import units as u
+    from astropy.coordinates import get_body_barycentric_posvel, solar_system_ephemeris
+    from astropy.time import Time
+
+    from stdq.processors.gaia import earth_posvel
+
+    days = 1666.0 + np.random.default_rng(7).random(5000) * 1040.0  # the DR3 span
+    t = Time(2455197.5, days, format="jd", scale="tdb")
+    r, v = earth_posvel(t)
+    with solar_system_ephemeris.set("builtin"):
+        pos, vel = get_body_barycentric_posvel("earth", t)
+    dr = float(np.abs(r - pos.xyz.to_value(u.m)).max())
+    dv = float(np.abs(v - vel.xyz.to_value(u.m / u.s)).max())
+    print(f"max |position error| {dr:.2f} m, max |velocity error| {dv:.2e} m/s")
+    assert dr < 50.0 and dv < 0.01

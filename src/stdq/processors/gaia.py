@@ -91,7 +91,6 @@ def bjd_tcb_to_utc_mjd(gaia_time: Any, ra: Any, dec: Any, *, iterations: int = 2
 
     from astropy import constants
     from astropy import units as u
-    from astropy.coordinates import get_body_barycentric_posvel, solar_system_ephemeris
     from astropy.time import Time, TimeDelta
 
     values = np.asarray(gaia_time, dtype="float64")
@@ -110,10 +109,7 @@ def bjd_tcb_to_utc_mjd(gaia_time: Any, ra: Any, dec: Any, *, iterations: int = 2
     with warnings.catch_warnings():  # ERFA's "dubious year" far from now
         warnings.simplefilter("ignore")
         bary = Time(GAIA_TIME_ZERO_JD, values[good], format="jd", scale="tcb").tdb
-        with solar_system_ephemeris.set("builtin"):
-            pos, vel = get_body_barycentric_posvel("earth", bary)
-        r = pos.xyz.to_value(u.m)
-        v = vel.xyz.to_value(u.m / u.s)
+        r, v = earth_posvel(bary)
         # r(t_obs) = r(t_bary) + v (t_obs - t_bary): the Earth's acceleration (6 mm/s2) over
         # the <= 500 s between the two makes < 1 km, < 3 us of delay
         delay = (r * n).sum(axis=0) / c
@@ -122,6 +118,51 @@ def bjd_tcb_to_utc_mjd(gaia_time: Any, ra: Any, dec: Any, *, iterations: int = 2
         utc = (bary - TimeDelta(delay, format="sec")).utc
     out[good] = (utc.jd1 - 2400000.5) + utc.jd2
     return out
+
+
+EPHEMERIS_STEP_DAYS = 0.5  # grid of the interpolated ephemeris (many epochs)
+
+
+def earth_posvel(tdb: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The Earth's barycentric position (m) and velocity (m/s), shape (3, n), at the TDB
+    times TDB (an astropy Time), from astropy's built-in ephemeris (ERFA epv00).
+
+    With more epochs than nodes of a 0.5-day grid over their span, epv00 is evaluated
+    at the nodes only and the epochs are interpolated by cubic Hermite polynomials from
+    the nodes' positions and velocities: the error, h**4/384 times the fourth
+    derivative (the yearly orbit and the monthly wobble about the Earth-Moon
+    barycentre), is a few metres (~10 ns of light travel time); a million epochs take
+    a fraction of a second instead of a minute.
+    """
+    import numpy as np
+    from astropy import units as u
+    from astropy.coordinates import get_body_barycentric_posvel, solar_system_ephemeris
+    from astropy.time import Time
+
+    step = EPHEMERIS_STEP_DAYS
+    n = len(tdb)
+    base = float(np.floor(np.min(tdb.jd1)))
+    offset = (tdb.jd1 - base) + tdb.jd2  # days from BASE, exact to ~1e-11
+    lo = float(np.floor(offset.min() / step) * step)
+    nodes = int(np.ceil((offset.max() - lo) / step)) + 2
+    with solar_system_ephemeris.set("builtin"):
+        if nodes >= n:
+            pos, vel = get_body_barycentric_posvel("earth", tdb)
+            return pos.xyz.to_value(u.m), vel.xyz.to_value(u.m / u.s)
+        grid = Time(base, lo + step * np.arange(nodes), format="jd", scale="tdb")
+        pos, vel = get_body_barycentric_posvel("earth", grid)
+    p = pos.xyz.to_value(u.m)
+    h = step * 86400.0
+    m = vel.xyz.to_value(u.m / u.s) * h
+    x = (offset - lo) / step
+    k = np.clip(np.floor(x).astype("int64"), 0, nodes - 2)
+    t = x - k
+    t2, t3 = t * t, t * t * t
+    r = ((2 * t3 - 3 * t2 + 1) * p[:, k] + (t3 - 2 * t2 + t) * m[:, k]
+         + (-2 * t3 + 3 * t2) * p[:, k + 1] + (t3 - t2) * m[:, k + 1])
+    v = ((6 * t2 - 6 * t) * p[:, k] + (3 * t2 - 4 * t + 1) * m[:, k]
+         + (-6 * t2 + 6 * t) * p[:, k + 1] + (3 * t2 - 2 * t) * m[:, k + 1]) / h
+    return r, v
 
 
 # -- reading the answers -------------------------------------------------------------------
