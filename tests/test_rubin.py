@@ -212,6 +212,16 @@ def test_fink_without_the_object_falls_over_to_alerce(stdq):
     assert sum(int(x["quality_flag"]) & photometry.FLAG_SURVEY_CODE != 0 for x in dets) == 2
 
 
+def test_an_object_without_a_light_curve_at_fink_is_asked_of_alerce(stdq):
+    stdq.server.emulator("fink").objects[0].forced.clear()  # Fink knows the object, has no fp
+    meta, rows, _ = product_of(query(stdq))
+    assert meta["service_notes"]["broker"] == "alerce" and rows
+    assert meta["service_notes"]["fink_problem"] == f"no forced photometry of {TARGET_ID}"
+    stdq.server.emulator("alerce-lsst").objects[0].forced.clear()
+    message = assert_clean_error(stdq.run("query", "rubin", *POS, "--force"), 5)
+    assert "no forced photometry of" in message
+
+
 def test_broker_forcing(stdq, recorded_waits):
     meta, _, _ = product_of(query(stdq, "--broker", "alerce"))
     assert meta["service_notes"]["broker"] == "alerce" and not log(stdq, "fink")

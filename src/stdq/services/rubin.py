@@ -74,6 +74,14 @@ class Answer:
         self.raws: list[tuple[str, bytes, str, str | None]] = []  # name, body, url, content type
         self.objects: list[tuple[str, float]] = []  # (diaObjectId, sep arcsec), nearest first
         self.selected: list[str] = []
+        self.missing: list[str] = []  # light curves the broker answered 404 for
+
+        self.rows = 0  # light-curve records received
+
+    @property
+    def photometry(self) -> bool:
+        """Whether the light-curve answers hold any record."""
+        return self.rows > 0
 
 
 def _json(response: Any, service: str, what: str) -> Any:
@@ -185,8 +193,10 @@ class RubinService(SingleTargetDataService):
                 context.progress(f"rubin: Fink {what} of diaObjectId {oid}")
                 response = self._get(context, f"{base}/{route}", {"diaObjectId": oid, "output-format": "json"},
                                      "fink", f"the Fink {what} of {oid}")
-                if not isinstance(_json(response, "rubin (fink)", f"the Fink {what}"), list):
+                records = _json(response, "rubin (fink)", f"the Fink {what}")
+                if not isinstance(records, list):
                     raise TemporaryFailure(f"rubin (fink): the {what} answer is not a list; try again later")
+                answer.rows += len(records)
                 answer.raws.append((f"fink-{'fp' if route == 'fp' else 'sources'}-{oid}.json", response.content,
                                     context.client.safe_url(response.request.url), "application/json"))
         return answer
@@ -226,11 +236,14 @@ class RubinService(SingleTargetDataService):
                 context.progress(f"rubin: ALeRCE {what} of {oid}")
                 response = self._get(context, f"{base}/lightcurve_api/{route}", {"survey_id": "lsst", "oid": oid},
                                      "alerce", f"the ALeRCE {what} of {oid}")
-                body = response.content if response.status_code != 404 else b"[]"
-                if response.status_code != 404 and not isinstance(
-                        _json(response, "rubin (alerce)", f"the ALeRCE {what}"), list):
+                if response.status_code == 404:  # ALeRCE does not know it after all: nothing kept
+                    answer.missing.append(f"{route} of {oid}")
+                    continue
+                records = _json(response, "rubin (alerce)", f"the ALeRCE {what}")
+                if not isinstance(records, list):
                     raise TemporaryFailure(f"rubin (alerce): the {what} answer is not a list; try again later")
-                answer.raws.append((f"alerce-{route}-{oid}.json", body,
+                answer.rows += len(records)
+                answer.raws.append((f"alerce-{route}-{oid}.json", response.content,
                                     context.client.safe_url(response.request.url), "application/json"))
         return answer
 
@@ -254,9 +267,10 @@ class RubinService(SingleTargetDataService):
                 context.event("broker", f"{exc.message}" + ("; asking ALeRCE" if name == "fink" and
                                                            len(order) > 1 else ""))
                 continue
-            if not found.objects:
-                problems[name] = f"no object within {where}"
-                context.event("broker", f"rubin: {name} has no object within {where}")
+            if not found.objects or not found.photometry:
+                problems[name] = (f"no object within {where}" if not found.objects else
+                                  f"no {params['kind']} photometry of {', '.join(found.selected)}")
+                context.event("broker", f"rubin: {name}: {problems[name]}")
                 continue
             answer = found
             break
@@ -279,4 +293,6 @@ class RubinService(SingleTargetDataService):
         })
         if "fink" in problems and answer.broker != "fink":
             product.notes["fink_problem"] = problems["fink"]
+        if answer.missing:
+            product.notes["not_found"] = answer.missing
         return [product]

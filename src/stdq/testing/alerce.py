@@ -85,7 +85,8 @@ class AlerceLsstEmulator(Emulator):
     def _item(obj: RubinObject) -> dict[str, Any]:
         epochs = [m.tai for m in obj.forced]
         return {"oid": obj.dia_object_id, "meanra": obj.ra, "meandec": obj.dec,
-                "firstmjd": min(epochs), "lastmjd": max(epochs), "n_det": len(obj.sources)}
+                "firstmjd": min(epochs, default=None), "lastmjd": max(epochs, default=None),
+                "n_det": len(obj.sources)}
 
     @staticmethod
     def _detection(obj: RubinObject, source_id: int, m: Any) -> dict[str, Any]:
