@@ -477,3 +477,49 @@ def test_interpolated_ephemeris_is_the_direct_one_within_metres():
     dv = float(np.abs(v - vel.xyz.to_value(u.m / u.s)).max())
     print(f"max |position error| {dr:.2f} m, max |velocity error| {dv:.2e} m/s")
     assert dr < 50.0 and dv < 0.01
+
+
+def test_hostile_epoch_files_never_crash_the_processor(tmp_path):
+    """Random values in every column of a DataLink CSV: rows or a StdqError, never another error."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stdq.errors import StdqError
+    from stdq.processors.gaia import GaiaEpochPhotometryProcessor, read_epochs
+    from stdq.testing.gaia import EPOCH_COLUMNS, render, variable_epochs
+
+    base = variable_epochs()[:6]
+    value = st.one_of(
+        st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+        st.sampled_from(["G", "BP", "RP", "g", "X", "", "true", "nan", "-inf", "1e999"]),
+    )
+
+    class Product:
+        id = 1
+        params: dict = {}
+        target = {"ra": VARIABLE.ra, "dec": VARIABLE.dec}
+
+        def __init__(self):
+            self.left_out: dict = {}
+
+        def leave_out(self, reason, n=1):
+            self.left_out[reason] = self.left_out.get(reason, 0) + n
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([c for c, _ in EPOCH_COLUMNS]), value),
+                    max_size=8))
+    def check(changes):
+        rows = [dict(r) for r in base]
+        for i, column, v in changes:
+            rows[i][column] = v
+        kinds = dict(EPOCH_COLUMNS)
+        body = render([(c, "char") for c in kinds], rows, "csv", tap=False)
+        try:
+            epochs = read_epochs(body)
+            if len(epochs):
+                GaiaEpochPhotometryProcessor().rows(Product(), epochs, [], [])
+        except StdqError:
+            pass
+
+    check()
