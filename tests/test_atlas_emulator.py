@@ -90,7 +90,7 @@ def test_task_lifecycle(atlas, clock):
     assert done["error_msg"] is None and done["queuepos"] is None
     assert done["result_url"] == f"{emulator.base_url}/static/results/job{task['id']:05d}.txt"
     result = client.get(done["result_url"])
-    assert result.status_code == 200 and result.text == result_text(SN.ra, SN.dec, 60000, None, False)
+    assert result.status_code == 200 and result.text == emulator.result_file(SN.ra, SN.dec, 60000, None, False)
     deleted = client.delete(task["url"])
     assert deleted.status_code == 204 and deleted.content == b""
     assert client.get(task["url"]).status_code == 404

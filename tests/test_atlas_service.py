@@ -16,7 +16,7 @@ from conftest import assert_clean_error
 from stdq import Stdq
 from stdq.processors.atlas import read_result
 from stdq.testing import sky
-from stdq.testing.atlas import OTHER_TOKEN, TEST_PASSWORD, TEST_TOKEN, TEST_USERNAME, result_text
+from stdq.testing.atlas import OTHER_TOKEN, TEST_PASSWORD, TEST_TOKEN, TEST_USERNAME
 from stdq.testing.fakeserver import Response
 
 SN = sky.find("SN 2023ixf")
@@ -78,7 +78,7 @@ def test_sync_query_runs_the_whole_protocol(atlas):
     assert all(r.headers["authorization"] == f"Token {TEST_TOKEN}" for r in log(stdq))
     assert all(r.headers["accept"] == "application/json" for r in log(stdq, path="queue"))
     # the raw file is the server's answer byte for byte; every row is in the table
-    text = result_text(SN.ra, SN.dec, 57000.0, None, False)
+    text = emulator.result_file(SN.ra, SN.dec, 57000.0, None, False)
     raw = list(stdq.data_dir.rglob("job*.txt"))
     assert len(raw) == 1 and raw[0].read_text() == text
     assert info["rows"] == text.count("\n") - 1

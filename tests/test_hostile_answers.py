@@ -17,7 +17,6 @@ import pytest
 from conftest import assert_clean_error
 from stdq import Stdq
 from stdq.testing import sky
-from stdq.testing.atlas import result_text
 from stdq.testing.fakeserver import Response
 
 SN = sky.find("SN 2023ixf")
@@ -140,8 +139,8 @@ def test_a_cut_answer_is_retried_and_never_stored(
     (stored,) = [p for p in (stdq.data_dir / "products").rglob("raw/*") if raw in p.name]
     if service == "atlas":  # its result file is gone once the task is deleted: made again here
         task = fast_atlas.tasks[1001]
-        whole = result_text(task.ra, task.dec, task.mjd_min, task.mjd_max, task.use_reduced,
-                            **fast_atlas.nights).encode()
+        whole = fast_atlas.result_file(task.ra, task.dec, task.mjd_min, task.mjd_max,
+                                       task.use_reduced).encode()
     else:
         whole = httpx.get(stdq.server.base_url + tries[-1].path).content
     assert stored.read_bytes() == whole  # the whole answer, never the cut one

@@ -158,6 +158,15 @@ def model_flux(ra: float, dec: float, mjd: float, band: str, reduced: bool) -> f
     return flux + (host if reduced else 0.0)
 
 
+# Nights of data up to the present (issue 11 item 7), after the hand-checked 2023 history.
+RECENT_NIGHTS = 30
+
+
+def last_night_mjd(unix_time: float) -> int:
+    """The MJD (integer) of last night: the day before the current UTC date."""
+    return int(unix_time // 86400.0 + 40587) - 1
+
+
 def has_data(ra: float, dec: float) -> bool:
     """False for the "Empty Field" (no survey has data there)."""
     empty = sky.find("Empty Field")
@@ -174,13 +183,28 @@ def result_rows(
     first_night: int = 60000,
     last_night: int = 60300,
     cadence: int = 3,
+    recent_nights: int = 0,
+    anchor_mjd: int | None = None,
+    recent_first: int | None = None,
 ) -> list[str]:
-    """The rows of a result file (without the header), deterministic, sorted by MJD."""
+    """The rows of a result file (without the header), deterministic, sorted by MJD.
+
+    The history: every CADENCE-th night FIRST_NIGHT..LAST_NIGHT (the hand-checked values);
+    then every night from RECENT_FIRST (default: RECENT_NIGHTS nights before) to ANCHOR_MJD.
+    """
     if not has_data(ra, dec):
         return []
     rows: list[tuple[float, str]] = []
     counter = 0
-    for i, night in enumerate(range(first_night, last_night + 1, cadence)):
+    # (index, night, base of the row counter): the history counts rows in order; a recent
+    # night's rows depend on that night only (the same rows whatever nights follow)
+    plan: list[tuple[int, int, int | None]] = [
+        (i, night, None) for i, night in enumerate(range(first_night, last_night + 1, cadence))
+    ]
+    if recent_nights > 0 and anchor_mjd is not None:
+        first_recent = anchor_mjd - recent_nights + 1 if recent_first is None else recent_first
+        plan += [(n, n, 4 * n) for n in range(max(first_recent, last_night + 1), anchor_mjd + 1)]
+    for i, night, base in plan:
         unit = UNIT_ORDER[i % len(UNIT_ORDER)]
         phase = (i // len(UNIT_ORDER)) % 2
         band = ("w" if phase == 0 else "o") if unit == "05r" else ("o" if phase == 0 else "c")
@@ -190,7 +214,7 @@ def result_rows(
             mjd = round(local - UNITS[unit] / 360.0, 6)
             if (mjd_min is not None and mjd < mjd_min) or (mjd_max is not None and mjd > mjd_max):
                 continue
-            counter += 1
+            counter = counter + 1 if base is None else base + k + 1
             truth = model_flux(ra, dec, mjd, band, reduced)
             dujy = max(1, round(math.sqrt(14.0**2 + (0.03 * truth) ** 2)))
             err = 1 if counter % 23 == 5 else 0
@@ -284,6 +308,11 @@ class AtlasEmulator(Emulator):
         self.result_base: str | None = None  # serve result_url from another base URL
         self.list_origin: str | None = None  # the task list's next/previous links on this origin
         self.nights = {"first_night": 60000, "last_night": 60300, "cadence": 3}
+        # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
+        # anchor_mjd (None: last night, from the emulator's clock); add_night() adds one more
+        self.recent_nights = RECENT_NIGHTS
+        self.anchor_mjd: int | None = None
+        self.recent_first: int | None = None  # set by add_night(): the first night stays put
         self.settings_overrides: dict[str, Any] = {}
         self._history: dict[tuple[str, str], list[float]] = {}
         self.lock = threading.RLock()
@@ -292,6 +321,31 @@ class AtlasEmulator(Emulator):
 
     def now(self) -> float:
         return self.clock() if self.clock is not None else time.time()
+
+    def last_night(self) -> int:
+        """The newest night with data: anchor_mjd, else last night by the emulator's clock."""
+        if self.anchor_mjd is not None:
+            return int(self.anchor_mjd)
+        return last_night_mjd(self.now())
+
+    def result_file(
+        self, ra: float, dec: float, mjd_min: float | None, mjd_max: float | None, reduced: bool
+    ) -> str:
+        """The result file this emulator makes now for a task of these fields."""
+        return result_text(
+            ra, dec, mjd_min, mjd_max, reduced, **self.nights,
+            recent_nights=self.recent_nights, anchor_mjd=self.last_night(),
+            recent_first=self.recent_first,
+        )
+
+    def add_night(self) -> int:
+        """One more night of epochs (the anchor moves on by a night); the new night's MJD."""
+        with self.lock:
+            last = self.last_night()
+            if self.recent_first is None:
+                self.recent_first = last - self.recent_nights + 1
+            self.anchor_mjd = last + 1
+            return self.anchor_mjd
 
     # -- settings for stdq -------------------------------------------------------------
     @property
@@ -350,9 +404,7 @@ class AtlasEmulator(Emulator):
         if self.error_msg:
             task.error_msg = self.error_msg
             return
-        text = result_text(
-            task.ra, task.dec, task.mjd_min, task.mjd_max, task.use_reduced, **self.nights
-        )
+        text = self.result_file(task.ra, task.dec, task.mjd_min, task.mjd_max, task.use_reduced)
         task.result = text
         if text.count("\n") <= 1:
             task.error_msg = NO_DATA  # the file holds only its header
