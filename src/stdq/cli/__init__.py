@@ -29,13 +29,13 @@ from stdq import __version__
 COMMANDS = {
     "query": ("stdq.cli.query", "query", "Query a service for one target's photometry."),
     "jobs": ("stdq.cli.jobs", "jobs", "The local background job queue."),
-    "update": ("stdq.cli.update", "update", "Fetch only the new epochs of many targets."),
     "targets": ("stdq.cli.targets", "targets", "Named targets and name resolution."),
     "products": ("stdq.cli.products", "products", "Stored data products."),
     "services": ("stdq.cli.services", "services", "The survey services and their options."),
     "config": ("stdq.cli.config", "config", "The settings file."),
     "demo": ("stdq.cli.demo", "demo", "Run the main query paths against bundled emulators."),
     "doctor": ("stdq.cli.doctor", "doctor", "Check settings, data directory, credentials and services."),
+    "update": ("stdq.cli.update", "update", "Fetch only the new epochs of many targets."),
 }
 
 

@@ -153,7 +153,15 @@ def run_query(
     job = state.stdq.submit(
         service_name, name, ra=ra, dec=dec, force=force, runner=runner, **form_values
     )
-    if job.reused:
+    if job.reused and job.final:
+        from stdq.records import iso_time
+
+        message(
+            f"reused the result of job {job.id}: the same query succeeded at"
+            f" {iso_time(job.finished_at)} ([tasks] reuse_seconds); no request sent"
+            " (--force fetches again)"
+        )
+    elif job.reused:
         message(
             f"job {job.id} with the same service, target and options is already {job.state};"
             " using it (--force submits a new one)"
@@ -161,7 +169,9 @@ def run_query(
     if background:
         render.submitted(job, state.json)
         return
-    if job.runner == "worker":
+    if job.final:
+        pass  # a reused result
+    elif job.runner == "worker":
         follow(state, job)
     else:
         run_here(state, job.id)

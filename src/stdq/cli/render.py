@@ -237,6 +237,7 @@ def result_json(job: Job, products: Sequence[Product], output: str | None) -> di
             for p in products
         ],
         "note": job.note,
+        "reused": bool(job.reused),
     }
 
 

@@ -179,7 +179,7 @@ def rm(name: str, list_name: str | None) -> None:
     state = get_state()
     state.stdq.targets.remove(name, list=list_name)
     if state.json:
-        emit_json({"removed": name.strip(), "list": list_name.strip() if list_name else None})
+        emit_json({"removed": name.strip(), **({"list": list_name.strip()} if list_name else {})})
     elif list_name:
         message(f"removed {name.strip()!r} from the list {list_name.strip()!r}")
     else:
