@@ -443,7 +443,9 @@ class Stdq:
     ) -> QueryResult:
         """Run one query in this process and return its result (raises the job's error).
 
-        An identical job already running elsewhere is waited for instead.
+        An identical job already running elsewhere is waited for instead; an identical
+        one that succeeded less than ``[tasks] reuse_seconds`` ago is returned with no
+        request (``result.job.reused``) unless FORCE.
         """
         job = self.submit(
             service, target, ra=ra, dec=dec, force=force, runner="inprocess", **params
@@ -455,7 +457,12 @@ class Stdq:
             self.run(job.id, on_progress=on_progress)
         elif not job.final:
             self.wait([job.id])
-        return self.result(job.id)
+        result = self.result(job.id)
+        if job.reused and job.final:  # an earlier identical success: no request was sent
+            import dataclasses
+
+            result.job = dataclasses.replace(result.job, reused=True)
+        return result
 
     def _keeper(self) -> WorkerKeeper:
         from stdq.waiting import WorkerKeeper

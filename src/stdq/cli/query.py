@@ -175,7 +175,7 @@ def run_query(
         follow(state, job)
     else:
         run_here(state, job.id)
-    show_result(state, job.id, output, fmt)
+    show_result(state, job.id, output, fmt, reused=job.reused and job.final)
 
 
 def follow(state: AppState, job: Job) -> Job:
@@ -226,18 +226,24 @@ def run_here(state: AppState, job_id: int) -> Job:
         raise Interrupted(f"interrupted job {job_id}", hint=f"resume it: stdq jobs retry {job_id}") from None
 
 
-def show_result(state: AppState, job_id: int, output: str | None, fmt: str | None) -> None:
+def show_result(
+    state: AppState, job_id: int, output: str | None, fmt: str | None, *, reused: bool = False
+) -> None:
     """Print a job's result (the table to -o, the summary or JSON); a job without rows
     raises its own error (no data: exit 5, with the JSON when asked)."""
     from stdq.cli import render
     from stdq.errors import NoData
 
+    import dataclasses
+
     sdq = state.stdq
     try:
         result = sdq.result(job_id)
     except NoData as exc:
-        job = sdq.job(job_id)
+        job = dataclasses.replace(sdq.job(job_id), reused=reused)
         render.no_data(job, [sdq.product(p) for p in job.products], exc.message, state.json, output)
         exit_with(exc.exit_code)
         return
+    if reused:
+        result.job = dataclasses.replace(result.job, reused=True)
     render.query_result(result, output, fmt, state.json)
