@@ -231,10 +231,10 @@ def show_result(
 ) -> None:
     """Print a job's result (the table to -o, the summary or JSON); a job without rows
     raises its own error (no data: exit 5, with the JSON when asked)."""
+    import dataclasses
+
     from stdq.cli import render
     from stdq.errors import NoData
-
-    import dataclasses
 
     sdq = state.stdq
     try:
