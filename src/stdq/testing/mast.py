@@ -401,9 +401,10 @@ class MastCatalogsEmulator(Emulator):
         columns = self._columns(params, schema, lowered)
         if cone is not None:
             columns.append("distance")  # guess: the cone search appends it after the columns asked
-        for spec in params.get("sort_by", [])[-1:]:
-            descending = spec.lower().startswith("desc.")
-            key_name = spec.split(".", 1)[1] if "." in spec else spec
+        for spec in _sort_specs(params.get("sort_by", []))[-1:]:
+            parts = spec.split(".")
+            descending = "desc" in (p.lower() for p in parts)
+            key_name = next((p for p in parts if p.lower() not in ("asc", "desc")), spec)
             name = "distance" if key_name == "distance" and cone else lowered.get(key_name.lower())
             if name is None:
                 raise QueryError(422, f"unknown column {key_name!r} in sort_by")
@@ -517,6 +518,21 @@ class MastCatalogsEmulator(Emulator):
         ]
         data = [[_json_value(row.get(c, -999), described[c][0]) for c in columns] for row in rows]
         return Response.json({"info": info, "data": data})
+
+
+def _sort_specs(values: list[str]) -> list[str]:
+    """sort_by values: ``col``, ``desc.col``, ``col.desc`` (astroquery's JSON body sends a
+    list, e.g. ``["obsTime.asc"]``)."""
+    specs: list[str] = []
+    for value in values:
+        if value.startswith("["):
+            try:
+                specs += [str(v) for v in json.loads(value)]
+                continue
+            except ValueError:
+                pass
+        specs.append(value)
+    return specs
 
 
 def _csv_value(value: Any, kind: str) -> str:
