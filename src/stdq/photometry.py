@@ -758,11 +758,21 @@ def _write_csv_arrow(chunk: pd.DataFrame, dest: IO[bytes], whole: set[str]) -> N
 
 
 def _write_csv_pandas(chunk: pd.DataFrame, dest: IO[bytes]) -> None:
+    """CHUNK by pandas: quoting as needed -- every field quoted in a chunk with a carriage
+    return in some text (Python's csv would leave that one unquoted)."""
+    import csv
     import io
 
+    quoting = csv.QUOTE_MINIMAL
+    for name in chunk.columns:
+        column = chunk[name]
+        text = column.dtype.kind in "OTU" or str(column.dtype) in ("string", "str")
+        if text and column.astype(str).str.contains("\r", regex=False).any():
+            quoting = csv.QUOTE_ALL
+            break
     text = io.TextIOWrapper(dest, encoding="utf-8", newline="", write_through=True)
     try:
-        chunk.to_csv(text, index=False, header=False, lineterminator="\n")
+        chunk.to_csv(text, index=False, header=False, lineterminator="\n", quoting=quoting)
         text.flush()
     finally:
         text.detach()
@@ -876,11 +886,12 @@ def copy_table_file(src: Any, dest: Any) -> None:
 def read_table(path) -> pd.DataFrame:
     """Read a normalized photometry.csv back, with its dtypes (the table itself, when this
     process has just written it and the file is unchanged: remember_written)."""
+    import os
     from pathlib import Path
 
     import pandas as pd
 
-    key = str(Path(path).resolve())
+    key = str(Path(path).resolve()) if isinstance(path, (str, os.PathLike)) else ""
     known = _WRITTEN.get(key)
     if known is not None:
         try:
@@ -890,9 +901,11 @@ def read_table(path) -> pd.DataFrame:
             pass
     dtypes = {name: ("string" if dtype == "object" else dtype) for name, dtype in COLUMN_TYPES}
     dtypes.pop("detected")
-    df = pd.read_csv(path, dtype={k: v for k, v in dtypes.items() if v != "int64"}, keep_default_na=True)
-    for name, dtype in COLUMN_TYPES:
-        if dtype == "object" and name in df.columns:
+    # only an empty field is missing: a text "NA" or "nan" stays text (NaN is written empty)
+    df = pd.read_csv(path, dtype={k: v for k, v in dtypes.items() if v != "int64"},
+                     keep_default_na=False, na_values=[""])
+    for name in df.columns:  # text (fixed or extra): missing is None, as in the written table
+        if df[name].dtype.kind not in "biufcmM":
             df[name] = df[name].astype(object).where(df[name].notna(), None)
     return df
 

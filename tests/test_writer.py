@@ -1,0 +1,273 @@
+"""The table writer (photometry.write_table / write_csv, issue 10 item 2): every value reads
+back equal (both engines), the file is streamed, -o in the product's format is a copy of
+photometry.csv (never written again), Parquet round-trips (or exit 3 without pyarrow)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stdq import photometry
+
+ENGINES = ["pandas"] + (["arrow"] if photometry.have_pyarrow() else [])
+needs_pyarrow = pytest.mark.skipif(not photometry.have_pyarrow(), reason="pyarrow is not installed")
+
+FLOATS = [0.1, -0.0, 0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 1.7976931348623157e308, 1e22,
+          123456789.123, 1.0, -2.5, 1 / 3, np.nan, np.inf, -np.inf, 60000.123456789012]
+TEXTS = ["ztfg", 'a,"b"', "comma, here", 'quote " here', "line\nbreak", "cr\rhere", "ünï©ødé",
+         None, " spaced ", "x" * 300, "plain", "1", "-0", "nan", "True", "ps1::g"]
+
+
+def edge_table() -> pd.DataFrame:
+    n = len(FLOATS)
+    df = pd.DataFrame(
+        {
+            "mjd": np.linspace(60000.0, 60001.0, n),
+            "flux_ujy": FLOATS,
+            "flux_err_ujy": FLOATS[::-1],
+            "band": TEXTS,
+            "object_id": ["9223372036854775807", None] * (n // 2),
+            "source_row_id": [str(2**62 + i) for i in range(n)],
+            "quality_flag": np.arange(n, dtype="int64") * (2**40),
+        }
+    )
+    table = photometry.normalize(df, product_id=2**31)
+    table["detected"] = np.arange(n) % 3 == 0
+    table["x_whole"] = np.arange(n, dtype="float64") - 3.0  # whole floats: must stay floats
+    table["x_whole"] = table["x_whole"].where(table.index != 3, -0.0)
+    table["x_int"] = pd.array([None if i % 4 == 0 else i * 7 for i in range(n)], dtype="Int64")
+    table["x_big"] = np.full(n, 2**63 - 1, dtype="int64")
+    table["x_text"] = TEXTS[::-1]
+    return table
+
+
+def same(a: pd.Series, b: pd.Series) -> bool:
+    """Equal values: floats bit for bit (NaN as NaN, -0.0 as -0.0); missing text as missing."""
+    if a.dtype.kind == "f":
+        x, y = a.to_numpy(), b.to_numpy(dtype="float64")
+        nan = np.isnan(x)
+        return b.dtype.kind == "f" and bool((np.isnan(y) == nan).all()) and (
+            x[~nan].view("u8") == y[~nan].view("u8")
+        ).all()
+
+    def norm(v):
+        return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+
+    return [norm(v) for v in a.tolist()] == [norm(v) for v in b.tolist()]
+
+
+def written(df: pd.DataFrame, tmp_path, engine: str) -> bytes:
+    path = tmp_path / f"t-{engine}.csv"
+    with open(path, "wb") as fh:
+        photometry.write_csv(df, fh, engine=engine)
+    photometry.forget_written()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_round_trip_exact_every_column_type(tmp_path, engine):
+    df = edge_table()
+    written(df, tmp_path, engine)
+    back = photometry.read_table(tmp_path / f"t-{engine}.csv")
+    assert list(back.columns) == list(df.columns)
+    for name in df.columns:
+        if name in ("x_text", "band"):  # '' and None both read back missing (documented)
+            continue
+        assert same(df[name], back[name]), name
+    # text: every value back, commas, quotes, line breaks and all
+    assert back["band"].tolist() == TEXTS
+    assert back["x_text"].tolist() == TEXTS[::-1]
+    assert back["detected"].tolist() == df["detected"].tolist()
+    assert back["x_whole"].dtype.kind == "f" and math.copysign(1, back["x_whole"][3]) < 0
+    assert back["x_big"].tolist() == [2**63 - 1] * len(df)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_booleans_and_quoting_as_documented(tmp_path, engine):
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": [60000.0, 60001.0], "flux_ujy": [1.5, 2.0], "flux_err_ujy": [1.0, 1.0],
+                      "band": ["ztfg", 'say "hi", ok']}),
+        product_id=1,
+    )
+    df["detected"] = [True, False]
+    text = written(df, tmp_path, engine).decode()
+    lines = text.split("\n")
+    assert lines[0] == ",".join(photometry.COLUMNS)
+    first = lines[1].split(",")
+    assert first[photometry.COLUMNS.index("detected")] == "True"
+    assert first[photometry.COLUMNS.index("band")] == "ztfg"  # not quoted: nothing to quote
+    assert first[photometry.COLUMNS.index("magnitude")] == ""  # NaN: an empty field
+    assert ',False,' in lines[2] and '"say ""hi"", ok"' in lines[2]
+
+
+@needs_pyarrow
+def test_engines_agree_on_values(tmp_path):
+    df = edge_table()
+    for engine in ENGINES:
+        written(df, tmp_path, engine)
+    a = photometry.read_table(tmp_path / "t-arrow.csv")
+    b = photometry.read_table(tmp_path / "t-pandas.csv")
+    for name in df.columns:
+        assert same(a[name], b[name]) if a[name].dtype.kind == "f" else a[name].tolist() == b[name].tolist(), name
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_streamed_in_chunks(tmp_path, engine, monkeypatch):
+    monkeypatch.setattr(photometry, "CSV_CHUNK_ROWS", 1000)
+    n = 10_000
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": 60000.0 + np.arange(n) / 7, "flux_ujy": np.arange(n) / 3.0,
+                      "flux_err_ujy": np.ones(n), "band": ["ztfg"] * n}),
+        product_id=1,
+    )
+    df.loc[5000, "band"] = "needs, quotes"  # one chunk goes the quoting way
+    sizes: list[int] = []
+
+    class Sink(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            sizes.append(len(b))
+            return len(b)
+
+    photometry.write_csv(df, Sink(), engine=engine)
+    assert sum(sizes) > 10 * max(sizes) // 2  # never the whole file in one piece
+    assert len(sizes) >= 10
+    buf = io.BytesIO()
+    photometry.write_csv(df, buf, engine=engine)
+    assert buf.getvalue().count(b"\n") == n + 1  # one header, every row once
+    path = tmp_path / "s.csv"
+    path.write_bytes(buf.getvalue())
+    back = photometry.read_table(path)
+    assert same(df["flux_ujy"], back["flux_ujy"]) and back["band"][5000] == "needs, quotes"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=20))
+def test_any_float_reads_back_equal(values):
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": np.arange(len(values), dtype="float64"), "flux_ujy": values,
+                      "flux_err_ujy": values, "x_extra": values}),
+        product_id=1,
+    )
+    for engine in ENGINES:
+        buf = io.BytesIO()
+        photometry.write_csv(df, buf, engine=engine)
+        buf.seek(0)
+        back = photometry.read_table(buf)
+        for name in ("flux_ujy", "flux_err_ujy", "x_extra"):
+            assert same(df[name], back[name]), (engine, name, values)
+
+
+def test_table_just_written_is_not_read_back(tmp_path, monkeypatch):
+    from stdq.store import atomic_write
+
+    df = edge_table()
+    path = tmp_path / "photometry.csv"
+    atomic_write(path, lambda fh: photometry.write_table(df, fh))
+    photometry.remember_written(path, df)
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: pytest.fail("read back"))
+    assert photometry.read_table(path) is not df  # a shallow copy of it
+    assert photometry.read_table(path)["flux_ujy"].equals(df["flux_ujy"])
+    monkeypatch.undo()
+    path.write_bytes(path.read_bytes() + b"")  # touched: read from the file again
+    os.utime(path, ns=(1, 1))
+    assert len(photometry.read_table(path)) == len(df)
+    photometry.forget_written()
+
+
+@needs_pyarrow
+def test_parquet_round_trip(tmp_path):
+    df = edge_table()
+    path = tmp_path / "t.parquet"
+    with open(path, "wb") as fh:
+        photometry.write_table(df, fh, "parquet")
+    back = photometry.read_parquet(path)
+    assert list(back.columns) == list(df.columns)
+    for name in df.columns:
+        assert same(df[name], back[name]), name
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata[b"stdq"]
+    assert b'"flux_ujy": "uJy"' in meta
+
+
+# -- the CLI: -o -----------------------------------------------------------------------------
+
+
+def EMULATORS():
+    from stdq.testing.mast import MastCatalogsEmulator
+
+    return [MastCatalogsEmulator()]
+
+
+QUERY = ("query", "panstarrs", "--ra", "210.910674", "--dec", "54.311650")
+
+
+def test_output_in_the_product_format_is_a_copy(stdq, tmp_path, monkeypatch):
+    from stdq.cli import render
+    from stdq.core import QueryResult
+
+    monkeypatch.setattr(QueryResult, "table", property(lambda self: pytest.fail("table read back")))
+    monkeypatch.setattr(render, "write_output", lambda *a: pytest.fail("-o written again"))
+    out = tmp_path / "x.csv"
+    result = stdq.run(*QUERY, "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    product_csv = json.loads(result.stdout)["path"]
+    assert out.read_bytes() == Path(product_csv).read_bytes()
+    assert os.stat(out).st_ino != os.stat(product_csv).st_ino  # a copy: editing it spares the product
+    piped = stdq.run(*QUERY, "--force", "-o", "-")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines()[0].startswith(",".join(photometry.COLUMNS) + ",ps1_")
+
+
+def test_output_in_another_format_converts_the_table(stdq, tmp_path, monkeypatch):
+    from stdq.cli import render
+
+    converted: list[str | None] = []
+    real = render.write_output
+
+    def write_output(table, out, fmt):
+        converted.append(fmt)
+        return real(table, out, fmt)
+
+    monkeypatch.setattr(render, "write_output", write_output)
+    out = tmp_path / "x.json"
+    result = stdq.run(*QUERY, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert converted == ["json"]
+    assert out.read_text().startswith("[{")
+
+
+@needs_pyarrow
+def test_output_parquet(stdq, tmp_path):
+    out = tmp_path / "x.parquet"
+    result = stdq.run(*QUERY, "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    product_csv = json.loads(result.stdout)["path"]
+    photometry.forget_written()
+    back, ref = photometry.read_parquet(out), photometry.read_table(product_csv)
+    assert len(back) == len(ref) > 0
+    for name in ref.columns:
+        assert same(ref[name], back[name]), name
+
+
+def test_parquet_without_pyarrow_is_exit_3(stdq, tmp_path, monkeypatch):
+    monkeypatch.setattr(photometry, "have_pyarrow", lambda: False)
+    result = stdq.run(*QUERY, "-o", str(tmp_path / "x.parquet"))
+    assert result.returncode == 3, result.stderr
+    assert "pip install pyarrow" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.parquet").exists()
