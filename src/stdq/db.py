@@ -145,12 +145,24 @@ CREATE TABLE update_jobs (
 )
 """
 
+SCHEMA_4 = """
+CREATE TABLE masks (
+    target         TEXT NOT NULL COLLATE NOCASE,
+    service        TEXT NOT NULL,
+    source_row_id  TEXT NOT NULL,
+    reason         TEXT,
+    created_at     REAL NOT NULL,
+    PRIMARY KEY (target, service, source_row_id)
+)
+"""
+
 #: Migration N (1-based) takes the schema from version N-1 to N. Append only; never edit one
 #: that has been released.
 MIGRATIONS: list[Migration] = [
     SCHEMA_1,  # 1: the whole schema of the first release
     "ALTER TABLE jobs ADD COLUMN wait_until REAL",  # 2: when a retry wait ends (live display)
     SCHEMA_3,  # 3: target lists (watchlists) and the jobs of `stdq update`
+    SCHEMA_4,  # 4: masked light-curve rows (`stdq mask`), kept across re-fetches
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = frozenset(
