@@ -63,3 +63,40 @@ def test_the_clock_moves_the_data():
     emulator.clock = lambda: 1796166000.0  # 2026-12-01 23:00 UTC
     assert emulator.last_night() == 61374
     assert max(mjds(emulator.result_file(SN.ra, SN.dec, 57000.0, None, False))) < 61375.958
+
+
+# -- ZFPS ------------------------------------------------------------------------------------------
+
+
+def zfps_file(emulator, ra: float, dec: float, jdstart: float) -> list[str]:
+    from stdq.testing.zfps import ZfpsRequest, result_file
+
+    req = ZfpsRequest(req_id=1, email="x", ra=ra, dec=dec, jdstart=jdstart, jdend=2470000.5,
+                      created=0.0, ready_at=0.0, exitcode=0, file_format=emulator.file_format,
+                      recent=emulator.recent())
+    lines = [line for line in result_file(req).decode().splitlines() if line.startswith(" ")]
+    return lines[1:]  # without the column names
+
+
+def test_zfps_recent_nights_and_add_night():
+    from stdq.testing.zfps import RECENT_NIGHTS, ZfpsEmulator
+
+    emulator = ZfpsEmulator()
+    emulator.anchor_mjd = 61000
+    rows = zfps_file(emulator, SN.ra, SN.dec, 2400000.5 + 60500)
+    assert len(rows) == RECENT_NIGHTS and all(" ZTF_i " in r for r in rows)
+    assert emulator.add_night() == 61001
+    again = zfps_file(emulator, SN.ra, SN.dec, 2400000.5 + 60500)
+    assert len(again) == RECENT_NIGHTS + 1
+    # only the new night after the last one's epochs
+    assert len(zfps_file(emulator, SN.ra, SN.dec, 2400000.5 + 61000.5)) == 1
+    emulator.recent_nights = 0  # the hand-checked history alone
+    assert zfps_file(emulator, SN.ra, SN.dec, 2400000.5 + 60500) == []
+
+
+def test_zfps_default_ends_last_night():
+    from stdq.testing.zfps import ZfpsEmulator
+
+    emulator = ZfpsEmulator()
+    first, last = emulator.recent()
+    assert last == int(time.time() / 86400 + 40587) - 1 and last - first + 1 == emulator.recent_nights

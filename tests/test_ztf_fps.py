@@ -34,9 +34,11 @@ SECRET_FORMS = (EMAIL, USERPASS, EMAIL.replace("@", "%40"))
 
 @pytest.fixture(autouse=True)
 def quick_requests(request):
-    """Emulated requests end 0.1 s after their submission (instead of 1 s): fewer polls to wait."""
+    """Emulated requests end 0.1 s after their submission (instead of 1 s): fewer polls to wait.
+    Only the hand-checked history (no recent nights: test_emulator_dates.py covers those)."""
     if "fake_server" in request.fixturenames:
         request.getfixturevalue("fake_server").emulator("zfps").delay = 0.1
+        request.getfixturevalue("fake_server").emulator("zfps").recent_nights = 0
 
 
 def settings_without_credentials(server, extra: str = "") -> str:

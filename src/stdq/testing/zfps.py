@@ -327,16 +327,41 @@ def _flat_epochs(field_: int, ccdid: int, qid: int, flux: float) -> list[Epoch]:
             for i in range(5)]
 
 
-def light_curve_rows(ra: float, dec: float) -> list[Epoch]:
-    """The emulated epochs at a position (within 2 arcsec of a sky target), else none."""
-    for name, make in (
-        ("SN 2023ixf", _sn_epochs),
-        ("NGC 3642", lambda: _flat_epochs(686, 4, 1, 850.0)),
-        ("M31", lambda: _flat_epochs(695, 11, 4, 2400.0)),
+# Nights of data up to the present (issue 11 item 7), after the hand-checked history.
+RECENT_NIGHTS = 30
+
+
+def last_night_mjd(unix_time: float) -> int:
+    """The MJD (integer) of last night: the day before the current UTC date."""
+    return int(unix_time // 86400.0 + 40587) - 1
+
+
+def _recent_epochs(field_: int, ccdid: int, qid: int, flux: float, zp: float, rfid: int,
+                   nights: range) -> list[Epoch]:
+    """One i epoch a night (Palomar: 0.33 d after the MJD of the night's date), each from its
+    night alone (the same values whatever nights follow); a band of their own (fcqfid ...3), so
+    the hand-checked g and r baselines stay as they were."""
+    return [Epoch(field_, ccdid, qid, "ZTF_i", night + 0.3307, flux + NOISE[night % len(NOISE)], 9.0,
+                  zp, rfid=rfid) for night in nights]
+
+
+def light_curve_rows(ra: float, dec: float, recent: tuple[int, int] | None = None) -> list[Epoch]:
+    """The emulated epochs at a position (within 2 arcsec of a sky target), else none.
+
+    RECENT (first night, last night): one more epoch on each of those nights (after the
+    hand-checked history), as the emulator adds for data up to the present.
+    """
+    for name, make, late in (
+        ("SN 2023ixf", _sn_epochs, (735, 5, 2, -20.0 + 60.0, 26.20, 735120221)),
+        ("NGC 3642", lambda: _flat_epochs(686, 4, 1, 850.0), (686, 4, 1, 850.0, 26.2, 686120412)),
+        ("M31", lambda: _flat_epochs(695, 11, 4, 2400.0), (695, 11, 4, 2400.0, 26.2, 695121142)),
     ):
         obj = sky.find(name)
         if obj is not None and sky.separation_deg(ra, dec, obj.ra, obj.dec) * 3600 < 2.0:
-            return make()
+            rows = make()
+            if recent is not None:
+                rows += _recent_epochs(*late, range(max(recent[0], 60200), recent[1] + 1))
+            return rows
     return []
 
 
@@ -376,7 +401,7 @@ def result_file(req: ZfpsRequest) -> bytes:
     """The light-curve file of a finished request (in the request's ``file_format``)."""
     lines = header_lines(req.file_format, req.ra, req.dec, req.jdstart, req.jdend, req.ready_at)
     index = 0
-    for e in light_curve_rows(req.ra, req.dec):
+    for e in light_curve_rows(req.ra, req.dec, req.recent):
         jd = e.mjd + 2400000.5
         if not (req.jdstart <= jd <= req.jdend):
             continue
@@ -402,6 +427,7 @@ class ZfpsRequest:
     file_format: str = BATCH
     listed_at: int = 0  # the listing query from which it is listed
     events: list[str] = field(default_factory=list)
+    recent: tuple[int, int] | None = None  # the nights of recent data when it was submitted
 
     @property
     def name(self) -> str:
@@ -445,6 +471,11 @@ class ZfpsEmulator(Emulator):
         self.submissions: list[dict[str, str]] = []  # the form of every accepted submission
         self.status_queries = 0
         self._next_id = 15270
+        # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
+        # anchor_mjd (None: last night); add_night() adds one more (the first stays put)
+        self.recent_nights = RECENT_NIGHTS
+        self.anchor_mjd: int | None = None
+        self.recent_first: int | None = None
 
     # what `stdq demo` adds to [services.ztf-fps] (the same as service_settings_lines)
     demo_settings = {"poll_interval": 0.2, "max_poll_interval": 1.0, "email": TEST_EMAIL,
@@ -460,6 +491,27 @@ class ZfpsEmulator(Emulator):
         ]
 
     # -- knobs ---------------------------------------------------------------------------
+    def last_night(self) -> int:
+        """The newest night with data: anchor_mjd, else last night."""
+        return int(self.anchor_mjd) if self.anchor_mjd is not None else last_night_mjd(time.time())
+
+    def recent(self) -> tuple[int, int] | None:
+        """(first, last) night of the recent data, None when there is none."""
+        if self.recent_nights <= 0:
+            return None
+        last = self.last_night()
+        first = self.recent_first if self.recent_first is not None else last - self.recent_nights + 1
+        return first, last
+
+    def add_night(self) -> int:
+        """One more night of epochs; the new night's MJD."""
+        with self.lock:
+            last = self.last_night()
+            if self.recent_first is None:
+                self.recent_first = last - self.recent_nights + 1
+            self.anchor_mjd = last + 1
+            return self.anchor_mjd
+
     def finish_now(self) -> None:
         """Every pending request is done from now on."""
         with self.lock:
@@ -537,12 +589,14 @@ class ZfpsEmulator(Emulator):
                     " try again later"
                 )
             now = time.time()
+            recent = self.recent()
             for ra, dec in zip(ras, decs, strict=True):
                 if self.fail_next is not None:
                     exitcode, self.fail_next = self.fail_next, None
                 elif jdend < ZTF_START_JD:
                     exitcode = 65
-                elif not any(jdstart <= e.mjd + 2400000.5 <= jdend for e in light_curve_rows(ra, dec)):
+                elif not any(jdstart <= e.mjd + 2400000.5 <= jdend
+                             for e in light_curve_rows(ra, dec, recent)):
                     exitcode = 63
                 else:
                     exitcode = 0
@@ -550,6 +604,7 @@ class ZfpsEmulator(Emulator):
                     req_id=self._next_id, email=form["email"], ra=ra, dec=dec, jdstart=jdstart,
                     jdend=jdend, created=now, ready_at=now + self.delay, exitcode=exitcode,
                     file_format=self.file_format, listed_at=self.status_queries + self.listing_lag,
+                    recent=recent,
                 ))
                 self._next_id += 1
             self.submissions.append({k: v for k, v in form.items() if k not in ("email", "userpass")})
