@@ -1,26 +1,33 @@
-"""Benchmark: normalizing a 1,000,000-row Pan-STARRS detection table vs pandas' read_csv.
+"""Benchmark: the whole path of a 1,000,000-row Pan-STARRS detection answer vs pandas + pyarrow.
 
 Writes a detection CSV in the form the panstarrs service stores it (MAST's CSV:
 a header line, then ``objID,detectID,filterID,obsTime,...`` rows, with a few
--999 sentinels) to a temporary folder, then measures side by side, in one run:
+-999 sentinels) to a temporary folder, then measures side by side, alternating,
+in one run:
 
-- pandas: ``pandas.read_csv(path)`` of that file (all defaults);
-- stdq: ``PanstarrsProcessor.process(product)`` + ``photometry.normalize`` -- the
-  whole path from the raw file to the normalized table in memory (what
-  ``stdq products reprocess`` does before writing photometry.csv).
+- stdq, the whole path: the raw answer parsed (``PanstarrsProcessor.process``),
+  the common value rule (``photometry.drop_bad_values``), ``photometry.normalize``,
+  and the table written as photometry.csv (``photometry.write_table``) -- what
+  ``processing.process_product`` does;
+- the baseline: ``pandas.read_csv`` of the raw file plus ``pyarrow.csv.write_csv``
+  of that same table (and, for information, of stdq's normalized table, which
+  has more columns).
 
-Each is run ``--runs`` times, alternately; the medians of wall-clock time and
-their ratio are printed (goal: <= 3), with the CPU-time medians beside them (on
-a shared machine the CPU ratio is the steadier figure). Peak memory is the peak
-resident set size of a fresh subprocess doing one normalization (and of one
-doing only read_csv). Writing photometry.csv is timed once, for information.
+Medians of wall-clock and CPU time and their ratios are printed (goal: whole
+path <= 3x the baseline; on a shared machine the CPU ratio is the steadier
+figure), with each run's wall time, then, once each: the writers alone on the
+normalized table (stdq's CSV writer with pyarrow, with pandas -- on 100,000 rows,
+scaled -- pyarrow's write_csv, Parquet) and the peak memory of a fresh
+subprocess doing the whole path and the baseline. pyarrow is needed for the
+baseline (``pip install 'stdq[bench]'`` or ``pip install pyarrow``).
 
-    python bench/process.py [--rows 1000000] [--runs 5]
+    python bench/process.py [--rows 1000000] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import statistics
@@ -31,6 +38,7 @@ import time
 from pathlib import Path
 
 GOAL = 3.0
+PANDAS_WRITE_ROWS = 100_000
 
 
 def write_detection_csv(path: Path, rows: int, seed: int = 1) -> None:
@@ -82,11 +90,40 @@ def make_product(path: Path):
 
 
 def normalize_once(path: Path):
+    """Raw answer -> the normalized table, as processing.process_product makes it."""
     from stdq import photometry
     from stdq.processors.panstarrs import PanstarrsProcessor
 
     product = make_product(path)
-    return photometry.normalize(PanstarrsProcessor({}).process(product), product_id=1), product
+    table = PanstarrsProcessor({}).process(product)
+    table = photometry.drop_bad_values(table, None, product)
+    return photometry.normalize(table, product_id=1), product
+
+
+def whole_path(path: Path, out: Path):
+    """The whole path: parsed, normalized, written as photometry.csv."""
+    from stdq import photometry
+
+    table, product = normalize_once(path)
+    with open(out, "wb") as fh:
+        photometry.write_table(table, fh, "csv")
+    return table, product
+
+
+def baseline(path: Path, out: Path) -> None:
+    """pandas read_csv of the raw file + pyarrow's write_csv of that table."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    df = pd.read_csv(path)
+    pacsv.write_csv(pa.Table.from_pandas(df, preserve_index=False), str(out))
+
+
+def timed(func, *args) -> tuple[float, float, object]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = func(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def peak_rss_bytes() -> int:
@@ -107,17 +144,19 @@ def peak_rss_bytes() -> int:
 
 
 def child(mode: str, path: Path) -> None:
-    """Run one MODE ('normalize' or 'read_csv') and print the peak RSS in bytes as JSON."""
-    import pandas as pd
+    """Run one MODE ('whole' or 'baseline') and print the peak RSS in bytes as JSON."""
+    import pandas as pd  # noqa: F401  (imports counted in the baseline)
+    import pyarrow.csv  # noqa: F401
 
-    from stdq import photometry  # noqa: F401  (imports counted in the baseline)
+    from stdq import photometry  # noqa: F401
     from stdq.processors import panstarrs  # noqa: F401
 
     before = peak_rss_bytes()
-    if mode == "read_csv":
-        pd.read_csv(path)
+    out = path.with_name(f"out-{mode}.csv")
+    if mode == "baseline":
+        baseline(path, out)
     else:
-        normalize_once(path)
+        whole_path(path, out)
     print(json.dumps({"peak": peak_rss_bytes(), "after_imports": before}))
 
 
@@ -128,63 +167,93 @@ def peak_memory(mode: str, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def runs_text(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], Path(args.child[1]))
         return 0
 
-    import pandas as pd
-
     from stdq import photometry
+
+    if not photometry.have_pyarrow():
+        print("the baseline needs pyarrow: pip install pyarrow (or pip install 'stdq[bench]')")
+        return 2
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
     with tempfile.TemporaryDirectory(prefix="stdq-bench-") as tmp:
         path = Path(tmp) / "detection-173142109106893051-p001.csv"
         started = time.perf_counter()
         write_detection_csv(path, args.rows)
-        print(f"rows: {args.rows:,}  file: {path.stat().st_size / 1e6:.1f} MB "
-              f"(written in {time.perf_counter() - started:.1f} s)")
+        print(f"rows: {args.rows:,}  raw file: {path.stat().st_size / 1e6:.1f} MB "
+              f"(made in {time.perf_counter() - started:.1f} s)")
+        out = Path(tmp) / "photometry.csv"
+        base_out = Path(tmp) / "baseline.csv"
 
-        read_times: list[tuple[float, float]] = []
-        norm_times: list[tuple[float, float]] = []
+        stdq_runs: list[tuple[float, float]] = []
+        base_runs: list[tuple[float, float]] = []
         table = product = None
         for _ in range(args.runs):
-            wall, cpu = time.perf_counter(), time.process_time()
-            pd.read_csv(path)
-            read_times.append((time.perf_counter() - wall, time.process_time() - cpu))
+            wall, cpu, _r = timed(baseline, path, base_out)
+            base_runs.append((wall, cpu))
             table = product = None
-            wall, cpu = time.perf_counter(), time.process_time()
-            table, product = normalize_once(path)
-            norm_times.append((time.perf_counter() - wall, time.process_time() - cpu))
-        read_wall = statistics.median(t[0] for t in read_times)
-        norm_wall = statistics.median(t[0] for t in norm_times)
-        read_cpu = statistics.median(t[1] for t in read_times)
-        norm_cpu = statistics.median(t[1] for t in norm_times)
-        ratio = norm_wall / read_wall
-        print(f"pandas read_csv:  median {read_wall:.3f} s wall, {read_cpu:.3f} s CPU  "
-              f"(wall runs: {', '.join(f'{t[0]:.3f}' for t in read_times)})")
-        print(f"stdq normalize:   median {norm_wall:.3f} s wall, {norm_cpu:.3f} s CPU  "
-              f"(wall runs: {', '.join(f'{t[0]:.3f}' for t in norm_times)})")
-        print(f"ratio normalize / read_csv: {ratio:.2f} wall, {norm_cpu / read_cpu:.2f} CPU  "
-              f"(goal <= {GOAL:g}: {'met' if ratio <= GOAL else 'NOT met'})")
+            wall, cpu, (table, product) = timed(whole_path, path, out)
+            stdq_runs.append((wall, cpu))
+        b_wall = statistics.median(t[0] for t in base_runs)
+        b_cpu = statistics.median(t[1] for t in base_runs)
+        s_wall = statistics.median(t[0] for t in stdq_runs)
+        s_cpu = statistics.median(t[1] for t in stdq_runs)
+        ratio, cpu_ratio = s_wall / b_wall, s_cpu / b_cpu
+        print(f"baseline (read_csv + pyarrow write_csv): median {b_wall:.2f} s wall, {b_cpu:.2f} s CPU"
+              f"  (wall runs: {runs_text([t[0] for t in base_runs])})")
+        print(f"stdq whole path (parse, normalize, write): median {s_wall:.2f} s wall, {s_cpu:.2f} s CPU"
+              f"  (wall runs: {runs_text([t[0] for t in stdq_runs])})")
+        print(f"ratio whole path / baseline: {ratio:.2f} wall, {cpu_ratio:.2f} CPU  "
+              f"(goal <= {GOAL:g}: {'met' if ratio <= GOAL else 'NOT met'}; "
+              f"spread of the pair ratios: {runs_text(sorted(s[0] / b[0] for s, b in zip(stdq_runs, base_runs, strict=True)))})")
         assert table is not None and product is not None
-        print(f"normalized rows: {len(table):,}; left out: {dict(product.left_out)}")
+        print(f"normalized rows: {len(table):,} x {len(table.columns)} columns; "
+              f"left out: {dict(product.left_out)}; photometry.csv {out.stat().st_size / 1e6:.1f} MB")
 
-        out = Path(tmp) / "photometry.csv"
-        t0 = time.perf_counter()
-        with open(out, "wb") as fh:
-            photometry.write_table(table, fh, "csv")
-        print(f"(for information) writing photometry.csv: {time.perf_counter() - t0:.2f} s, "
-              f"{out.stat().st_size / 1e6:.1f} MB")
+        # the writers alone, on the normalized table (once each, for information)
+        def write_stdq(t):
+            with open(out, "wb") as fh:
+                photometry.write_csv(t, fh, engine="arrow")
+
+        def write_arrow_plain(t):
+            pacsv.write_csv(pa.Table.from_pandas(t, preserve_index=False), str(base_out))
+
+        def write_parquet(t):
+            with open(Path(tmp) / "p.parquet", "wb") as fh:
+                photometry.write_table(t, fh, "parquet")
+
+        small = table.iloc[:PANDAS_WRITE_ROWS]
+
+        def write_pandas_small(t):
+            photometry.write_csv(small, io.BytesIO(), engine="pandas")
+
+        scale = len(table) / max(1, len(small))
+        for label, func, k in (
+            ("stdq CSV writer (pyarrow)", write_stdq, 1.0),
+            ("pyarrow write_csv (from_pandas)", write_arrow_plain, 1.0),
+            ("stdq Parquet", write_parquet, 1.0),
+            (f"stdq CSV writer without pyarrow (pandas; {len(small):,} rows, scaled)", write_pandas_small, scale),
+        ):
+            wall, cpu, _r = timed(func, table)
+            print(f"  write {label}: {wall * k:.2f} s wall, {cpu * k:.2f} s CPU")
         del table
 
-        for mode in ("normalize", "read_csv"):
+        for mode in ("whole", "baseline"):
             mem = peak_memory(mode, path)
-            print(f"peak memory ({mode}, subprocess maxrss): {mem['peak'] / 2**20:.0f} MiB "
+            print(f"peak memory ({mode}, fresh subprocess): {mem['peak'] / 2**20:.0f} MiB "
                   f"(of which {mem['after_imports'] / 2**20:.0f} MiB after imports)")
     return 0 if ratio <= GOAL else 1
 
