@@ -156,6 +156,25 @@ CREATE TABLE masks (
 )
 """
 
+SCHEMA_5 = """
+CREATE TABLE remote_slots (
+    scope     TEXT NOT NULL,
+    job_id    INTEGER NOT NULL,
+    taken_at  REAL NOT NULL,
+    PRIMARY KEY (scope, job_id)
+);
+CREATE TABLE deferred_deletes (
+    id          INTEGER PRIMARY KEY,
+    scope       TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    job_id      INTEGER,
+    added_at    REAL NOT NULL,
+    tries       INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    UNIQUE (scope, url)
+)
+"""
+
 #: Migration N (1-based) takes the schema from version N-1 to N. Append only; never edit one
 #: that has been released.
 MIGRATIONS: list[Migration] = [
@@ -163,6 +182,7 @@ MIGRATIONS: list[Migration] = [
     "ALTER TABLE jobs ADD COLUMN wait_until REAL",  # 2: when a retry wait ends (live display)
     SCHEMA_3,  # 3: target lists (watchlists) and the jobs of `stdq update`
     SCHEMA_4,  # 4: masked light-curve rows (`stdq mask`), kept across re-fetches
+    SCHEMA_5,  # 5: per-account slots (ATLAS max_queued, ZFPS max_pending), deferred DELETEs
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = frozenset(

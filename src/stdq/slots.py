@@ -1,0 +1,159 @@
+"""Per-account limits held across every worker of a data directory (issue 11 item 5).
+
+Besides the request rates (:mod:`stdq.limiter`), services limit what an account has in
+flight: ATLAS at most ``max_queued`` unstarted tasks (server: 500), ZFPS at most
+``max_pending`` requests. :class:`SlotPool` counts them in the ``remote_slots`` table of
+the data directory's database (migration 5): a job takes a slot before it submits and
+gives it back when its remote task has started or ended; a slot of a job that has ended
+(or is gone) is freed by the next ``take``, so a killed worker never leaks one.
+
+:class:`DeferredDeletes` is the list of remote tasks to DELETE later (``deferred_deletes``):
+ATLAS counts a DELETE as a write, so a finished task is deleted only when the write budget
+has room after every waiting submission; until then its URL is kept here (and in its job's
+record), and workers drain the list when they have room. Nothing is lost.
+
+:class:`Postponed` (a TemporaryFailure) asks the worker to queue the job again after
+``retry_after`` seconds without counting an attempt: a job that cannot go on now (no slot,
+no write budget) gives its thread to a job that can (of any service).
+
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stdq.db import Database
+from stdq.errors import TemporaryFailure
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class Postponed(TemporaryFailure):
+    """Not now: queue the job again after ``retry_after`` seconds (no attempt counted)."""
+
+
+class SlotPool:
+    """At most LIMIT slots of SCOPE held at once, by job id, across processes."""
+
+    def __init__(self, db: Database, scope: str, limit: int):
+        self.db = db
+        self.scope = scope
+        self.limit = int(limit)
+
+    def take(self, job_id: int) -> bool:
+        """Take a slot for JOB_ID (True; also when it holds one already), False when full.
+        A LIMIT of 0 or less: no limit (always True, nothing stored)."""
+        if self.limit <= 0:
+            return True
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM remote_slots WHERE scope = ? AND job_id NOT IN"
+                " (SELECT id FROM jobs WHERE state NOT IN (?, ?, ?))",
+                (self.scope, *FINAL_STATES),
+            )
+            if conn.execute(
+                "SELECT 1 FROM remote_slots WHERE scope = ? AND job_id = ?", (self.scope, job_id)
+            ).fetchone():
+                return True
+            held = conn.execute(
+                "SELECT COUNT(*) FROM remote_slots WHERE scope = ?", (self.scope,)
+            ).fetchone()[0]
+            if int(held) >= self.limit:
+                return False
+            conn.execute(
+                "INSERT INTO remote_slots (scope, job_id, taken_at) VALUES (?, ?, ?)",
+                (self.scope, job_id, self.db.clock()),
+            )
+            return True
+
+    def give_back(self, job_id: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM remote_slots WHERE scope = ? AND job_id = ?", (self.scope, job_id)
+            )
+
+    def held(self) -> int:
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM remote_slots WHERE scope = ?", (self.scope,)
+        ).fetchone()
+        return int(row[0])
+
+
+class DeferredDeletes:
+    """Remote task URLs of SCOPE to DELETE when the write budget has room."""
+
+    def __init__(self, db: Database, scope: str):
+        self.db = db
+        self.scope = scope
+
+    def add(self, url: str, job_id: int | None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO deferred_deletes (scope, url, job_id, added_at)"
+                " VALUES (?, ?, ?, ?)",
+                (self.scope, url, job_id, self.db.clock()),
+            )
+
+    def pending(self) -> list[tuple[str, int | None]]:
+        rows = self.db.conn.execute(
+            "SELECT url, job_id FROM deferred_deletes WHERE scope = ? ORDER BY id", (self.scope,)
+        ).fetchall()
+        return [(str(r[0]), r[1]) for r in rows]
+
+    def done(self, url: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM deferred_deletes WHERE scope = ? AND url = ?", (self.scope, url))
+
+    def failed(self, url: str, why: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE deferred_deletes SET tries = tries + 1, last_error = ? WHERE scope = ?"
+                " AND url = ?",
+                (why[:300], self.scope, url),
+            )
+
+    def drain(
+        self, delete: Callable[[str], bool], room: Callable[[], bool], *, most: int = 1000
+    ) -> int:
+        """DELETE pending URLs while ROOM() says the write budget allows one more;
+        DELETE(url) -> True when gone. Returns how many were deleted."""
+        count = 0
+        for url, _job in self.pending()[:most]:
+            if not room():
+                break
+            try:
+                gone = delete(url)
+            except Exception as exc:  # best effort: kept for the next drain
+                self.failed(url, f"{type(exc).__name__}: {exc}")
+                continue
+            if gone:
+                self.done(url)
+                count += 1
+        return count
+
+
+def waiting_submissions(db: Database, service: str, slot_key: str = "task_url") -> int:
+    """Jobs of SERVICE queued or running that have not submitted yet (no SLOT_KEY in their
+    checkpoint): the writes that come before any deferred DELETE."""
+    row = db.conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE service = ? AND state IN ('queued', 'running')"
+        " AND (checkpoint_json IS NULL OR json_extract(checkpoint_json, '$.' || ?) IS NULL)",
+        (service, slot_key),
+    ).fetchone()
+    return int(row[0])
+
+
+def clock_of(db: Database) -> Callable[[], float]:
+    return getattr(db, "clock", time.time)
+
+
+def has_deferred(db: Database) -> bool:
+    """Whether any deferred DELETE waits (cheap: the worker asks it when idle)."""
+    try:
+        row: Any = db.conn.execute("SELECT 1 FROM deferred_deletes LIMIT 1").fetchone()
+    except Exception:  # an older schema, or no database yet
+        return False
+    return row is not None
