@@ -179,3 +179,30 @@ def test_ecsv_format_writes_latest_ecsv(stdq):
     (item,) = update_json(stdq, SN, "--services", "ztf", "--format", "ecsv")
     path = Path(item["latest_path"]).with_name("latest.ecsv")
     assert path.read_text().startswith("# %ECSV")
+
+
+def test_atlas_through_a_worker_asks_from_the_newest_epoch_and_joins_queued_jobs(stdq):
+    emulator = stdq.server.emulator("atlas")
+    emulator.queue_seconds = emulator.run_seconds = 0.0
+    stdq.write_settings("[tasks]\nautostart_worker = false\n")
+    (first,) = update_json(stdq, SN, "--services", "atlas", "--background")
+    # an update run again before the worker came (say, after a crash): the same job, not a new one
+    (again,) = update_json(stdq, SN, "--services", "atlas", "--background")
+    assert again["job_id"] == first["job_id"]
+    assert stdq.run("jobs", "worker", "--burst").returncode == 0
+    posts = stdq.server.log_of(emulator="atlas", method="POST")
+    assert len(posts) == 1
+    latest = stdq.data_dir / "products" / "SN_2023ixf" / "atlas" / "latest.csv"
+    rows = latest_rows(latest)
+    newest = max(float(r["mjd"]) for r in rows)
+    (second,) = update_json(stdq, SN, "--services", "atlas", "--background")
+    assert second["mjd_min"] == pytest.approx(newest - 1.0, abs=1e-6)  # the ATLAS overlap: 1 day
+    assert stdq.run("jobs", "worker", "--burst").returncode == 0
+    posts = stdq.server.log_of(emulator="atlas", method="POST")
+    assert len(posts) == 2 and "mjd_min" in posts[-1].body
+    sent = dict(pair.split("=", 1) for pair in posts[-1].body.split("&"))
+    assert float(sent["mjd_min"]) == pytest.approx(newest - 1.0, abs=1e-6)
+    rows_after = latest_rows(latest)
+    assert len(rows_after) == len(rows)  # the overlap brought nothing new
+    ids = [r["source_row_id"] for r in rows_after]
+    assert len(ids) == len(set(ids))
