@@ -1,0 +1,411 @@
+"""Light-curve plots: PNG, PDF and SVG with matplotlib, one self-contained HTML with plotly.
+
+The conventions (docs/commands.md, `stdq plot`):
+
+- flux view (default when any row is difference photometry): microjansky against
+  MJD, a zero line, negative fluxes kept; detections with error bars; a
+  non-detection is an open down-triangle at its measured flux with its error bar;
+- magnitude view (``--mag``; default for total fluxes only): AB magnitude, axis
+  inverted; detections with error bars, a non-detection an open down-triangle at
+  its limit magnitude (``limit``, at ``limit_nsigma``);
+- colour by band and marker by survey from the one table in :mod:`stdq.bands`;
+  flagged rows (``quality_flag != 0``) hollow and grey; masked rows (``masked``)
+  never drawn; stacked bins (``n_combined > 1``) larger;
+- a secondary axis on top: the calendar date, or days since ``t0``;
+- title with the target's name and coordinates; legend per survey and band.
+
+matplotlib and plotly are optional (extras ``plot`` and ``html``): without them
+a :class:`~stdq.errors.ConfigError` (exit 3) names the pip command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stdq import bands
+from stdq.errors import BadInput, ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+MATPLOTLIB_HINT = "pip install matplotlib   (or: pip install 'stdq[plot]')"
+PLOTLY_HINT = "pip install plotly   (or: pip install 'stdq[html]')"
+FORMATS = ("png", "pdf", "svg", "html")
+VIEWS = ("flux", "mag")
+MJD_UNIX_EPOCH = 40587.0  # MJD of 1970-01-01, matplotlib's date 0
+POINT_SIZE = 16.0         # scatter area (points^2) of one exposure
+STACKED_SIZE = 40.0       # ... of a stacked bin (n_combined > 1)
+RASTER_ABOVE = 20_000     # PDF/SVG: markers rasterized above this many rows (small files)
+WEBGL_ABOVE = 5_000       # HTML: WebGL traces above this many rows
+
+
+@dataclass(frozen=True)
+class PlotInfo:
+    """What was drawn: the file, the view, and the rows drawn / left out."""
+
+    path: Path
+    view: str
+    format: str
+    drawn: int
+    masked: int
+    flagged: int
+    not_drawable: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "view": self.view, "format": self.format, "drawn": self.drawn,
+                "masked": self.masked, "flagged": self.flagged, "not_drawable": self.not_drawable}
+
+
+def require(module: str) -> Any:
+    """Import matplotlib or plotly, or raise ConfigError (exit 3) naming the pip command."""
+    hint = MATPLOTLIB_HINT if module.startswith("matplotlib") else PLOTLY_HINT
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.split(".")[0]
+        what = "PNG, PDF and SVG plots need" if top == "matplotlib" else "HTML plots need"
+        raise ConfigError(f"{what} {top}, which is not installed", hint=hint) from None
+
+
+def plot_format(path: str | Path) -> str:
+    """png, pdf, svg or html from PATH's suffix (BadInput, exit 2, for any other)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise BadInput(f"plot file {str(path)!r}: the name must end in .png, .pdf, .svg or .html")
+    return suffix
+
+
+def default_view(table: pd.DataFrame) -> str:
+    """"flux" when any row is difference photometry, else "mag"."""
+    kinds = set(table["flux_kind"].astype(str)) if "flux_kind" in table.columns and len(table) else set()
+    return "flux" if "difference" in kinds or not kinds else "mag"
+
+
+@dataclass
+class Prepared:
+    """The rows to draw, split by what they are (numpy arrays, one entry per row)."""
+
+    table: Any          # pandas DataFrame of the drawn rows
+    y: Any              # flux or magnitude
+    yerr: Any           # its error (NaN: none)
+    limit: Any          # bool: drawn as a non-detection (down-triangle)
+    flagged: Any        # bool
+    size: Any           # scatter area
+    masked: int
+    not_drawable: int
+
+
+def prepare(table: pd.DataFrame, view: str, *, clean: bool = False) -> Prepared:
+    """Leave out masked rows (and flagged ones with CLEAN); place every other row in VIEW."""
+    import numpy as np
+
+    df = table
+    n_masked = 0
+    if "masked" in df.columns:
+        masked = df["masked"].map(_truthy).to_numpy(dtype=bool)
+        n_masked = int(masked.sum())
+        df = df[~masked]
+    flag = _num(df, "quality_flag", 0.0)
+    flagged = np.nan_to_num(flag, nan=0.0) != 0
+    if clean:
+        df, flagged = df[~flagged], flagged[~flagged]
+    detected = df["detected"].map(_truthy).to_numpy(dtype=bool) if "detected" in df.columns else np.ones(len(df), bool)
+    flux, err = _num(df, "flux_ujy"), _num(df, "flux_err_ujy")
+    if view == "flux":
+        y, yerr = flux, err
+        limit = ~detected
+    else:
+        mag, magerr, lim = _num(df, "magnitude"), _num(df, "magnitude_error"), _num(df, "limit")
+        has_mag = detected & np.isfinite(mag)
+        limit = ~has_mag
+        y = np.where(has_mag, mag, lim)
+        yerr = np.where(has_mag, magerr, np.nan)
+    ok = np.isfinite(y) & np.isfinite(_num(df, "mjd"))
+    n_combined = np.nan_to_num(_num(df, "n_combined", 1.0), nan=1.0)
+    size = np.where(n_combined > 1, STACKED_SIZE, POINT_SIZE)
+    return Prepared(df[ok], y[ok], yerr[ok], limit[ok], flagged[ok], size[ok], n_masked, int((~ok).sum()))
+
+
+def _num(df: Any, column: str, default: float = math.nan) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if column not in df.columns:
+        return np.full(len(df), default, dtype="float64")
+    return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    try:
+        return bool(value) and value == value  # NaN is not true
+    except (TypeError, ValueError):
+        return False
+
+
+def _groups(prep: Prepared) -> list[tuple[str, str, Any]]:
+    """[(survey, band, row mask)] in a stable order: by survey, then band wavelength."""
+    import numpy as np
+
+    survey = prep.table["survey"].astype(str).to_numpy() if len(prep.table) else np.array([], dtype=object)
+    band = prep.table["band"].astype(str).to_numpy() if len(prep.table) else np.array([], dtype=object)
+    keys = sorted(set(zip(survey.tolist(), band.tolist(), strict=True)),
+                  key=lambda k: (k[0], bands.band_wavelength(k[1]) or 0.0, k[1]))
+    return [(s, b, (survey == s) & (band == b)) for s, b in keys]
+
+
+def title_text(name: str | None, ra: float | None, dec: float | None) -> str:
+    """"NAME  RA 10h..., Dec +..  (210.91067°, +54.31165°)"."""
+    parts = [name or "light curve"]
+    if ra is not None and dec is not None and math.isfinite(ra) and math.isfinite(dec):
+        parts.append(f"RA {_sexagesimal(ra / 15.0, 'h')}, Dec {_sexagesimal(dec, 'd', signed=True)}"
+                     f"  ({ra:.5f}°, {dec:+.5f}°)")
+    return "   ".join(parts)
+
+
+def _sexagesimal(value: float, unit: str, *, signed: bool = False) -> str:
+    sign = "-" if value < 0 else "+"
+    value = abs(value)
+    whole = int(value)
+    minutes = int((value - whole) * 60)
+    seconds = ((value - whole) * 60 - minutes) * 60
+    if round(seconds, 2 if unit == "h" else 1) >= 60:
+        seconds, minutes = 0.0, minutes + 1
+    if minutes >= 60:
+        minutes, whole = 0, whole + 1
+    if unit == "h":
+        text = f"{whole:02d}h{minutes:02d}m{seconds:05.2f}s"
+    else:
+        text = f"{whole:02d}°{minutes:02d}′{seconds:04.1f}″"
+    return (sign if signed else "") + text
+
+
+def figure(
+    table: pd.DataFrame, *, view: str | None = None, t0: float | None = None, name: str | None = None,
+    ra: float | None = None, dec: float | None = None, clean: bool = False, rasterize: bool = False,
+) -> tuple[Figure, Prepared, str]:
+    """The matplotlib Figure of TABLE (no pyplot, no display); also what was drawn and the view.
+
+    Every scatter collection carries a gid ``"<kind>|<survey>|<band>"`` with kind
+    ``detection``, ``limit``, ``flagged-detection`` or ``flagged-limit`` (tests and
+    users can find them in ``fig.axes[0].collections``).
+    """
+    import numpy as np
+
+    require("matplotlib")
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    view = view or default_view(table)
+    if view not in VIEWS:
+        raise BadInput(f"view {view!r}: use flux or mag")
+    prep = prepare(table, view, clean=clean)
+    fig = Figure(figsize=(10.0, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    mjd = _num(prep.table, "mjd")
+    handles: list[Any] = []
+    for survey, band, rows in _groups(prep):
+        colour, marker = bands.band_colour(band), bands.survey_marker(survey)
+        for kind in ("detection", "limit"):
+            for flagged in (False, True):
+                sel = rows & (prep.limit == (kind == "limit")) & (prep.flagged == flagged)
+                if not sel.any():
+                    continue
+                edge = bands.FLAGGED if flagged else colour
+                hollow = flagged or kind == "limit"
+                shape = bands.LIMIT_MARKER if kind == "limit" else marker
+                err = prep.yerr[sel]
+                has_err = np.isfinite(err)
+                if has_err.any():
+                    ax.errorbar(mjd[sel][has_err], prep.y[sel][has_err], yerr=err[has_err], fmt="none",
+                                ecolor=edge, elinewidth=0.7, alpha=0.5 if kind == "limit" else 0.8,
+                                zorder=1, rasterized=rasterize)
+                ax.scatter(mjd[sel], prep.y[sel], s=prep.size[sel], marker=shape,
+                           facecolors="none" if hollow else colour, edgecolors=edge,
+                           linewidths=0.9, zorder=3 if kind == "detection" else 2,
+                           gid=f"{'flagged-' if flagged else ''}{kind}|{survey}|{band}",
+                           rasterized=rasterize)
+        handles.append(Line2D([], [], linestyle="none", marker=marker, color=colour, markersize=6,
+                              label=f"{survey} {bands.band_label(band)}"))
+    if prep.limit.any():
+        handles.append(Line2D([], [], linestyle="none", marker=bands.LIMIT_MARKER, markerfacecolor="none",
+                              markeredgecolor="black", markersize=6,
+                              label="not detected" if view == "flux" else "upper limit"))
+    if prep.flagged.any():
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
+                              markeredgecolor=bands.FLAGGED, markersize=6, label="flagged (quality_flag ≠ 0)"))
+    if (prep.size > POINT_SIZE).any():
+        handles.append(Line2D([], [], linestyle="none", marker="o", color="black", markersize=8,
+                              label="stacked bin"))
+    kinds = sorted(set(prep.table["flux_kind"].astype(str))) if "flux_kind" in prep.table.columns else []
+    if view == "flux":
+        ax.axhline(0.0, color="0.4", linewidth=0.8, zorder=0)
+        kind_text = " / ".join(kinds) if kinds else "difference"
+        ax.set_ylabel(f"flux (µJy, {kind_text}; AB zp 23.9)")
+    else:
+        ax.invert_yaxis()
+        ax.set_ylabel("AB magnitude")
+    ax.set_xlabel("MJD (UTC)")
+    ax.grid(True, color="0.9", linewidth=0.6, zorder=0)
+    if t0 is not None:
+        top = ax.secondary_xaxis("top", functions=(lambda m: m - t0, lambda d: d + t0))
+        top.set_xlabel(f"days since t0 = MJD {t0:g}")
+    else:
+        top = ax.secondary_xaxis("top", functions=(lambda m: m - MJD_UNIX_EPOCH, lambda d: d + MJD_UNIX_EPOCH))
+        locator = mdates.AutoDateLocator()
+        top.xaxis.set_major_locator(locator)
+        top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        top.set_xlabel("date (UTC)")
+    ax.set_title(title_text(name, ra, dec), fontsize=11)
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                  frameon=False, borderaxespad=0.0)
+    if not len(prep.table):
+        ax.text(0.5, 0.5, "no rows to draw", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    return fig, prep, view
+
+
+def plot_table(
+    table: pd.DataFrame, path: str | Path, *, view: str | None = None, t0: float | None = None,
+    name: str | None = None, ra: float | None = None, dec: float | None = None, clean: bool = False,
+) -> PlotInfo:
+    """Draw TABLE (normalized schema) into PATH (.png, .pdf, .svg or .html); what was drawn."""
+    from stdq.store import atomic_write
+
+    path = Path(path)
+    fmt = plot_format(path)
+    if fmt == "html":
+        html, prep, view = html_text(table, view=view, t0=t0, name=name, ra=ra, dec=dec, clean=clean)
+        atomic_write(path, lambda fh: fh.write(html.encode("utf-8")))
+    else:
+        big = len(table) > RASTER_ABOVE and fmt in ("pdf", "svg")
+        fig, prep, view = figure(table, view=view, t0=t0, name=name, ra=ra, dec=dec, clean=clean, rasterize=big)
+        metadata: dict[str, Any] = {"Software": "stdq"} if fmt == "png" else (
+            {"Creator": "stdq", "CreationDate": None} if fmt == "pdf" else {"Creator": "stdq", "Date": None})
+        atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=150, metadata=metadata))
+    return PlotInfo(path, view, fmt, len(prep.table), prep.masked, int(prep.flagged.sum()), prep.not_drawable)
+
+
+PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "D": "diamond", "p": "pentagon", "h": "hexagon",
+                  "P": "cross", "v": "triangle-down"}
+
+
+def html_text(
+    table: pd.DataFrame, *, view: str | None = None, t0: float | None = None, name: str | None = None,
+    ra: float | None = None, dec: float | None = None, clean: bool = False,
+) -> tuple[str, Prepared, str]:
+    """One self-contained HTML page (plotly.js inline, no CDN): legend toggles a survey and band,
+    hover shows the time, value, source_row_id and product of each point."""
+    import numpy as np
+
+    require("plotly")
+    import plotly.graph_objects as go
+
+    view = view or default_view(table)
+    if view not in VIEWS:
+        raise BadInput(f"view {view!r}: use flux or mag")
+    prep = prepare(table, view, clean=clean)
+    fig = go.Figure()
+    mjd = _num(prep.table, "mjd")
+    scatter = go.Scattergl if len(prep.table) > WEBGL_ABOVE else go.Scatter
+    unit = "µJy" if view == "flux" else "mag"
+
+    def column(name: str) -> Any:
+        if name in prep.table.columns:
+            return prep.table[name].astype(str).to_numpy()
+        return np.full(len(prep.table), "", dtype=object)
+
+    info = np.stack([column("source_row_id"), column("product_id"), column("time_utc"),
+                     column("quality_flag")], axis=-1) if len(prep.table) else np.empty((0, 4))
+    x_label = "MJD (UTC)" if t0 is None else f"days since t0 = MJD {t0:g}"
+    x = mjd if t0 is None else mjd - t0
+    for survey, band, rows in _groups(prep):
+        colour, marker = bands.band_colour(band), bands.survey_marker(survey)
+        group = f"{survey} {bands.band_label(band)}"
+        for kind in ("detection", "limit"):
+            for flagged in (False, True):
+                sel = rows & (prep.limit == (kind == "limit")) & (prep.flagged == flagged)
+                if not sel.any():
+                    continue
+                symbol = PLOTLY_SYMBOLS.get(bands.LIMIT_MARKER if kind == "limit" else marker, "cross")
+                if flagged or kind == "limit":
+                    symbol += "-open"
+                edge = bands.FLAGGED if flagged else colour
+                err = np.nan_to_num(prep.yerr[sel], nan=0.0)
+                label = group + ("" if kind == "detection" else (" not detected" if view == "flux" else " limit"))
+                fig.add_trace(scatter(
+                    x=x[sel], y=prep.y[sel], mode="markers", name=label + (" (flagged)" if flagged else ""),
+                    legendgroup=group, customdata=info[sel],
+                    marker={"symbol": symbol, "color": edge, "size": np.sqrt(prep.size[sel]) * 1.6,
+                            "line": {"color": edge, "width": 1}},
+                    error_y={"type": "data", "array": err, "visible": bool(err.any()), "color": edge,
+                             "thickness": 0.8, "width": 0},
+                    hovertemplate=(f"{group} ({kind}{', flagged' if flagged else ''})<br>%{{customdata[2]}}"
+                                   f"<br>{x_label} %{{x:.5f}}<br>%{{y:.3f}} {unit}"
+                                   "<br>source_row_id %{customdata[0]}<br>product %{customdata[1]}"
+                                   "<br>quality_flag %{customdata[3]}<extra></extra>"),
+                ))
+    if view == "flux":
+        fig.add_hline(y=0.0, line={"color": "#666666", "width": 1})
+        y_title = "flux (µJy; AB zp 23.9)"
+    else:
+        y_title = "AB magnitude"
+    fig.update_layout(
+        title=title_text(name, ra, dec), template="plotly_white", legend={"groupclick": "togglegroup"},
+        xaxis={"title": x_label}, yaxis={"title": y_title, "autorange": "reversed" if view == "mag" else True},
+    )
+    html = fig.to_html(include_plotlyjs=True, full_html=True)
+    return html, prep, view
+
+
+def parse_t0(value: str | float | None) -> float | None:
+    """--t0: an MJD (a number) or an ISO 8601 date (UTC); BadInput (exit 2) otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        mjd = float(value)
+    else:
+        from stdq.services.base import date_to_mjd
+
+        text = value.strip()
+        try:
+            mjd = float(text)
+        except ValueError:
+            mjd = date_to_mjd(text)
+    if not (math.isfinite(mjd) and 0 < mjd < 100000):
+        raise BadInput(f"--t0 {value!r} is not a plausible MJD or date")
+    return mjd
+
+
+def default_path(label: str, folder: str | Path | None = None) -> Path:
+    """TARGET.png in FOLDER (default: the current folder), the name made safe for a file."""
+    from stdq.store import safe_name
+
+    return Path(folder if folder is not None else Path.cwd()) / f"{safe_name(label)}.png"
+
+
+def plot_target(
+    sdq: Any, target: Any, path: str | Path | None = None, *, view: str | None = None,
+    t0: str | float | None = None, services: Any = None, clean: bool = False,
+) -> PlotInfo:
+    """Draw the merged light curve of TARGET (``Stdq.lightcurve``) into PATH (default
+    TARGET.png in the current folder). Checks the format and the extra before any work."""
+    if view is not None and view not in VIEWS:
+        raise BadInput(f"view {view!r}: use flux or mag")
+    mjd0 = parse_t0(t0)
+    label = target.label if hasattr(target, "label") else str(target).strip()
+    dest = Path(path) if path is not None else default_path(label)
+    fmt = plot_format(dest)
+    require("plotly" if fmt == "html" else "matplotlib")
+    curve = sdq.lightcurve(target, services=services, clean=clean)
+    where = getattr(curve, "target", None)
+    name = getattr(where, "name", None) or label
+    return plot_table(curve.table, dest, view=view, t0=mjd0, name=name, ra=getattr(where, "ra", None),
+                      dec=getattr(where, "dec", None), clean=clean)
