@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from conftest import REALDATA, needs_realdata
-from stdq.testing import atlas as atlas_module
 from stdq.testing import sky
 from stdq.testing.atlas import (
     OTHER_TOKEN,
@@ -24,7 +23,7 @@ SN = sky.find("SN 2023ixf")
 
 
 class Clock:
-    """The emulator's time (its module's ``time``), moved on by the test: nothing sleeps."""
+    """The emulator's time (its ``clock``), moved on by the test: nothing sleeps."""
 
     def __init__(self) -> None:
         self.now = time.time()
@@ -40,15 +39,14 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(atlas_module, "time", fake)
-    return fake
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
 def atlas(fake_server, clock):
     emulator = fake_server.emulator("atlas")
+    emulator.clock = clock.time
     emulator.queue_seconds = 0.3
     emulator.run_seconds = 0.3
     client = httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Token {TEST_TOKEN}"})
