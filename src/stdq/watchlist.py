@@ -57,7 +57,7 @@ class ImportReport:
     """What ``targets import`` did (or, with bad lines and no --skip-bad, would not do)."""
 
     format: str
-    list: str | None
+    list_name: str | None
     imported: list[dict[str, Any]] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
     done: bool = False
@@ -65,7 +65,7 @@ class ImportReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": self.format,
-            "list": self.list,
+            "list": self.list_name,
             "imported": self.imported if self.done else [],
             "bad": [b.to_json() for b in self.bad],
             "done": self.done,
@@ -151,11 +151,11 @@ def parse(text: str) -> tuple[list[Entry], list[BadLine], str]:
     content = [(n, line) for n, line in numbered if line.strip() and not line.lstrip().startswith("#")]
     if content:
         head = content[0][1]
-        delimiter = "," if "," in head else "\t" if "\t" in head else None
-        if delimiter:
-            header = next(csv.reader([head], delimiter=delimiter))
+        sep = "," if "," in head else "\t" if "\t" in head else None
+        if sep:
+            header = next(csv.reader([head], delimiter=sep))
             if _is_header(header):
-                rows = [(n, next(csv.reader([line], delimiter=delimiter))) for n, line in content[1:]]
+                rows = [(n, next(csv.reader([line], delimiter=sep))) for n, line in content[1:]]
                 return _table(rows, header, "csv")
             if any(h.strip().lower() in RA_COLUMNS + DEC_COLUMNS for h in header):
                 raise BadInput(
@@ -185,7 +185,7 @@ def import_text(
     if list_name is not None:
         list_name = check_list_name(list_name)
     entries, bad, fmt = parse(text)
-    report = ImportReport(format=fmt, list=list_name, bad=list(bad))
+    report = ImportReport(format=fmt, list_name=list_name, bad=list(bad))
     chosen: dict[str, dict[str, Any]] = {}
     for entry in entries:
         try:
@@ -194,7 +194,9 @@ def import_text(
                     raise BadInput("ra and dec: give both, or neither")
                 ra, dec = parse_ra(entry.ra, "ra"), parse_dec(entry.dec, "dec")
                 name = entry.name or coordinate_name(ra, dec)
-                row = {"name": name, "ra": ra, "dec": dec, "source": "import", "resolved": False}
+                row: dict[str, Any] = {
+                    "name": name, "ra": ra, "dec": dec, "source": "import", "resolved": False,
+                }
             else:
                 assert entry.name is not None
                 found = sdq.resolve(entry.name, warn=warn)

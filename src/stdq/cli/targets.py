@@ -133,7 +133,7 @@ def import_(file: str, list_name: str | None, skip_bad: bool) -> None:
             hint="fix them, or import the others with --skip-bad",
         )
     resolved = sum(1 for r in report.imported if r["resolved"])
-    where = f" onto the list {report.list!r}" if report.list else ""
+    where = f" onto the list {report.list_name!r}" if report.list_name else ""
     skipped = f"; {len(report.bad)} bad line(s) skipped" if report.bad else ""
     message(
         f"imported {len(report.imported)} target(s){where} from {report.format}"
