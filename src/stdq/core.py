@@ -769,6 +769,88 @@ class Stdq:
         upd.run_items(self, items, on_change=on_change or (lambda item: None), ecsv=ecsv)
         return items
 
+    # -- the merged light curve and masks (stdq.lightcurve, stdq.masks) -------------------
+
+    def _stored_target(self, target: str | Target) -> Target:
+        """TARGET as its products name it: a Target as is; a name of stored products (case
+        ignored) from their catalog row, with no resolver asked; else resolved."""
+        if isinstance(target, Target):
+            return target
+        name = target.strip()
+        found = self.store.products(name, limit=1)
+        if found:
+            return Target(ra=found[0].ra, dec=found[0].dec, name=found[0].target)
+        return self.resolve(name)
+
+    def lightcurve(
+        self,
+        target: str | Target,
+        services: Sequence[str] | None = None,
+        flux_kind: str | None = None,
+        clean: bool = False,
+        since: float | str | None = None,
+    ) -> Any:
+        """``stdq lightcurve``: the merged LightCurve (:mod:`stdq.lightcurve`) of TARGET from
+        the latest light curve of every service (or SERVICES); ``.table`` is a DataFrame,
+        ``.summary()``, ``.left_aside``, ``.provenance``."""
+        from stdq import lightcurve
+
+        return lightcurve.build(self, self._stored_target(target), services=services,
+                                flux_kind=flux_kind, clean=clean, since=since)
+
+    def _row_keys(self, target: Target) -> dict[str, set[str]]:
+        from stdq import lightcurve, masks
+        from stdq.latest import row_keys
+
+        keys: dict[str, set[str]] = {}
+        for service in lightcurve.target_services(self, target):
+            table = lightcurve.latest_table(self, target, service)
+            keys[service] = set(row_keys(table)) if len(table) else set()
+        for mask in masks.masks(self.db, target.label):
+            keys.setdefault(mask.service, set()).add(mask.source_row_id)
+        return keys
+
+    def _rebuild_latest(self, target: Target, services: Sequence[str]) -> None:
+        from stdq.latest import folder_for, rebuild
+
+        for service in sorted(set(services)):
+            folder = folder_for(self.store, target.label, service)
+            if folder.is_dir():
+                rebuild(self.store, folder, service)
+
+    def mask(
+        self, target: str | Target, ids: Sequence[str], *, reason: str | None = None,
+        service: str | None = None,
+    ) -> builtins.list[Any]:
+        """Mask rows of TARGET's light curves by source_row_id (``SERVICE:ID`` or SERVICE
+        when an id is in two services); kept for the same row in later fetches. Returns
+        the Masks; latest.csv of each service concerned is rebuilt (its masked column)."""
+        from stdq import masks
+
+        tgt = self._stored_target(target)
+        pairs = masks.resolve_ids(ids, tgt.label, self._row_keys(tgt), service=service)
+        done = masks.add(self.db, tgt.label, pairs, reason)
+        self._rebuild_latest(tgt, [s for s, _ in pairs])
+        return done
+
+    def unmask(
+        self, target: str | Target, ids: Sequence[str], *, service: str | None = None
+    ) -> builtins.list[Any]:
+        """Remove masks of TARGET (as mask() names them); returns the removed Masks."""
+        from stdq import masks
+
+        tgt = self._stored_target(target)
+        pairs = masks.resolve_ids(ids, tgt.label, self._row_keys(tgt), service=service)
+        done = masks.remove(self.db, tgt.label, pairs)
+        self._rebuild_latest(tgt, [s for s, _ in pairs])
+        return done
+
+    def masks(self, target: str | Target, service: str | None = None) -> builtins.list[Any]:
+        """TARGET's masks (stdq.masks.Mask: service, source_row_id, reason, created_at)."""
+        from stdq import masks
+
+        return masks.masks(self.db, self._stored_target(target).label, service)
+
     # -- services ---------------------------------------------------------------------------
     def doctor(self, *, probes: bool = True) -> list[Check]:
         """``stdq doctor``: the settings file, the data directory, each service's

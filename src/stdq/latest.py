@@ -119,6 +119,9 @@ def rebuild(store: Store, folder: Path, service: str, *, ecsv: bool = False) -> 
                 path.unlink(missing_ok=True)
             return Latest(None, 0, ())
         table = combine(read_products(products))
+        from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
+
+        table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
         atomic_write(csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir)
         if ecsv or ecsv_path.exists():
             meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
