@@ -851,6 +851,23 @@ class Stdq:
 
         return masks.masks(self.db, self._stored_target(target).label, service)
 
+    def plot(
+        self,
+        target: str | Target,
+        path: str | Path | None = None,
+        view: str | None = None,
+        t0: str | float | None = None,
+        services: Sequence[str] | None = None,
+        clean: bool = False,
+    ) -> Path:
+        """``stdq plot``: draw TARGET's merged light curve (:meth:`lightcurve`) into PATH
+        (.png/.pdf/.svg/.html; default TARGET.png in the current folder); VIEW "flux" or
+        "mag" (default: flux for difference photometry); T0 an MJD or ISO date for the top
+        axis. ConfigError (exit 3) without matplotlib (plotly for HTML). See :mod:`stdq.plot`."""
+        from stdq.plot import plot_target
+
+        return plot_target(self, target, path, view=view, t0=t0, services=services, clean=clean).path
+
     # -- services ---------------------------------------------------------------------------
     def doctor(self, *, probes: bool = True) -> list[Check]:
         """``stdq doctor``: the settings file, the data directory, each service's

@@ -36,6 +36,7 @@ COMMANDS = {
     "demo": ("stdq.cli.demo", "demo", "Run the main query paths against bundled emulators."),
     "doctor": ("stdq.cli.doctor", "doctor", "Check settings, data directory, credentials and services."),
     "update": ("stdq.cli.update", "update", "Fetch only the new epochs of many targets."),
+    "plot": ("stdq.cli.plot", "plot", "Draw a target's merged light curve (PNG, PDF, SVG, HTML)."),
 }
 
 
