@@ -239,6 +239,8 @@ def run_items(
     starts or settles."""
     by_job = {item.job_id: item for item in items if item.job_id is not None}
     pending = dict(by_job)
+    for item in items:  # every row of the live table from the start
+        on_change(item)
     # an item whose job ended already (joined from an earlier run) settles at once
     for job_id, item in list(pending.items()):
         job = sdq.job(job_id)
