@@ -161,8 +161,7 @@ def build(
     kind = flux_kind or ("difference" if "difference" in kinds or not kinds else "total")
     if kind != "both":
         keep = merged["flux_kind"].astype(str).to_numpy() == kind
-        _count_aside(left, merged[~keep], f"flux kind is not {kind} (--flux-kind {kind})",
-                     by_kind=True)
+        _count_aside(left, merged[~keep], f"{{flux_kind}} fluxes (--flux-kind {kind})", by_kind=True)
         merged = merged[keep]
     if bound is not None:
         keep = merged["mjd"].to_numpy() >= bound
@@ -192,6 +191,7 @@ def _count_aside(left: list[dict[str, Any]], rows: pd.DataFrame, why: str, *, by
         entry: dict[str, Any] = {"service": str(service), "rows": int(len(group)), "why": why}
         if by_kind:
             entry["flux_kind"] = None if key[1] is None or key[1] != key[1] else str(key[1])
+            entry["why"] = why.format(flux_kind=entry["flux_kind"] or "no flux kind:")
         left.append(entry)
 
 
@@ -324,3 +324,44 @@ def summarize(
         "left_aside": list(left_aside),
         "bands": bands,
     }
+
+
+# -- writing -------------------------------------------------------------------------------
+
+TABLE_FORMATS = ("csv", "ecsv", "json", "parquet")
+FORMATS = TABLE_FORMATS + ("sncosmo", "tom", "skyportal")
+SUFFIXES = {".csv": "csv", ".ecsv": "ecsv", ".json": "json", ".parquet": "parquet",
+            ".dat": "sncosmo", ".txt": "sncosmo"}
+
+
+def format_for(out: str | None, fmt: str | None) -> str:
+    """FMT, else from OUT's suffix, else csv."""
+    if fmt:
+        return fmt
+    if out and out != "-":
+        return SUFFIXES.get(Path(out).suffix.lower(), "csv")
+    return "csv"
+
+
+def write(lc: LightCurve, dest: Any, fmt: str) -> None:
+    """LC's table on the binary stream DEST as FMT (one of FORMATS)."""
+    from stdq import exports, photometry
+
+    if fmt in ("csv", "json"):
+        photometry.write_table(lc.table, dest, fmt)
+    elif fmt in ("ecsv", "parquet"):
+        photometry.write_table(lc.table, dest, fmt, lc.meta())
+    elif fmt == "sncosmo":
+        left = exports.write_sncosmo(lc.table, dest, {
+            "name": lc.target.label.replace(" ", "_"), "ra": lc.target.ra, "dec": lc.target.dec,
+            "flux_kind": lc.flux_kind,
+        })
+        for band, rows in left.items():
+            lc.left_aside.append({"service": None, "band": band, "rows": rows,
+                                  "why": f"band {band} has no sncosmo bandpass (--format sncosmo)"})
+    elif fmt == "tom":
+        exports.write_tom(lc.table, dest)
+    elif fmt == "skyportal":
+        exports.write_skyportal(lc.table, dest, lc.target.label)
+    else:
+        raise BadInput(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")

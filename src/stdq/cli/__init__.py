@@ -36,6 +36,9 @@ COMMANDS = {
     "demo": ("stdq.cli.demo", "demo", "Run the main query paths against bundled emulators."),
     "doctor": ("stdq.cli.doctor", "doctor", "Check settings, data directory, credentials and services."),
     "update": ("stdq.cli.update", "update", "Fetch only the new epochs of many targets."),
+    "lightcurve": ("stdq.cli.lightcurve", "lightcurve", "One target's merged light curve from every service."),
+    "mask": ("stdq.cli.mask", "mask", "Mask rows of a target's light curves (kept across re-fetches)."),
+    "unmask": ("stdq.cli.mask", "unmask", "Unmask rows masked by stdq mask."),
     "plot": ("stdq.cli.plot", "plot", "Draw a target's merged light curve (PNG, PDF, SVG, HTML)."),
 }
 
