@@ -100,7 +100,11 @@ def lightcurve(
         from stdq.store import atomic_write
 
         path = Path(output).expanduser()
-        atomic_write(path, lambda fh: lcmod.write(lc, fh, fmt_name))
+        if path.exists() and not path.is_file():  # /dev/null, a FIFO: written into, never replaced
+            with path.open("wb") as fh:
+                lcmod.write(lc, fh, fmt_name)
+        else:
+            atomic_write(path, lambda fh: lcmod.write(lc, fh, fmt_name))
         written = str(path)
     summary = lc.summary()
     if state.json and not to_stdout:
