@@ -223,7 +223,9 @@ def product_provenance(product: Product) -> dict[str, Any]:
         "service": product.service,
         "query": meta.get("query"),
         "fetched_at": _iso(product.created_at),
+        "fetched_at_unix": product.created_at,
         "processed_at": _iso(product.processed_at),
+        "processed_at_unix": product.processed_at,
         "processor": {"class": processor.get("class"), "version": processor.get("version")},
         "cuts": processor.get("cuts") or {},
         "raw_files": [

@@ -40,7 +40,8 @@ class Mask:
             "service": self.service,
             "source_row_id": self.source_row_id,
             "reason": self.reason,
-            "created_at": when.isoformat().replace("+00:00", "Z"),
+            "created_at": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "created_at_unix": self.created_at,
         }
 
 
