@@ -11,7 +11,8 @@ import pytest
 
 from conftest import STDQ_BIN, run_in_process
 
-SERVICES = {"panstarrs", "ztf", "atlas", "ztf-fps"}
+SERVICES = {"panstarrs", "ztf", "atlas", "ztf-fps", "rubin", "gaia"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def check_files(files: list[Path]) -> None:
@@ -26,6 +27,20 @@ def check_files(files: list[Path]) -> None:
     products = [p for p in files if p.name == "product.json"]
     assert {json.loads(p.read_text())["service"] for p in products} == SERVICES
     assert any(p.parent.name == "raw" for p in files)  # raw answers are kept beside each table
+    # the merged light curve and a PNG plot of each target: SN 2023ixf from its difference-flux
+    # services (ATLAS, ZFPS), the Rubin target and the Gaia variable
+    curves = {p.stem: p for p in files if p.parent.name == "lightcurves"}
+    plots = {p.stem: p for p in files if p.parent.name == "plots"}
+    assert set(curves) == set(plots) == {"SN_2023ixf", "J53.130000-28.100000", "J83.401125-2.317833"}
+    for path in plots.values():
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
+    ixf = list(csv.DictReader(curves["SN_2023ixf"].open()))
+    assert {r["service"] for r in ixf} == {"atlas", "ztf-fps"} and {r["flux_kind"] for r in ixf} == {"difference"}
+    assert len(ixf) == sum(len(list(csv.DictReader(tables[s].open()))) for s in ("atlas", "ztf-fps"))
+    mjd = [float(r["mjd"]) for r in ixf]
+    assert mjd == sorted(mjd)
+    assert {r["service"] for r in csv.DictReader(curves["J53.130000-28.100000"].open())} == {"rubin"}
+    assert {r["survey"] for r in csv.DictReader(curves["J83.401125-2.317833"].open())} == {"Gaia"}
 
 
 def listing(files: list[Path], folder: Path) -> list[str]:

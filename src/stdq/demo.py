@@ -5,8 +5,11 @@ on 127.0.0.1 in this process, writes a settings file pointing the services at
 them into a fresh data directory, then uses the library (:class:`stdq.Stdq`) as
 ``stdq query`` does — Pan-STARRS and the ZTF light curve by name, in this
 process; ATLAS and the ZTF forced-photometry service as jobs of a background
-worker, waited for by the one poll loop (``Stdq.wait``) — and returns every file
-written.
+worker, waited for by the one poll loop (``Stdq.wait``); then a Rubin target
+(``rubin``, the Fink emulator) and a Gaia variable (``gaia``) by coordinates. It
+ends with the merged light curve (``Stdq.lightcurve``) and a PNG plot
+(:mod:`stdq.plot`) of each target — SN 2023ixf from its four services — and
+returns every file written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stdq.errors import QueryFailed
+from stdq.errors import QueryFailed, StdqError
 from stdq.records import counted
 
 if TYPE_CHECKING:
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 DEMO_TARGET = "SN 2023ixf"
 FOREGROUND = (("panstarrs", "mast"), ("ztf", "irsa"))  # (service, emulator it needs)
 BACKGROUND = (("atlas", "atlas"), ("ztf-fps", "zfps"))
+# (service, emulator it needs, module with the target): queried by coordinates
+BY_COORDINATES = (("rubin", "fink", "stdq.testing.fink:RUBIN_TARGET"),
+                  ("gaia", "gaia", "stdq.testing.gaia:VARIABLE"))
 WAIT_SECONDS = 120.0
 # Variables that would point the demo's services at real credentials (the environment
 # wins over the settings file): left out while the demo runs.
@@ -110,6 +116,42 @@ def _write_table(table: Any, dest: Path) -> None:
     atomic_write(dest, lambda fh: photometry.write_table(table, fh, "csv"))
 
 
+def _sky_object(spec: str) -> Any:
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def write_lightcurve(sdq: Any, target: Any, out_dir: Path, plot_dir: Path, say: Callable[[str], None],
+                     title: str | None = None) -> list[Path]:
+    """TARGET's merged light curve (CSV) and, with matplotlib installed, its PNG plot; their paths."""
+    from stdq.store import safe_name
+
+    curve = sdq.lightcurve(target)
+    label = safe_name(curve.target.label)
+    table_path = out_dir / f"{label}.csv"
+    _write_table(curve.table, table_path)
+    services = sorted(set(curve.table["service"].astype(str))) if "service" in curve.table.columns else []
+    say(f"  merged light curve: {counted(curve.rows, 'row')} from {', '.join(services) or 'no service'}"
+        f" ({curve.flux_kind} fluxes)")
+    for aside in curve.left_aside:
+        kind = f" {aside['flux_kind']}" if aside.get("flux_kind") else ""
+        say(f"  left aside: {aside['service']} {counted(aside['rows'], 'row')}{kind} ({aside['why']})")
+    written = [table_path]
+    try:
+        from stdq.plot import plot_table, require
+
+        require("matplotlib")
+    except StdqError as exc:
+        say(f"  plot left out: {exc.message} ({exc.hint})")
+        return written
+    plot_path = plot_dir / f"{label}.png"
+    plot_table(curve.table, plot_path, name=title or curve.target.label, ra=curve.target.ra, dec=curve.target.dec)
+    written.append(plot_path)
+    return written
+
+
 def run_demo(
     directory: str | Path | None = None,
     say: Callable[[str], None] = print,
@@ -130,6 +172,9 @@ def run_demo(
     config = base / "config.toml"
     out_dir = base / "tables"
     out_dir.mkdir(exist_ok=True)
+    curve_dir, plot_dir = base / "lightcurves", base / "plots"
+    curve_dir.mkdir(exist_ok=True)
+    plot_dir.mkdir(exist_ok=True)
     started = time.monotonic()
     with _demo_environment(), FakeServer() as server:
         names = {e.name for e in server.emulators}
@@ -167,8 +212,43 @@ def run_demo(
                     raise QueryFailed(f"demo: job(s) {late} did not finish in {WAIT_SECONDS:g} s")
                 for job_id, service in services.items():
                     _write_table(sdq.result(job_id).table, out_dir / f"{service}.csv")
+            # 3. A Rubin target (through the brokers) and a Gaia variable, by coordinates.
+            others = []
+            for service, emulator, spec in BY_COORDINATES:
+                if emulator not in names:
+                    continue
+                obj = _sky_object(spec)
+                say(f"{service}: {obj.name} at RA {obj.ra:.5f}, Dec {obj.dec:+.5f} (coordinates -> photometry)")
+                result = sdq.query(service, ra=obj.ra, dec=obj.dec)
+                _write_table(result.table, out_dir / f"{service}.csv")
+                say(f"  {counted(result.rows, 'row')}, {counted(result.detections, 'detection')}")
+                others.append((result.job.target, obj.name))
+            # 4. The merged light curve and its plot, per target.
+            say(f"{DEMO_TARGET}: merged light curve and plot")
+            sdq.resolve(DEMO_TARGET)
+            write_lightcurve(sdq, DEMO_TARGET, curve_dir, plot_dir, say)
+            for target, name in others:
+                say(f"{name}: merged light curve and plot")
+                write_lightcurve(sdq, target, curve_dir, plot_dir, say, title=f"{name} ({target.label})")
+            # 5. A two-target watchlist brought up to date (what cron runs every night).
+            if "irsa" in names:
+                update_watchlist(sdq, say)
     say(f"done in {time.monotonic() - started:.1f} s")
     return DemoResult(base, written_files(base))
+
+
+def update_watchlist(sdq: Any, say: Callable[[str], None]) -> None:
+    """`stdq targets import` + `stdq update` of two targets with ZTF: the second run asks
+    only for the epochs after the newest one stored."""
+    import io
+
+    sdq.targets.import_file(io.StringIO(f"{DEMO_TARGET}\nNGC 3642\n"), list="demo")
+    say("update: the watchlist 'demo' (2 targets), ztf, twice (the second asks only for new epochs)")
+    for _ in range(2):
+        for item in sdq.update(list="demo", services=["ztf"]):
+            since = f"from MJD {item.mjd_min:.2f}" if item.mjd_min is not None else "whole history"
+            say(f"  {item.target.label} / {item.service} ({since}): {item.state},"
+                f" {counted(item.new_rows or 0, 'new row')}, latest.csv {counted(item.rows_total or 0, 'row')}")
 
 
 def written_files(base: Path) -> list[Path]:
@@ -176,6 +256,6 @@ def written_files(base: Path) -> list[Path]:
     files = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
     return [
         p for p in files
-        if "logs" not in p.parts and p.suffix in (".csv", ".json", ".txt", ".toml", ".sqlite3")
+        if "logs" not in p.parts and p.suffix in (".csv", ".json", ".txt", ".toml", ".sqlite3", ".png")
         or p.parent.name == "raw"
     ]

@@ -401,7 +401,7 @@ def plot_target(
         raise BadInput(f"view {view!r}: use flux or mag")
     mjd0 = parse_t0(t0)
     label = target.label if hasattr(target, "label") else str(target).strip()
-    dest = Path(path) if path is not None else default_path(label)
+    dest = (Path(path) if path is not None else default_path(label)).absolute()
     fmt = plot_format(dest)
     require("plotly" if fmt == "html" else "matplotlib")
     curve = sdq.lightcurve(target, services=services, clean=clean)
