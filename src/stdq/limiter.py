@@ -104,6 +104,25 @@ class RateLimiter:
             # the LIMIT-th most recent slot must leave the window first
             return max(0.01, float(rows[-1][0]) + self.span - now)
 
+    def free(self) -> int:
+        """Slots free now (without taking one); a very large number when there is no limit."""
+        if self.limit <= 0 or self.window <= 0:
+            return 1 << 30
+        return max(0, self.limit - self.in_window())
+
+    def wait_time(self) -> float:
+        """Seconds until a slot is free (0 when one is free now), without taking it."""
+        if self.limit <= 0 or self.window <= 0:
+            return 0.0
+        now = self._clock()
+        rows = self.db.conn.execute(
+            "SELECT ts FROM limiter WHERE scope = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
+            (self.scope, now - self.span, self.limit),
+        ).fetchall()
+        if len(rows) < self.limit:
+            return 0.0
+        return max(0.01, float(rows[-1][0]) + self.span - now)
+
     def in_window(self) -> int:
         """How many slots of this scope lie within the window now (for tests and display)."""
         row = self.db.conn.execute(

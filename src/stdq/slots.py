@@ -121,18 +121,30 @@ class DeferredDeletes:
         """DELETE pending URLs while ROOM() says the write budget allows one more;
         DELETE(url) -> True when gone. Returns how many were deleted."""
         count = 0
-        for url, _job in self.pending()[:most]:
+        for url, job in self.pending()[:most]:
             if not room():
                 break
+            if not self.claim(url):
+                continue  # another thread or process took it
             try:
                 gone = delete(url)
-            except Exception as exc:  # best effort: kept for the next drain
-                self.failed(url, f"{type(exc).__name__}: {exc}")
-                continue
+                why = "the server did not delete it"
+            except Exception as exc:  # best effort: back on the list for the next drain
+                gone, why = False, f"{type(exc).__name__}: {exc}"
             if gone:
-                self.done(url)
                 count += 1
+            else:
+                self.add(url, job)
+                self.failed(url, why)
         return count
+
+    def claim(self, url: str) -> bool:
+        """Take URL off the list (True) before its DELETE, unless another took it first."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM deferred_deletes WHERE scope = ? AND url = ?", (self.scope, url)
+            )
+            return cur.rowcount == 1
 
 
 def waiting_submissions(db: Database, service: str, slot_key: str = "task_url") -> int:

@@ -398,18 +398,23 @@ class JobQueue:
                 self._event(conn, job_id, "retry", f"{error}; queued again in {wait:.0f} s", now)
         return bool(cur.rowcount)
 
-    def release(self, job_id: int, owner: str) -> bool:
-        """Give a running job back unchanged (a worker stopping): queued, due now."""
+    def release(self, job_id: int, owner: str, *, delay: float = 0.0, why: str | None = None) -> bool:
+        """Give a running job back unchanged (a worker stopping): queued, due now (or after
+        DELAY seconds: a job postponed by an account limit, WHY); no attempt counted."""
         now = self.now()
+        wait = _finite_wait(delay) or 0.0
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state = 'queued', run_after = ?, updated_at = ?, lease_owner = NULL,"
                 " lease_expires = NULL, attempts = MAX(0, attempts - 1)"
                 " WHERE id = ? AND lease_owner = ? AND state = 'running'",
-                (now, now, job_id, owner),
+                (now + wait, now, job_id, owner),
             )
             if cur.rowcount:
-                self._event(conn, job_id, "released", f"released by {owner}; queued again", now)
+                if why:
+                    self._event(conn, job_id, "postponed", f"{why}; again in {wait:.1f} s", now)
+                else:
+                    self._event(conn, job_id, "released", f"released by {owner}; queued again", now)
         return bool(cur.rowcount)
 
     def request_cancel(self, job_id: int) -> tuple[Job, str]:

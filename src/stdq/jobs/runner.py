@@ -32,6 +32,7 @@ from stdq.errors import Cancelled, NoData, StdqError, TemporaryFailure
 from stdq.http import redact
 from stdq.jobs.queue import JobQueue, retry_delay
 from stdq.records import Job, JobState, counted
+from stdq.slots import Postponed
 
 if TYPE_CHECKING:
     from stdq.config import ServiceConfig, Settings
@@ -165,6 +166,10 @@ def run_job(
             )
         except Cancelled:
             _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets)
+        except Postponed as exc:  # an account limit: queued again, no attempt counted
+            queue.release(
+                job_id, owner, delay=float(exc.retry_after or 1.0), why=redact(exc.message, secrets)
+            )
         except TemporaryFailure as exc:
             message = redact(str(exc.message), secrets)
             fresh = queue.get(job_id) or job
@@ -347,6 +352,7 @@ def job_context(
         on_progress=on_progress,
         is_cancelled=is_cancelled,
         on_event=lambda kind, msg: queue.add_event(job_id, kind, redact(msg, secrets)),
+        may_postpone=job.runner == "worker",
     )
     context.client_factory = lambda: service.make_client(context)
     return context

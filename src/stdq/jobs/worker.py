@@ -152,6 +152,7 @@ def _thread_main(
             except Exception as exc:  # a database problem: say it, wait, try again
                 log.warning("claiming a job failed: %s", exc)
             if job is None:
+                _drain_deferred(settings, database, most=1000 if burst else 10)
                 with pool.lock:
                     pool.busy -= 1
                     idle = pool.busy == 0
@@ -178,6 +179,26 @@ def _thread_main(
                     pool.busy -= 1
     finally:
         database.close()
+
+
+def _drain_deferred(settings: Settings, database: Database, *, most: int) -> None:
+    """An idle thread DELETEs remote tasks whose DELETE was deferred (stdq.slots; the ATLAS
+    write budget), when any wait; never raises."""
+    from stdq.slots import has_deferred
+
+    if not has_deferred(database):
+        return
+    try:
+        from stdq.registry import registry_for
+
+        service = registry_for(settings).service("atlas")
+        drain = getattr(service, "drain_deferred", None)
+        if drain is not None:
+            done = drain(database, most=most)
+            if done:
+                log.info("deleted %d finished remote task(s) whose DELETE was deferred", done)
+    except Exception as exc:  # best effort: the list stays for the next idle moment
+        log.warning("deferred deletes: %s", exc)
 
 
 def _claimable(queue: JobQueue) -> bool:

@@ -55,7 +55,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
+from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, StdqError, TemporaryFailure
 from stdq.records import counted
 from stdq.services.base import Field, QueryContext, QueryForm, SingleTargetDataService
 
@@ -317,7 +317,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         "writes_per_minute": 60,
         "reads_per_minute": 600,
         "rate_window": 60.0,
+        "max_queued": 100,
     }
+    settings_ranges: ClassVar[dict[str, str]] = {"max_queued": "0..500"}
     settings_help: ClassVar[dict[str, str]] = {
         "url": "the forced photometry server",
         "poll_interval": "wait between polls while the task runs (and the shortest while it is"
@@ -329,6 +331,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         " 0 = no limit)",
         "reads_per_minute": "GET requests allowed in any rate_window (server: 600; 0 = no limit)",
         "rate_window": "seconds the two limits count in (server: 60); shared by all processes",
+        "max_queued": "at most this many tasks submitted and not yet started, across every worker"
+        " (server: 500; 0 = no limit of stdq's own)",
     }
 
     # -- HTTP ---------------------------------------------------------------------
@@ -426,10 +430,123 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     self._delete_task(context, product)
                 return [product]
         seen = None
-        if not cp.get("task_url"):
-            seen = self._submit(target, params, context)
-        task = self._poll(context, seen)
-        return self._finish(task, target, params, context)
+        try:
+            if not cp.get("task_url"):
+                self._before_submit(context)
+                seen = self._submit(target, params, context)
+            task = self._poll(context, seen)
+            return self._finish(task, target, params, context)
+        finally:
+            if not context.checkpoint.get("task_url") or context.checkpoint.get("downloaded"):
+                self._give_back_slot(context)  # never submitted, lost, or done
+
+    # -- account limits (docs/settings.md, [services.atlas]) --------------------------------
+    def _scope(self) -> str:
+        origin = _origin(self.url)
+        return f"atlas:{origin[0]}://{origin[1]}:{origin[2]}"
+
+    def _slots(self, context: QueryContext) -> Any:
+        from stdq.slots import SlotPool
+
+        limit = min(500, int(self.config.values.get("max_queued", 100)))
+        return SlotPool(context.store.db, self._scope() + ":queued", limit)
+
+    def _give_back_slot(self, context: QueryContext) -> None:
+        if context.job_id is None or context.checkpoint.get("slot_given_back"):
+            return
+        try:
+            self._slots(context).give_back(int(context.job_id))
+        except StdqError:  # a read-only or busy database: the next take frees it
+            return
+
+    def _before_submit(self, context: QueryContext) -> None:
+        """Wait (in-process) or postpone (a worker's job) until a submission may go: a write
+        slot free now and fewer than max_queued of the account's tasks unstarted."""
+        from stdq.slots import Postponed
+
+        look = max(0.05, float(self.config.values["poll_interval"]))
+        limiter = self.rate_limiter(time.sleep)
+        try:
+            while True:
+                context.check_cancelled()
+                wait = limiter.writes.wait_time()
+                if wait > 1.0 and context.may_postpone:
+                    raise Postponed(
+                        f"atlas: the ATLAS write budget is used up for {wait:.1f} s",
+                        retry_after=wait,
+                    )
+                if context.job_id is None or self._slots(context).take(int(context.job_id)):
+                    return
+                limit = min(500, int(self.config.values.get("max_queued", 100)))
+                why = f"atlas: {limit} ATLAS tasks of this account are waiting to start (max_queued)"
+                if context.may_postpone:
+                    raise Postponed(why, retry_after=look)
+                context.progress(why, wait_until=context.clock() + look)
+                context.sleep(look)
+        finally:
+            limiter.close()
+
+    def _delete_or_defer(self, context: QueryContext, product: DataProduct | None) -> None:
+        """DELETE a finished task now when the write budget has room after every waiting
+        submission; else keep its URL in deferred_deletes for an idle worker."""
+        from stdq.slots import DeferredDeletes, waiting_submissions
+
+        url = context.checkpoint.get("task_url")
+        if not url:
+            return
+        limiter = self.rate_limiter(time.sleep)
+        try:
+            database = context.store.db
+            waiting = waiting_submissions(database, self.name)
+            room = waiting == 0 or limiter.writes.free() > waiting
+        finally:
+            limiter.close()
+        if room:
+            self._delete_task(context, product)
+            self.drain_deferred(context.store.db, client=context.client, most=5)
+            return
+        DeferredDeletes(context.store.db, self._scope()).add(str(url), context.job_id)
+        context.save_checkpoint(deleted="deferred")
+        context.event(
+            "task",
+            f"ATLAS task {context.checkpoint.get('task_id')} finished: its DELETE waits until the"
+            " write budget has room (deferred_deletes)",
+        )
+        if product is not None:
+            product.notes["remote_task_deleted"] = "deferred"
+
+    def drain_deferred(self, database: Any, *, client: Client | None = None, most: int = 1000) -> int:
+        """DELETE deferred finished tasks while the write budget has room after every waiting
+        submission; returns how many were deleted."""
+        from stdq import http
+        from stdq.slots import DeferredDeletes, waiting_submissions
+
+        deferred = DeferredDeletes(database, self._scope())
+        if not deferred.pending():
+            return 0
+        limiter = self.rate_limiter(time.sleep)
+        own = client is None
+        if client is None:
+            client = http.make_client(
+                self.name, self.settings.http, auth=self.http_auth(),
+                secrets=self.config.secret_values(), before_request=limiter.before_request,
+            )
+
+        def room() -> bool:  # no submission waits (the DELETE waits its turn), or room for all
+            waiting = waiting_submissions(database, self.name)
+            return waiting == 0 or limiter.writes.free() > waiting
+
+        def delete(url: str) -> bool:
+            assert client is not None
+            response = client.delete(url, headers=JSON_HEADERS)
+            return response.status_code < 400 or response.status_code == 404
+
+        try:
+            return deferred.drain(delete, room, most=most)
+        finally:
+            limiter.close()
+            if own:
+                client.close()
 
     def _submit(
         self, target: Target, params: dict[str, Any], context: QueryContext
@@ -613,6 +730,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             elif response.status_code == 200:
                 task = self._json(response, f"ATLAS task {task_id}")
                 etag = response.headers.get("ETag")
+                if task.get("starttimestamp") or task.get("finishtimestamp"):
+                    self._give_back_slot(context)  # started: no longer one of the max_queued
+                    context.checkpoint["slot_given_back"] = True
             elif response.status_code == 404:
                 how = task_gone(response)
                 if how is None:  # not one of the server's two 404s (a proxy's page): keep the task
@@ -714,7 +834,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         )
         product.notes.update(self._task_notes(task, context))
         context.save_checkpoint(downloaded=True)
-        self._delete_task(context, product)
+        self._delete_or_defer(context, product)
         return [product]
 
     def _task_notes(self, task: dict[str, Any], context: QueryContext) -> dict[str, Any]:

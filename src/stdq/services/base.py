@@ -240,6 +240,9 @@ class QueryContext:
     on_event: Callable[[str, str], None] | None = None
     client_factory: Callable[[], Client] | None = None
     clock: Callable[[], float] = time.time  # unix time (wait_until, checkpoint times)
+    # a worker's job may raise stdq.slots.Postponed (queued again, its thread freed) instead of
+    # waiting in its thread for an account limit; an in-process query waits
+    may_postpone: bool = False
     _client: Client | None = None
 
     @property
