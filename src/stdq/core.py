@@ -387,8 +387,9 @@ class Stdq:
         return job
 
     def _recent_success(self, service: str, target: Target, cleaned: dict[str, Any]) -> Job | None:
-        """An identical job that succeeded less than reuse_seconds ago with its products
-        still ready, marked ``reused``; None when there is none (or reuse is off)."""
+        """An identical job (service, position, options and target name) that succeeded
+        less than reuse_seconds ago with its products still ready, marked ``reused``; None
+        when there is none (or reuse is off)."""
         import dataclasses
 
         from stdq.jobs.queue import idempotency_key
@@ -402,8 +403,11 @@ class Stdq:
             " ORDER BY finished_at DESC, id DESC LIMIT 5",
             (key, self.clock() - seconds),
         ).fetchall()
+        name = (target.name or "").strip().casefold()
         for row in rows:
             job = Job.from_row(row)
+            if (job.target.name or "").strip().casefold() != name:
+                continue  # the same sky, another name: its products are filed elsewhere
             products = [self.store.get_product(pid) for pid in job.products]
             if all(p is not None and p.state == "ready" for p in products):
                 return dataclasses.replace(job, reused=True)
