@@ -448,7 +448,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
     def _slots(self, context: QueryContext) -> Any:
         from stdq.slots import SlotPool
 
-        limit = min(500, int(self.config.values.get("max_queued", 100)))
+        limit = min(500, int(self.config.values["max_queued"]))
         return SlotPool(context.store.db, self._scope() + ":queued", limit)
 
     def _give_back_slot(self, context: QueryContext) -> None:
@@ -477,7 +477,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     )
                 if context.job_id is None or self._slots(context).take(int(context.job_id)):
                     return
-                limit = min(500, int(self.config.values.get("max_queued", 100)))
+                limit = min(500, int(self.config.values["max_queued"]))
                 why = f"atlas: {limit} ATLAS tasks of this account are waiting to start (max_queued)"
                 if context.may_postpone:
                     raise Postponed(why, retry_after=look)
