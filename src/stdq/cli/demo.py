@@ -13,6 +13,10 @@ from stdq.cli.common import emit_json, get_state, json_option
 def demo(directory: str | None) -> None:
     """Start the survey emulators on 127.0.0.1 and query them with the real code.
 
+    Queries SN 2023ixf from Pan-STARRS, ZTF, ATLAS and ZTF forced photometry, a
+    Rubin target and a Gaia variable, then writes each target's merged light
+    curve and its PNG plot (with matplotlib installed).
+
     No network is needed. Every file written is printed on a line of its own
     (with --json: {"dir": ..., "files": [...]}); progress goes to stderr.
     """
