@@ -1,0 +1,172 @@
+"""Per-account limits held across the workers of a data directory (issue 11 item 5): ATLAS's
+max_queued unstarted tasks (remote_slots), the write budget shared by submissions and DELETEs
+(a finished task's DELETE deferred while submissions wait, never lost), and postponed jobs
+that give their thread to another job."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from stdq.db import Database
+from stdq.jobs.queue import JobQueue
+from stdq.records import Target
+from stdq.slots import DeferredDeletes, SlotPool, waiting_submissions
+
+
+@pytest.fixture
+def database(tmp_path):
+    db = Database(tmp_path / "data")
+    yield db
+    db.close()
+
+
+def new_job(queue: JobQueue, i: int) -> int:
+    job = queue.submit("atlas", Target(ra=10.0 + i, dec=5.0), {"i": i}, runner="worker")
+    return job.id
+
+
+def test_slots_are_held_across_connections_and_freed_with_their_job(database, tmp_path):
+    queue = JobQueue(database)
+    ids = [new_job(queue, i) for i in range(4)]
+    pool = SlotPool(database, "atlas:x:queued", 2)
+    assert pool.take(ids[0]) and pool.take(ids[1])
+    assert pool.take(ids[0])  # a job holding one already keeps it
+    # another process (its own connection) sees the same count
+    other = Database(tmp_path / "data")
+    try:
+        assert not SlotPool(other, "atlas:x:queued", 2).take(ids[2])
+        assert SlotPool(other, "atlas:y:queued", 2).take(ids[2])  # another account: its own slots
+    finally:
+        other.close()
+    pool.give_back(ids[0])
+    assert pool.take(ids[2]) and pool.held() == 2
+    # a job that ended (or a worker killed, then the job failed) frees its slot at the next take
+    with database.transaction() as conn:
+        conn.execute("UPDATE jobs SET state = 'failed' WHERE id = ?", (ids[1],))
+    assert pool.take(ids[3]) and pool.held() == 2
+    assert SlotPool(database, "atlas:x:queued", 0).take(ids[0])  # 0: no limit
+
+
+def test_deferred_deletes_are_kept_until_deleted(database):
+    deferred = DeferredDeletes(database, "atlas:x")
+    deferred.add("http://h/queue/1/", 1)
+    deferred.add("http://h/queue/2/", 2)
+    deferred.add("http://h/queue/1/", 1)  # once
+    assert [u for u, _ in deferred.pending()] == ["http://h/queue/1/", "http://h/queue/2/"]
+    asked: list[str] = []
+
+    def delete(url: str) -> bool:
+        asked.append(url)
+        if url.endswith("/2/"):
+            raise RuntimeError("connection reset")
+        return True
+
+    assert deferred.drain(delete, room=lambda: True) == 1
+    assert asked == ["http://h/queue/1/", "http://h/queue/2/"]
+    (left,) = deferred.pending()
+    assert left == ("http://h/queue/2/", 2)  # the failed one is back on the list
+    row = database.conn.execute("SELECT tries, last_error FROM deferred_deletes").fetchone()
+    assert row[0] == 1 and "connection reset" in row[1]
+    assert deferred.drain(lambda url: True, room=lambda: False) == 0  # no room: nothing sent
+    assert deferred.drain(lambda url: True, room=lambda: True) == 1 and deferred.pending() == []
+
+
+def test_waiting_submissions_counts_jobs_without_a_task(database):
+    queue = JobQueue(database)
+    ids = [new_job(queue, i) for i in range(3)]
+    queue.save_checkpoint(ids[0], {"task_url": "http://h/queue/1/"})
+    assert waiting_submissions(database, "atlas") == 2
+    with database.transaction() as conn:
+        conn.execute("UPDATE jobs SET state = 'succeeded' WHERE id = ?", (ids[1],))
+    assert waiting_submissions(database, "atlas") == 1
+    assert waiting_submissions(database, "ztf-fps") == 0
+
+
+# -- ATLAS end to end, through a worker in this process -----------------------------------------------
+
+
+def db_rows(stdq, sql: str, args=()) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(stdq.data_dir / "stdq.sqlite3", timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def max_unstarted(tasks) -> int:
+    """The most tasks created and not yet started at any creation instant."""
+    most = 0
+    for t in tasks:
+        at = t.created
+        most = max(most, sum(1 for u in tasks if u.created <= at and (u.started is None or u.started > at)))
+    return most
+
+
+@pytest.fixture
+def atlas(stdq):
+    emulator = stdq.server.emulator("atlas")
+    emulator.queue_seconds = 0.3
+    emulator.run_seconds = 0.1
+    emulator.queue_ahead = 0
+    emulator.recent_nights = 0
+    return stdq, emulator
+
+
+def submit(stdq, n: int) -> list[int]:
+    ids = []
+    for i in range(n):
+        result = stdq.run("query", "atlas", "--ra", f"{20.0 + i:.4f}", "--dec", "10.0", "--background")
+        assert result.returncode == 0, result.stderr
+        ids.append(int(result.stdout))
+    return ids
+
+
+def test_max_queued_holds_across_worker_threads(atlas):
+    stdq, emulator = atlas
+    emulator.settings_overrides = {"max_queued": 2, "poll_interval": 0.1, "max_poll_interval": 0.2}
+    stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
+    ids = submit(stdq, 6)
+    result = stdq.run("jobs", "worker", "--burst", "--concurrency", "4", timeout=120)
+    assert result.returncode == 0, result.stderr
+    states = [r["state"] for r in db_rows(stdq, "SELECT state FROM jobs ORDER BY id")]
+    assert states == ["succeeded"] * 6
+    tasks = list(emulator.tasks.values())
+    assert len(tasks) == 6  # one submission each: postponing never submits twice
+    assert max_unstarted(tasks) <= 2
+    postponed = db_rows(stdq, "SELECT COUNT(*) AS n FROM job_events WHERE kind = 'postponed'")[0]["n"]
+    assert postponed >= 1  # some job had to wait for a slot, and gave its thread back
+    attempts = [r["attempts"] for r in db_rows(stdq, "SELECT attempts FROM jobs")]
+    assert max(attempts) == 1  # a postponement is not an attempt
+    assert db_rows(stdq, "SELECT * FROM remote_slots") == []
+    assert all(t.deleted for t in tasks)  # every finished task deleted in the end
+    assert ids
+
+
+def test_finished_deletes_wait_for_the_submissions(atlas):
+    """A write budget of 4 per 2 s, 6 targets: the first DELETEs would take the submissions'
+    slots, so they are deferred; every task is deleted in the end (0 left on the server), no
+    window over the budget, and a deferred delete is in the job's product notes."""
+    stdq, emulator = atlas
+    emulator.write_limit, emulator.throttle_window = 4, 2.0
+    emulator.settings_overrides = {"writes_per_minute": 4, "rate_window": 2.0, "poll_interval": 0.1,
+                                   "max_poll_interval": 0.2}
+    stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
+    submit(stdq, 6)
+    result = stdq.run("jobs", "worker", "--burst", "--concurrency", "6", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [r["state"] for r in db_rows(stdq, "SELECT state FROM jobs")] == ["succeeded"] * 6
+    writes = [r for r in stdq.server.log_of(emulator="atlas") if r.method in ("POST", "DELETE")]
+    posts = [r.time for r in writes if r.method == "POST"]
+    assert len(posts) == 6
+    assert not [r for r in stdq.server.log_of(emulator="atlas") if r.status == 429]
+    deferred = [json.loads(r["checkpoint_json"]).get("deleted") for r in db_rows(stdq, "SELECT checkpoint_json FROM jobs")]
+    assert "deferred" in deferred  # at least one DELETE waited for the submissions
+    # the submissions came first: no DELETE before the last submission took its slot... unless
+    # the budget had room for every waiting one
+    assert all(t.deleted for t in emulator.tasks.values())
+    assert db_rows(stdq, "SELECT * FROM deferred_deletes") == []
+    assert len([r for r in writes if r.method == "DELETE"]) == 6
