@@ -206,3 +206,56 @@ def test_atlas_through_a_worker_asks_from_the_newest_epoch_and_joins_queued_jobs
     assert len(rows_after) == len(rows)  # the overlap brought nothing new
     ids = [r["source_row_id"] for r in rows_after]
     assert len(ids) == len(set(ids))
+
+
+def _succeeded(runner) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3")
+    try:
+        return conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_then_update_again_gives_the_uninterrupted_light_curves(stdq):
+    from conftest import stop_workers, wait_until
+
+    targets = "name,ra,dec\n" + "".join(f"T{i},{10 + 7 * i},{5 + i}\n" for i in range(12))
+    emulator = stdq.server.emulator("atlas")
+    emulator.queue_seconds = emulator.run_seconds = 0.05
+    settings = "[tasks]\nautostart_worker = {}\nlease_seconds = 2.0\n"
+    stdq.write_settings(settings.format("false"))
+    assert stdq.run("targets", "import", "-", "--list", "w", input=targets).returncode == 0
+    assert stdq.run("update", "--list", "w", "--services", "atlas", "--background").returncode == 0
+    log = stdq.tmp / "worker.log"
+    with open(log, "wb") as out:
+        worker = stdq.popen("jobs", "worker", stdout=out, stderr=out)
+        try:
+            wait_until(lambda: _succeeded(stdq) >= 3, timeout=60, what="three jobs done")
+            worker.kill()  # SIGKILL in the middle of the update
+        finally:
+            worker.wait(timeout=15)
+    assert _succeeded(stdq) < 12
+    stdq.write_settings(settings.format("true"))
+    try:
+        items = update_json(stdq, "--list", "w", "--services", "atlas")
+    finally:
+        stop_workers(stdq)
+    assert len(items) == 12 and all(item["state"] in ("succeeded", "no_data") for item in items)
+    # the same update, uninterrupted, in another data directory
+    other = stdq.tmp / "other"
+    env = {"STDQ_DATA_DIR": str(other)}
+    assert stdq.run("targets", "import", "-", "--list", "w", input=targets, env=env).returncode == 0
+    try:
+        result = stdq.run("update", "--list", "w", "--services", "atlas", "--json", env=env)
+    finally:
+        stop_workers(dataclasses.replace(stdq, data_dir=other))
+    assert result.returncode == 0, result.stderr
+    for i in range(12):
+        mine = latest_rows(stdq.data_dir / "products" / f"T{i}" / "atlas" / "latest.csv")
+        theirs = latest_rows(other / "products" / f"T{i}" / "atlas" / "latest.csv")
+        key = ("source_row_id", "mjd", "flux_ujy", "flux_err_ujy")
+        assert [tuple(r[k] for k in key) for r in mine] == [tuple(r[k] for k in key) for r in theirs]
+        assert len({r["source_row_id"] for r in mine}) == len(mine) > 0
