@@ -255,10 +255,10 @@ def figure(
     ax.set_xlabel("MJD (UTC)")
     ax.grid(True, color="0.9", linewidth=0.6, zorder=0)
     if t0 is not None:
-        top = ax.secondary_xaxis("top", functions=(lambda m: m - t0, lambda d: d + t0))
+        top = ax.secondary_xaxis("top", functions=_shift(t0))
         top.set_xlabel(f"days since t0 = MJD {t0:g}")
-    else:
-        top = ax.secondary_xaxis("top", functions=(lambda m: m - MJD_UNIX_EPOCH, lambda d: d + MJD_UNIX_EPOCH))
+    else:  # matplotlib's dates count days from 1970-01-01
+        top = ax.secondary_xaxis("top", functions=_shift(MJD_UNIX_EPOCH))
         locator = mdates.AutoDateLocator()
         top.xaxis.set_major_locator(locator)
         top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -272,6 +272,18 @@ def figure(
     return fig, prep, view
 
 
+def _shift(offset: float) -> tuple[Any, Any]:
+    """The (forward, inverse) pair of a top axis OFFSET days from MJD."""
+
+    def forward(mjd: Any) -> Any:
+        return mjd - offset
+
+    def inverse(value: Any) -> Any:
+        return value + offset
+
+    return forward, inverse
+
+
 def plot_table(
     table: pd.DataFrame, path: str | Path, *, view: str | None = None, t0: float | None = None,
     name: str | None = None, ra: float | None = None, dec: float | None = None, clean: bool = False,
@@ -283,7 +295,7 @@ def plot_table(
     fmt = plot_format(path)
     if fmt == "html":
         html, prep, view = html_text(table, view=view, t0=t0, name=name, ra=ra, dec=dec, clean=clean)
-        atomic_write(path, lambda fh: fh.write(html.encode("utf-8")))
+        atomic_write(path, html.encode("utf-8"))
     else:
         big = len(table) > RASTER_ABOVE and fmt in ("pdf", "svg")
         fig, prep, view = figure(table, view=view, t0=t0, name=name, ra=ra, dec=dec, clean=clean, rasterize=big)
