@@ -72,7 +72,14 @@ def write_detection_csv(path: Path, rows: int, seed: int = 1) -> None:
         },
         columns=list(DETECTION_COLUMNS),
     )
-    table.to_csv(path, index=False, lineterminator="\n")
+    try:  # pyarrow writes it ten times faster (the bench needs it anyway)
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+    except ImportError:
+        table.to_csv(path, index=False, lineterminator="\n")
+    else:
+        pacsv.write_csv(pa.Table.from_pandas(table, preserve_index=False), str(path),
+                        pacsv.WriteOptions(quoting_style="none"))
 
 
 def make_product(path: Path):

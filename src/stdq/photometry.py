@@ -405,12 +405,32 @@ def tai_to_utc_mjd(mjd_tai):
     if not good.any():
         return out
     tai = values[good]
-    day = np.floor(tai)
     erfa = _erfa()
-    with warnings.catch_warnings():  # ERFA's "dubious year" for an epoch far from now
-        warnings.simplefilter("ignore")
-        utc1, utc2 = erfa.taiutc(MJD0 + day, tai - day)
-    out[good] = (utc1 - MJD0) + utc2
+
+    def exact(t: Any) -> Any:
+        day = np.floor(t)
+        with warnings.catch_warnings():  # ERFA's "dubious year" for an epoch far from now
+            warnings.simplefilter("ignore")
+            utc1, utc2 = erfa.taiutc(MJD0 + day, t - day)
+        return (utc1 - MJD0) + utc2
+
+    if tai.size < 1000:
+        out[good] = exact(tai)
+        return out
+    # Many values: TAI-UTC is a whole number of seconds from 1972 on and changes only at
+    # a leap second, so ERFA is asked once per distinct TAI day (its start and end); the
+    # rows of a day in which it changes (or that is not whole) go through ERFA one by one.
+    days = np.floor(tai)
+    uniq, inverse = np.unique(days, return_inverse=True)
+    offsets = (np.concatenate([uniq, uniq + 1.0]) - exact(np.concatenate([uniq, uniq + 1.0]))) * 86400.0
+    start, end = offsets[: uniq.size], offsets[uniq.size :]
+    whole = np.round(start)
+    steady = (np.abs(start - end) < 1e-4) & (np.abs(start - whole) < 1e-4) & (uniq >= 41317)
+    utc = tai - whole[inverse] / 86400.0
+    mixed = (~steady)[inverse]
+    if mixed.any():
+        utc[mixed] = exact(tai[mixed])
+    out[good] = utc
     return out
 
 
@@ -742,19 +762,30 @@ def _write_csv_arrow(chunk: pd.DataFrame, dest: IO[bytes], whole: set[str]) -> N
     """CHUNK by pyarrow; a chunk with text that needs quotes (a comma, a quote, a line
     break: never in survey data) by pandas, so that quoting stays minimal everywhere."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     arrays = [_arrow_column(chunk[name], whole=name in whole) for name in chunk.columns]
-    for array in arrays:
-        text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
-        if text and pc.any(pc.match_substring_regex(array, '[,"\r\n]')).as_py():
-            _write_csv_pandas(chunk, dest)
-            return
+    if any(_needs_quotes(array) for array in arrays):
+        _write_csv_pandas(chunk, dest)
+        return
     table = pa.Table.from_arrays(arrays, names=[str(c) for c in chunk.columns])
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     dest.write(memoryview(sink.getvalue()))
+
+
+def _needs_quotes(array: Any) -> bool:
+    """Whether a text ARRAY holds a comma, a quote or a line break: a byte search of its
+    UTF-8 data buffer (a bytes search is memchr-fast; a regex per value is not)."""
+    import pyarrow as pa
+
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return False
+    data = array.buffers()[2]
+    if data is None:
+        return False
+    raw = data.to_pybytes()  # (a sliced array's buffer may hold more: a false alarm at most)
+    return any(ch in raw for ch in (b",", b'"', b"\r", b"\n"))
 
 
 def _write_csv_pandas(chunk: pd.DataFrame, dest: IO[bytes]) -> None:
