@@ -309,6 +309,10 @@ class FakeServer:
                 return Response.json([r.as_dict() for r in self.requests])
         if path == "/_control/urls":
             return Response.json({e.name: e.base_url for e in self.emulators})
+        if path == "/_control/add_night" and method == "POST":
+            # one more night of epochs in every emulator that makes data up to the present
+            nights = {e.name: e.add_night() for e in self.emulators if hasattr(e, "add_night")}
+            return Response.json({"ok": True, "nights": nights})
         return Response.text("unknown control path", 404)
 
     def _handler_class(self):
