@@ -259,3 +259,21 @@ def test_a_killed_worker_then_update_again_gives_the_uninterrupted_light_curves(
         key = ("source_row_id", "mjd", "flux_ujy", "flux_err_ujy")
         assert [tuple(r[k] for k in key) for r in mine] == [tuple(r[k] for k in key) for r in theirs]
         assert len({r["source_row_id"] for r in mine}) == len(mine) > 0
+
+
+def test_missing_credentials_are_exit_3(stdq):
+    from stdq.testing.atlas import TEST_TOKEN
+    from stdq.testing.fakeserver import settings_toml
+
+    text = settings_toml(stdq.server).replace(f'api_key = "{TEST_TOKEN}"', "")
+    assert TEST_TOKEN not in text
+    stdq.config_path.write_text(text, encoding="utf-8")
+    try:
+        result = stdq.run("update", SN, "--services", "atlas", "--json", timeout=60)
+    finally:
+        from conftest import stop_workers
+
+        stop_workers(stdq)
+    assert result.returncode == 3, result.stderr
+    (item,) = json.loads(result.stdout)
+    assert item["state"] == "failed" and "SN 2023ixf / atlas: failed:" in result.stderr

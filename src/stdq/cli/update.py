@@ -125,6 +125,8 @@ def update(
         for item in items:
             click.echo(f"{item.target.label}\t{item.service}\tjob {item.job_id}\t{item.state}")
     for item in items:
+        if item.error and (state.json or live is not None):  # piped, its line has it already
+            message(f"{item.target.label} / {item.service}: {item.state}: {item.error}")
         if item.hook == "failed":
             message(
                 f"warning: the on_new_detection hook failed for {item.target.label} / {item.service};"
