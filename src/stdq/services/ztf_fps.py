@@ -248,11 +248,15 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         "poll_interval": 30.0,
         "max_poll_interval": 600.0,
         "max_wait": 259200.0,
+        "max_pending": 100,
     }
+    settings_ranges: ClassVar[dict[str, str]] = {"max_pending": ">= 0"}
     settings_help: ClassVar[dict[str, str]] = {
         "poll_interval": "first wait between polls of the status listing, seconds",
         "max_poll_interval": "the wait grows by half each poll up to this, seconds",
         "max_wait": "a run that has waited this long for the request fails (jobs retry resumes it)",
+        "max_pending": "at most this many requests submitted and not yet ended, across every worker"
+        " (0 = no limit of stdq's own)",
     }
     secret_fields: ClassVar[tuple[str, ...]] = ("email", "userpass")
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -457,12 +461,52 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             product.notes.setdefault("zfps", {"request_id": cp.get("zfps_reqid"),
                                               "request": dict(cp.get("zfps_request") or {})})
             return [product]
-        if state in (None, "submitting"):
-            self._create(target, params, context, creds)
-        else:
-            context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
-        row = self._wait(context, creds)
-        return [self._download(target, params, context, row)]
+        try:
+            if state in (None, "submitting"):
+                if state is None:
+                    self._take_pending_slot(context)
+                self._create(target, params, context, creds)
+            else:
+                context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
+            row = self._wait(context, creds)
+            self._give_back_slot(context)  # the request has ended: no longer pending
+            return [self._download(target, params, context, row)]
+        except Exception:
+            if context.checkpoint.get("zfps_state") is None:
+                self._give_back_slot(context)  # never submitted
+            raise
+
+    # -- account limits (docs/settings.md, [services.ztf-fps] max_pending) -----------------
+    def _slots(self, context: QueryContext) -> Any:
+        from stdq.slots import SlotPool
+
+        scope = f"ztf-fps:{self.url}:{self.config.secret('email') or ''}:pending"
+        return SlotPool(context.store.db, scope, int(self.config.values["max_pending"]))
+
+    def _take_pending_slot(self, context: QueryContext) -> None:
+        """Wait (in-process) or postpone (a worker's job) while max_pending requests are pending."""
+        from stdq.slots import Postponed
+
+        if context.job_id is None:
+            return
+        look = max(0.05, float(self.config.values["poll_interval"]))
+        while not self._slots(context).take(int(context.job_id)):
+            why = (f"ztf-fps: {self.config.values['max_pending']} ZFPS requests of this account are"
+                   " pending (max_pending)")
+            if context.may_postpone:
+                raise Postponed(why, retry_after=look)
+            context.progress(why, wait_until=time.time() + look)
+            context.sleep(look)
+
+    def _give_back_slot(self, context: QueryContext) -> None:
+        from stdq.errors import StdqError
+
+        if context.job_id is None:
+            return
+        try:
+            self._slots(context).give_back(int(context.job_id))
+        except StdqError:  # the next take frees the slot of an ended job
+            return
 
     def _create(self, target: Target, params: dict[str, Any], context: QueryContext,
                 creds: dict[str, str]) -> None:
