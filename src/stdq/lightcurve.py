@@ -160,9 +160,10 @@ def build(
     kinds = set(merged["flux_kind"].dropna().astype(str))
     kind = flux_kind or ("difference" if "difference" in kinds or not kinds else "total")
     if kind != "both":
-        keep = merged["flux_kind"].astype(str).to_numpy() == kind
-        _count_aside(left, merged[~keep], f"{{flux_kind}} fluxes (--flux-kind {kind})", by_kind=True)
-        merged = merged[keep]
+        keep = (merged["flux_kind"] == kind).to_numpy(dtype=bool)
+        if not keep.all():
+            _count_aside(left, merged[~keep], f"{{flux_kind}} fluxes (--flux-kind {kind})", by_kind=True)
+            merged = merged[keep]
     if bound is not None:
         keep = merged["mjd"].to_numpy() >= bound
         _count_aside(left, merged[~keep], f"before --since {bound:g}")
@@ -174,7 +175,9 @@ def build(
         flagged = merged["quality_flag"].to_numpy() != 0
         _count_aside(left, merged[flagged], "quality_flag not 0 (--clean)")
         merged = merged[~flagged]
-    merged = merged.sort_values(["mjd", "service"], kind="stable").reset_index(drop=True)
+    # the frames are concatenated in service order, each sorted by mjd: a stable sort by mjd
+    # orders equal epochs by service
+    merged = merged.sort_values("mjd", kind="stable").reset_index(drop=True)
     used = sorted({int(p) for p in merged["product_id"].dropna().unique()})
     return LightCurve(
         target=target, table=merged, flux_kind=kind, left_aside=left,
@@ -216,8 +219,10 @@ def product_provenance(product: Product) -> dict[str, Any]:
             meta = loaded
     except (OSError, ValueError, RecursionError):
         pass
-    processor = meta.get("processor") if isinstance(meta.get("processor"), dict) else {}
-    raw = meta.get("raw_files") if isinstance(meta.get("raw_files"), list) else []
+    found = meta.get("processor")
+    processor: dict[str, Any] = found if isinstance(found, dict) else {}
+    listed = meta.get("raw_files")
+    raw: list[Any] = listed if isinstance(listed, list) else []
     return {
         "product_id": product.id,
         "service": product.service,
@@ -255,6 +260,11 @@ def _num(value: Any) -> float | None:
     return number if number == number else None
 
 
+def _distinct(column: pd.Series) -> list[str]:
+    """The distinct non-missing values of COLUMN as sorted text."""
+    return sorted({str(v) for v in column.dropna().unique()})
+
+
 def band_summary(group: pd.DataFrame) -> dict[str, Any]:
     """One band: points, detections, first/last detection, the last non-detection before
     the first detection (with its limit), the peak (brightest) magnitude and its time.
@@ -264,7 +274,7 @@ def band_summary(group: pd.DataFrame) -> dict[str, Any]:
     good = group[(~group["masked"].to_numpy(dtype=bool)) & (group["quality_flag"].to_numpy() == 0)]
     det = good[good["detected"].to_numpy(dtype=bool)]
     out: dict[str, Any] = {
-        "survey": sorted({str(s) for s in group["survey"].dropna()}),
+        "survey": _distinct(group["survey"]),
         "points": int(len(group)),
         "detections": int(len(det)),
         "first_detection": None,
@@ -314,8 +324,8 @@ def summarize(
     return {
         "target": target.as_dict() if target is not None else None,
         "flux_kind": flux_kind,
-        "surveys": sorted({str(s) for s in table["survey"].dropna()}) if len(table) else [],
-        "services": sorted({str(s) for s in table["service"].dropna()}) if len(table) else [],
+        "surveys": _distinct(table["survey"]),
+        "services": _distinct(table["service"]),
         "rows": int(len(table)),
         "detections": int(table["detected"].to_numpy(dtype=bool).sum()) if len(table) else 0,
         "mjd_first": first,
