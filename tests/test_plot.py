@@ -65,9 +65,9 @@ def same_path(a, b) -> bool:
     return a.vertices.shape == b.vertices.shape and np.allclose(a.vertices, b.vertices)
 
 
-def drawn(fig) -> dict[str, object]:
-    """gid -> scatter collection of the figure's main axes."""
-    return {c.get_gid(): c for c in fig.axes[0].collections if c.get_gid()}
+def drawn(fig) -> list:
+    """The marker lines of the figure's main axes (gid "<kind>|<survey>|<band>")."""
+    return [line for line in fig.axes[0].lines if "|" in str(line.get_gid()) and ":" not in str(line.get_gid())]
 
 
 @pytest.mark.parametrize("fmt", ["png", "pdf", "svg"])
@@ -99,47 +99,50 @@ def test_artists_of_each_view(table, view):
     fig, prep, used = plot.figure(table, view=view, name=SN, ra=210.9, dec=54.3)
     assert used == view
     ax = fig.axes[0]
-    collections = drawn(fig)
+    markers = drawn(fig)
     kept = table[~table["masked"]]
-    # no masked point drawn: the offsets add up to the unmasked rows, none at a masked epoch
-    offsets = np.concatenate([c.get_offsets() for c in collections.values()])
+    # no masked point drawn: the points add up to the unmasked rows, none at a masked epoch
+    offsets = np.concatenate([line.get_xydata() for line in markers])
     assert len(offsets) == len(kept)
     assert not np.isin(np.round(offsets[:, 0], 9), np.round(table.loc[table["masked"], "mjd"], 9)).any()
     per_band: dict[str, set[str]] = {}
-    for gid, coll in collections.items():
-        kind, survey, band = gid.split("|")
-        faces, edges = coll.get_facecolors(), coll.get_edgecolors()
-        path = coll.get_paths()[0]
+    for line in markers:
+        kind, survey, band = line.get_gid().split("|")
+        assert line.get_linestyle() == "None"
+        face, edge = line.get_markerfacecolor(), to_hex(line.get_markeredgecolor())
         if kind.endswith("limit"):                           # limits: open down-triangles
-            assert same_path(path, marker_path("v")), gid
-            assert (faces[:, 3] == 0).all() if len(faces) else True
+            assert line.get_marker() == "v" and face == "none", line.get_gid()
         else:
-            assert same_path(path, marker_path(bands.survey_marker(survey))), gid
+            assert line.get_marker() == bands.survey_marker(survey), line.get_gid()
         if kind.startswith("flagged"):                       # flagged: hollow and grey
-            assert (faces[:, 3] == 0).all() if len(faces) else True
-            assert {to_hex(e) for e in edges} == {bands.FLAGGED.lower()}
+            assert face == "none" and edge == bands.FLAGGED.lower()
         else:
-            per_band.setdefault(band, set()).update(to_hex(e) for e in edges)
+            per_band.setdefault(band, set()).add(edge)
             if kind == "detection":
-                assert {to_hex(f) for f in faces} == {bands.band_colour(band).lower()}
-    # one colour per band, and different bands of a survey differ
+                assert to_hex(face) == edge == bands.band_colour(band).lower()
+    # one colour per band, and different bands differ
     assert all(len(colours) == 1 for colours in per_band.values()), per_band
-    assert per_band["atlaso"] != per_band["atlasc"] and len({c for s in per_band.values() for c in s}) == 5
     assert set(per_band) == {"atlasc", "atlaso", "ztfg", "ztfr", "ztfi"}
-    limits = [c for g, c in collections.items() if g.split("|")[0] == "limit"]
-    assert limits and sum(len(c.get_offsets()) for c in limits) == int((~kept["detected"] & (kept["quality_flag"] == 0)).sum())
+    assert len({c for colours in per_band.values() for c in colours}) == 5
+    limits = [line for line in markers if line.get_gid().split("|")[0] == "limit"]
+    expected_limits = kept[~kept["detected"] & (kept["quality_flag"] == 0)]
+    assert limits and sum(len(line.get_xdata()) for line in limits) == len(expected_limits)
     # stacked bins larger
-    sizes = np.concatenate([c.get_sizes() for c in collections.values()])
-    assert sizes.max() > sizes.min()
+    sizes = {line.get_markersize() for line in markers}
+    assert len(sizes) == 2 and max(sizes) > min(sizes)
+    stacked = [line for line in markers if line.get_markersize() == max(sizes)]
+    assert sum(len(line.get_xdata()) for line in stacked) == int((kept["n_combined"] > 1).sum())
+    # error bars: one broken polyline per marker line with errors, 3 vertices per bar
+    bars = [line for line in ax.lines if str(line.get_gid()).startswith("errorbar:")]
+    assert bars and all(len(line.get_xdata()) % 3 == 0 for line in bars)
     if view == "flux":                                     # negative fluxes kept, zero line
         assert (offsets[:, 1] < 0).any()
         assert any(np.allclose(line.get_ydata(), 0.0) for line in ax.get_lines())
         assert ax.get_ylim()[0] < ax.get_ylim()[1]
     else:                                                  # magnitudes: inverted axis, limits at `limit`
         assert ax.get_ylim()[0] > ax.get_ylim()[1]
-        limit_y = np.concatenate([c.get_offsets()[:, 1] for c in limits])
-        expected = kept.loc[~kept["detected"] & (kept["quality_flag"] == 0), "limit"].to_numpy()
-        assert np.allclose(np.sort(limit_y), np.sort(expected))
+        limit_y = np.concatenate([line.get_ydata() for line in limits])
+        assert np.allclose(np.sort(limit_y), np.sort(expected_limits["limit"].to_numpy()))
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"ATLAS c", "ATLAS o", "ZTF g", "ZTF r", "ZTF i"} <= set(labels)
     assert SN in ax.get_title() and "14h03m" in ax.get_title()
