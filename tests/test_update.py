@@ -277,3 +277,18 @@ def test_missing_credentials_are_exit_3(stdq):
     assert result.returncode == 3, result.stderr
     (item,) = json.loads(result.stdout)
     assert item["state"] == "failed" and "SN 2023ixf / atlas: failed:" in result.stderr
+
+
+def test_a_worker_job_queued_again_after_a_temporary_failure_is_exit_75(stdq):
+    from conftest import stop_workers
+
+    stdq.server.add_fault("503", path="/queue", method="POST", times=50)
+    try:
+        result = stdq.run("update", SN, "--services", "atlas", "--json", timeout=60)
+    finally:
+        stop_workers(stdq)
+    assert result.returncode == 75, result.stderr
+    (item,) = json.loads(result.stdout)
+    assert item["state"] == "retrying" and "503" in item["error"]
+    job = json.loads(stdq.run("jobs", "show", str(item["job_id"]), "--json").stdout)
+    assert job["state"] == "queued" and job["attempts"] == 1

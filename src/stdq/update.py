@@ -16,6 +16,7 @@ and service, each asking only for the epochs after the newest one stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Sequence
@@ -261,21 +262,36 @@ def run_items(
         settle(sdq, item, job, ecsv=ecsv)
         on_change(item)
         pending.pop(job_id)
-    while pending:
-        jobs = sdq.wait(list(pending), timeout=poll)
+    if not pending:
+        return
+
+    def progress(jobs: list[Job]) -> None:
         now = sdq.clock()
         for job in jobs:
-            item = pending[job.id]
+            item = pending.get(job.id)
+            if item is None:
+                continue
             waiting_retry = (
                 job.state is JobState.QUEUED and job.attempts > 0 and job.run_after > now + poll
             )
-            if job.final or job.settled(now) or waiting_retry:
+            if job.settled(now) or waiting_retry:
                 settle(sdq, item, job, ecsv=ecsv)
                 on_change(item)
                 pending.pop(job.id)
             elif str(job.state) != item.state:
                 item.state = str(job.state)
                 on_change(item)
+        if not pending:
+            raise _AllSettled
+
+    # the one poll loop (one worker keeper: a missing worker is said once), left as soon
+    # as every item has settled or waits for a retry
+    with contextlib.suppress(_AllSettled):
+        sdq.wait(list(pending), on_progress=progress)
+
+
+class _AllSettled(Exception):
+    """Every item of a wait has settled (ends Stdq.wait early)."""
 
 
 def exit_code(items: Sequence[UpdateItem]) -> int:
