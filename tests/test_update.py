@@ -292,3 +292,20 @@ def test_a_worker_job_queued_again_after_a_temporary_failure_is_exit_75(stdq):
     assert item["state"] == "retrying" and "503" in item["error"]
     job = json.loads(stdq.run("jobs", "show", str(item["job_id"]), "--json").stdout)
     assert job["state"] == "queued" and job["attempts"] == 1
+
+
+def test_reprocess_rebuilds_latest_and_the_library_finds_it(stdq):
+    from stdq import Stdq
+
+    (item,) = update_json(stdq, SN, "--services", "ztf")
+    latest = Path(item["latest_path"])
+    before = latest.read_text()
+    latest.unlink()
+    products = json.loads(stdq.run("products", "list", "--json").stdout)
+    assert stdq.run("products", "reprocess", str(products[0]["id"])).returncode == 0
+    assert latest.read_text() == before  # rebuilt, atomically, from the products
+    with Stdq(stdq.config_path, stdq.data_dir) as sdq:
+        assert sdq.latest(SN, "ztf") == latest
+        assert sdq.latest(SN, "atlas") is None
+        items = sdq.update([SN], services=["ztf"])
+        assert [i.to_json()["new_rows"] for i in items] == [0]
