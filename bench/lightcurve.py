@@ -7,10 +7,12 @@ subprocess so that peak memory (ru_maxrss) is its own, in one run:
 
 - stdq: ``Stdq(...).lightcurve(target, flux_kind="both")`` -- reading every latest.csv
   with its dtypes, the masks, the merge, the sort and the summary;
+- plot: the same merge, then ``stdq.plot.plot_table`` of all ROWS to a PNG (magnitude
+  view, as both flux kinds are in: matplotlib, markers and error bars; needs the
+  ``plot`` extra; left out with ``--no-plot``);
 - the baseline: ``pandas.read_csv`` of the same latest.csv files and ``pandas.concat``.
 
 Medians of wall time over RUNS, and each one's peak RSS, are printed with the ratio.
-(12-B adds plotting to this script.)
 
     python bench/lightcurve.py [--rows 1000000] [--runs 3]
 """
@@ -86,6 +88,15 @@ if mode == "stdq":
         lc = sdq.lightcurve("BENCH 1", flux_kind="both")
         lc.summary()
         rows = lc.rows
+elif mode == "plot":
+    from stdq.core import Stdq
+    from stdq.plot import plot_table
+    import matplotlib.figure
+    start = time.perf_counter()
+    with Stdq(data_dir + "/config.toml", data_dir) as sdq:
+        lc = sdq.lightcurve("BENCH 1", flux_kind="both")
+        info = plot_table(lc.table, data_dir + "/bench.png", view="mag", name="BENCH 1")
+        rows = info.drawn
 else:
     start = time.perf_counter()
     rows = len(pd.concat([pd.read_csv(p) for p in paths], ignore_index=True))
@@ -107,11 +118,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-plot", action="store_true", help="leave out the plot measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stdq-bench-lc-") as tmp:
         data_dir = Path(tmp)
         paths = build(data_dir, args.rows)
         results: dict[str, list[dict]] = {"stdq": [], "pandas": []}
+        if not args.no_plot:
+            results["plot"] = []
         for _ in range(args.runs):  # alternating, so that a busy moment hits both
             for mode in results:
                 results[mode].append(measure(mode, data_dir, paths))
@@ -122,6 +136,10 @@ def main() -> None:
     ratio = statistics.median(r["wall"] for r in results["stdq"]) / statistics.median(
         r["wall"] for r in results["pandas"])
     print(f"stdq lightcurve / pandas read_csv: {ratio:.2f}x")
+    if results.get("plot"):
+        ratio = statistics.median(r["wall"] for r in results["plot"]) / statistics.median(
+            r["wall"] for r in results["pandas"])
+        print(f"stdq lightcurve + plot (PNG) / pandas read_csv: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
