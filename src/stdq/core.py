@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from stdq.config import Settings
     from stdq.db import Database
     from stdq.jobs.queue import JobQueue
+    from stdq.lightcurve import LightCurve
+    from stdq.masks import Mask
     from stdq.registry import Registry
     from stdq.store import Store
     from stdq.waiting import WorkerKeeper
@@ -793,7 +795,7 @@ class Stdq:
         flux_kind: str | None = None,
         clean: bool = False,
         since: float | str | None = None,
-    ) -> Any:
+    ) -> LightCurve:
         """``stdq lightcurve``: the merged LightCurve (:mod:`stdq.lightcurve`) of TARGET from
         the latest light curve of every service (or SERVICES); ``.table`` is a DataFrame,
         ``.summary()``, ``.left_aside``, ``.provenance``."""
@@ -825,7 +827,7 @@ class Stdq:
     def mask(
         self, target: str | Target, ids: Sequence[str], *, reason: str | None = None,
         service: str | None = None,
-    ) -> builtins.list[Any]:
+    ) -> builtins.list[Mask]:
         """Mask rows of TARGET's light curves by source_row_id (``SERVICE:ID`` or SERVICE
         when an id is in two services); kept for the same row in later fetches. Returns
         the Masks; latest.csv of each service concerned is rebuilt (its masked column)."""
@@ -839,7 +841,7 @@ class Stdq:
 
     def unmask(
         self, target: str | Target, ids: Sequence[str], *, service: str | None = None
-    ) -> builtins.list[Any]:
+    ) -> builtins.list[Mask]:
         """Remove masks of TARGET (as mask() names them); returns the removed Masks."""
         from stdq import masks
 
@@ -849,7 +851,7 @@ class Stdq:
         self._rebuild_latest(tgt, [s for s, _ in pairs])
         return done
 
-    def masks(self, target: str | Target, service: str | None = None) -> builtins.list[Any]:
+    def masks(self, target: str | Target, service: str | None = None) -> builtins.list[Mask]:
         """TARGET's masks (stdq.masks.Mask: service, source_row_id, reason, created_at)."""
         from stdq import masks
 
