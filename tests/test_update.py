@@ -158,6 +158,13 @@ def test_a_failing_hook_never_fails_the_update(stdq):
     assert "hook failed" in result.stderr
     logs = stdq.run("jobs", "logs", str(item["job_id"])).stdout
     assert "broken" in logs and "exit status 7" in logs
+    # the settings' command (it may hold a webhook token) is not copied into the database
+    import sqlite3
+
+    conn = sqlite3.connect(stdq.data_dir / "stdq.sqlite3")
+    assert conn.execute("SELECT hook FROM update_jobs").fetchall() == [("[hooks] on_new_detection",)]
+    conn.close()
+    assert b"exit 7" not in (stdq.data_dir / "stdq.sqlite3").read_bytes()
 
 
 def test_background_submits_worker_jobs_and_returns(stdq):

@@ -45,6 +45,9 @@ MAX_OVERLAP_DAYS = 2.0
 HOOK_TIMEOUT = 60.0
 HOOK_OUTPUT_CHARS = 4000
 
+# update_jobs.hook of the command of [hooks] on_new_detection (read from the settings)
+SETTINGS_HOOK = "[hooks] on_new_detection"
+
 # item states beyond the job states
 NO_DATA = "no_data"
 RETRYING = "retrying"
@@ -169,7 +172,11 @@ def submit(
 ) -> None:
     """Submit each item's job and record it in update_jobs (with the hook command).
 
-    BACKGROUND: every job goes to a worker (an in-process job would wait for nobody)."""
+    BACKGROUND: every job goes to a worker (an in-process job would wait for nobody).
+    The hook of the settings is stored as :data:`SETTINGS_HOOK` (its command, which may
+    hold a webhook's token, stays in the settings file), another one as given."""
+    if hook and hook == sdq.settings.hooks.on_new_detection:
+        hook = SETTINGS_HOOK
     for item in items:
         params: dict[str, Any] = {}
         if item.mjd_min is not None:
@@ -357,6 +364,10 @@ def _run_hook(
         "latest_path": str(folder / LATEST_CSV),
     }
     command = row["hook"]
+    if command == SETTINGS_HOOK:
+        command = settings.hooks.on_new_detection
+        if not command:
+            return "none"
     try:
         done = subprocess.run(
             command, shell=True, input=json.dumps(payload) + "\n", capture_output=True, text=True,
