@@ -229,3 +229,22 @@ def test_exit_3_without_the_extra(stdq, monkeypatch, blocked, output, hint):
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert hint in result.stderr and "Traceback" not in result.stderr
     assert not (stdq.tmp / output).exists()
+
+
+def test_library_plot_and_png_on_stdout(stdq):
+    """Stdq.plot returns the path; `-o -` writes the PNG bytes to stdout (piped)."""
+    import subprocess
+
+    from conftest import STDQ_BIN
+    from stdq import Stdq
+
+    query_ztf(stdq)
+    with Stdq(stdq.config_path, stdq.data_dir) as sdq:
+        path = sdq.plot(SN, stdq.tmp / "lib.pdf", view="mag", t0="2023-05-19")
+    assert path == stdq.tmp / "lib.pdf" and path.read_bytes().startswith(MAGIC["pdf"])
+    piped = subprocess.run([str(STDQ_BIN), "plot", SN, "-o", "-"], capture_output=True, env=stdq.env,
+                           cwd=stdq.tmp, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith(MAGIC["png"]) and len(piped.stdout) > 10_000
+    unknown = stdq.run("plot", SN, "--services", "nope")
+    assert unknown.returncode == 2, unknown.stderr
