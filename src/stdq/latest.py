@@ -49,11 +49,17 @@ def folder_for(store: Store, target: str, service: str) -> Path:
 
 def folder_products(store: Store, folder: Path, service: str) -> list[Product]:
     """The ready products stored in FOLDER, oldest first."""
-    found = [
-        p for p in store.products(service=service)
-        if p.state == "ready" and Path(p.path).parent == folder
-    ]
-    return sorted(found, key=lambda p: p.id)
+    from stdq.records import Product
+
+    prefix = str(folder) + os.sep
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = store.conn.execute(
+        "SELECT * FROM products WHERE service = ? AND state = 'ready' AND path LIKE ? ESCAPE '\\'"
+        " ORDER BY id",
+        (service, pattern),
+    ).fetchall()
+    found = [Product.from_row(r) for r in rows]
+    return [p for p in found if Path(p.path).parent == folder]
 
 
 def row_keys(table: pd.DataFrame) -> pd.Series:
