@@ -150,7 +150,7 @@ def build(
     frames = []
     for service in chosen:
         table = latest_table(sdq, target, service)
-        table = table[[c for c in COLUMNS if c in table.columns]].copy()
+        table = table[[c for c in COLUMNS if c in table.columns]]
         table["service"] = np.full(len(table), service, dtype=object)
         table = masks.apply(table, masks.masked_ids(sdq.db, target.label, service))
         frames.append(table)
