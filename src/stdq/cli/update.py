@@ -16,6 +16,7 @@ import click
 from stdq.cli.common import emit_json, exit_with, get_state, json_option, message, plain_stderr
 
 COLUMNS = ("target", "service", "state", "new_rows", "new_detections", "rows_total", "job")
+MAX_ROWS = 30  # a longer run shows its running items and the latest ended ones
 
 
 def _cells(item: Any) -> list[str]:
@@ -51,10 +52,20 @@ class _Table:
     def render(self) -> Any:
         from rich.table import Table
 
-        table = Table(show_edge=False, header_style="bold")
+        shown = self.items
+        caption = None
+        if len(shown) > MAX_ROWS:  # the unsettled ones, then the latest settled
+            busy = sorted(
+                (i for i in shown if not i.settled and i.state != "planned"),
+                key=lambda i: i.state != "running",
+            )
+            done = [i for i in shown if i.settled]
+            shown = (busy + done[-max(0, MAX_ROWS - len(busy)):])[:MAX_ROWS]
+            caption = f"{len(done)} of {len(self.items)} done"
+        table = Table(show_edge=False, header_style="bold", caption=caption)
         for col in COLUMNS:
             table.add_column(col)
-        for item in self.items:
+        for item in shown:
             table.add_row(*_cells(item))
         return table
 
