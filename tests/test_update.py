@@ -316,3 +316,23 @@ def test_reprocess_rebuilds_latest_and_the_library_finds_it(stdq):
         assert sdq.latest(SN, "atlas") is None
         items = sdq.update([SN], services=["ztf"])
         assert [i.to_json()["new_rows"] for i in items] == [0]
+
+
+def test_live_table_of_a_long_run_shows_running_items_first():
+    from rich.console import Console
+
+    from stdq.cli.update import MAX_ROWS, _Table
+    from stdq.records import Target
+    from stdq.update import UpdateItem
+
+    table = _Table()
+    for i in range(40):
+        item = UpdateItem(Target(1.0, 2.0, f"T{i}"), "ztf", Path("/x"))
+        item.state = "running" if i == 39 else "queued" if i > 35 else "succeeded"
+        table.change(item)
+    console = Console(width=120, record=True)
+    console.print(table.render())
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if line.strip().startswith("T")]
+    assert len(lines) == MAX_ROWS and lines[0].split()[0] == "T39"  # the running one first
+    assert "36 of 40 done" in text
