@@ -80,11 +80,22 @@ class QueryGroup(click.Group):
             return []
         return names
 
+    @staticmethod
+    def _registry(ctx: click.Context) -> Any:
+        """The run's registry; for `--help` alone one of the settings only (no Stdq: the
+        library, its records and database modules are not imported just to show options)."""
+        state = get_state(ctx)
+        if ctx.meta.get("stdq.query.help") and getattr(state, "_stdq", None) is None:
+            from stdq.registry import load_settings, registry_for
+
+            return registry_for(load_settings(state.config, state.data_dir))
+        return state.stdq.registry
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        registry = get_state(ctx).stdq.registry
         built: dict[str, click.Command] = ctx.meta.setdefault("stdq.query.commands", {})
         if name in built:  # resolve_command asks twice: the command is built once
             return built[name]
+        registry = self._registry(ctx)
         if not registry.has_service(name):  # a built-in name needs no entry-point scan
             return None
         built[name] = build_command(name, registry.service_class(name))
@@ -107,6 +118,8 @@ class QueryGroup(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         cmd_name = args[0] if args else None
+        help_names = ctx.help_option_names or ["--help"]
+        ctx.meta["stdq.query.help"] = any(a in help_names for a in args[1:])
         cmd = self.get_command(ctx, cmd_name) if cmd_name else None
         if cmd_name and cmd is None and not cmd_name.startswith("-"):
             known = ", ".join(self.list_commands(ctx))
