@@ -31,7 +31,8 @@ def check_files(files: list[Path]) -> None:
     # services (ATLAS, ZFPS), the Rubin target and the Gaia variable
     curves = {p.stem: p for p in files if p.parent.name == "lightcurves"}
     plots = {p.stem: p for p in files if p.parent.name == "plots"}
-    assert set(curves) == set(plots) == {"SN_2023ixf", "J53.130000-28.100000", "J83.401125-2.317833"}
+    assert set(curves) == set(plots) == {"SN_2023ixf", "SN_2023ixf-total", "J53.130000-28.100000",
+                                         "J83.401125-2.317833"}
     for path in plots.values():
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
     ixf = list(csv.DictReader(curves["SN_2023ixf"].open()))
@@ -39,6 +40,8 @@ def check_files(files: list[Path]) -> None:
     assert len(ixf) == sum(len(list(csv.DictReader(tables[s].open()))) for s in ("atlas", "ztf-fps"))
     mjd = [float(r["mjd"]) for r in ixf]
     assert mjd == sorted(mjd)
+    total = list(csv.DictReader(curves["SN_2023ixf-total"].open()))   # never mixed with the difference fluxes
+    assert {r["service"] for r in total} == {"panstarrs", "ztf"} and {r["flux_kind"] for r in total} == {"total"}
     assert {r["service"] for r in csv.DictReader(curves["J53.130000-28.100000"].open())} == {"rubin"}
     assert {r["survey"] for r in csv.DictReader(curves["J83.401125-2.317833"].open())} == {"Gaia"}
 

@@ -125,19 +125,29 @@ def _sky_object(spec: str) -> Any:
 
 def write_lightcurve(sdq: Any, target: Any, out_dir: Path, plot_dir: Path, say: Callable[[str], None],
                      title: str | None = None) -> list[Path]:
-    """TARGET's merged light curve (CSV) and, with matplotlib installed, its PNG plot; their paths."""
+    """TARGET's merged light curve (CSV) and, with matplotlib installed, its PNG plot; their
+    paths. Fluxes of the other kind (total beside difference) are never mixed in: they get a
+    light curve and plot of their own, ``<target>-<kind>``."""
     from stdq.store import safe_name
 
     curve = sdq.lightcurve(target)
-    label = safe_name(curve.target.label)
+    written = _write_curve(curve, safe_name(curve.target.label), out_dir, plot_dir, say, title)
+    other = sorted({a["flux_kind"] for a in curve.left_aside if a.get("flux_kind")} - {curve.flux_kind})
+    for kind in other:
+        extra = sdq.lightcurve(target, flux_kind=kind)
+        written += _write_curve(extra, f"{safe_name(curve.target.label)}-{kind}", out_dir, plot_dir, say, title)
+    return written
+
+
+def _write_curve(curve: Any, label: str, out_dir: Path, plot_dir: Path, say: Callable[[str], None],
+                 title: str | None) -> list[Path]:
     table_path = out_dir / f"{label}.csv"
     _write_table(curve.table, table_path)
     services = sorted(set(curve.table["service"].astype(str))) if "service" in curve.table.columns else []
     say(f"  merged light curve: {counted(curve.rows, 'row')} from {', '.join(services) or 'no service'}"
-        f" ({curve.flux_kind} fluxes)")
+        f" ({curve.flux_kind} fluxes) -> {table_path.name}")
     for aside in curve.left_aside:
-        kind = f" {aside['flux_kind']}" if aside.get("flux_kind") else ""
-        say(f"  left aside: {aside['service']} {counted(aside['rows'], 'row')}{kind} ({aside['why']})")
+        say(f"  left aside: {aside['service']} {counted(aside['rows'], 'row')}: {aside['why']}")
     written = [table_path]
     try:
         from stdq.plot import plot_table, require
@@ -147,7 +157,9 @@ def write_lightcurve(sdq: Any, target: Any, out_dir: Path, plot_dir: Path, say: 
         say(f"  plot left out: {exc.message} ({exc.hint})")
         return written
     plot_path = plot_dir / f"{label}.png"
-    plot_table(curve.table, plot_path, name=title or curve.target.label, ra=curve.target.ra, dec=curve.target.dec)
+    name = title or curve.target.label
+    plot_table(curve.table, plot_path, name=f"{name}, {curve.flux_kind} fluxes", ra=curve.target.ra,
+               dec=curve.target.dec)
     written.append(plot_path)
     return written
 
