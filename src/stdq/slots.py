@@ -169,3 +169,17 @@ def has_deferred(db: Database) -> bool:
     except Exception:  # an older schema, or no database yet
         return False
     return row is not None
+
+
+def postponed_due(db: Database) -> float | None:
+    """When the next job postponed by an account limit (its latest event ``postponed``) is due,
+    None when there is none: a burst worker waits for those instead of exiting."""
+    try:
+        row: Any = db.conn.execute(
+            "SELECT MIN(j.run_after) FROM jobs j WHERE j.state = 'queued' AND"
+            " (SELECT e.kind FROM job_events e WHERE e.job_id = j.id ORDER BY e.id DESC LIMIT 1)"
+            " = 'postponed'"
+        ).fetchone()
+    except Exception:  # an older schema, or no database yet
+        return None
+    return None if row is None or row[0] is None else float(row[0])

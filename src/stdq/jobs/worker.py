@@ -156,7 +156,7 @@ def _thread_main(
                 with pool.lock:
                     pool.busy -= 1
                     idle = pool.busy == 0
-                if burst and idle and not _claimable(queue):
+                if burst and idle and not _claimable(queue) and not _postponed(database):
                     pool.done.set()
                     break
                 stop.wait(_idle_wait(queue, burst))
@@ -179,6 +179,13 @@ def _thread_main(
                     pool.busy -= 1
     finally:
         database.close()
+
+
+def _postponed(database: Database) -> bool:
+    """Whether a job postponed by an account limit (stdq.slots) waits: a burst worker stays."""
+    from stdq.slots import postponed_due
+
+    return postponed_due(database) is not None
 
 
 def _drain_deferred(settings: Settings, database: Database, *, most: int) -> None:
