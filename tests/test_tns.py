@@ -213,3 +213,12 @@ def test_parse_answers():
                 {"data": {"reply": {"radeg": 400, "decdeg": 1}}}, {"data": {"reply": {"x": 1}}}, []):
         with pytest.raises(QueryFailed):
             parse_tns_object(bad)
+
+
+def test_remaining_exceeded_counts_as_zero(tmp_path):
+    """TNS may write x-rate-limit-remaining: Exceeded; the next request waits for the reset."""
+    clock = Clock()
+    resolver = resolver_with(tmp_path, TnsEmulator(clock=clock), clock)
+    resolver._remember_window({"x-rate-limit-remaining": "Exceeded", "x-rate-limit-reset": "12"})
+    assert resolver.resolve("AT 2024abc").ra == AT_RA
+    assert clock.slept == [12.0]

@@ -3,7 +3,7 @@
 A resolver is registered in the entry-point group ``stdq.resolvers`` under its
 name (the word used in ``[resolver] order``) as "module:Class", a subclass of
 :class:`NameResolver`. Built in: ``sesame`` (CDS Sesame) and ``mast`` (the MAST
-name resolver). The ``local`` resolver (the targets table of ``stdq targets
+name resolver); ``tns`` (stdq.resolvers_tns). The ``local`` resolver (the targets table of ``stdq targets
 add``) is not a plug-in: it is part of :class:`stdq.targets.Resolver`, which
 asks the resolvers in turn and caches the answers of remote ones.
 

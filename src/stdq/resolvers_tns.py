@@ -144,9 +144,12 @@ class TnsResolver(NameResolver):
     def _remember_window(self, headers: Any) -> float | None:
         """Store the answer's rate-limit headers; the seconds until the reset, if given."""
         def number(key: str) -> float | None:
+            text = str(headers.get(key) or "").strip()
+            if key == "x-rate-limit-remaining" and text.lower() == "exceeded":
+                return 0.0  # TNS writes "Exceeded" once the window is used up
             try:
-                return float(headers.get(key))
-            except (TypeError, ValueError):
+                return float(text)
+            except ValueError:
                 return None
 
         remaining, reset = number("x-rate-limit-remaining"), number("x-rate-limit-reset")
