@@ -26,14 +26,17 @@ def latest_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def add_night(monkeypatch, mjd: float, mags: tuple[float, float] = (12.70, 12.60)) -> None:
-    """The emulated sky gains one epoch of the target's zg and zr objects at MJD."""
+def add_night(monkeypatch, mags: tuple[float, float] = (12.70, 12.60)) -> float:
+    """The emulated sky gains one epoch of the target's zg and zr objects, a night after
+    the newest one of any object; returns its MJD."""
     objects = list(irsa.SKY_OBJECTS)
+    mjd = round(max(epoch[1] for obj in objects for epoch in obj.epochs) + 1.0, 5)
     for index, mag in zip((0, 1), mags, strict=True):
         obj = objects[index]
         expid = obj.epochs[-1][0] + 50_000
         objects[index] = dataclasses.replace(obj, epochs=(*obj.epochs, (expid, mjd, mag, 0.012, 0)))
     monkeypatch.setattr(irsa, "SKY_OBJECTS", objects)
+    return mjd
 
 
 def update_json(stdq, *args: str, code: int = 0) -> list[dict]:
@@ -52,7 +55,7 @@ def test_second_run_asks_only_for_the_new_night_and_latest_grows_by_it(stdq, mon
     assert len(rows) == total
     newest = max(float(r["mjd"]) for r in rows)
 
-    add_night(monkeypatch, 60105.2)
+    night = add_night(monkeypatch)
     (second,) = update_json(stdq, SN, "--services", "ztf")
     (request,) = irsa_requests(stdq)[1:]
     # from the newest stored epoch minus the ZTF overlap (2 days), open above
@@ -62,6 +65,7 @@ def test_second_run_asks_only_for_the_new_night_and_latest_grows_by_it(stdq, mon
     assert second["new_rows"] == 2 and second["new_detections"] == 2
     rows = latest_rows(second["latest_path"])
     assert len(rows) == total + 2 == second["rows_total"]
+    assert sorted(float(r["mjd"]) for r in rows)[-2:] == pytest.approx([night, night])
     ids = [r["source_row_id"] for r in rows]
     assert len(ids) == len(set(ids))  # no repeated source_row_id
     assert second["job_id"] != first["job_id"]  # every fetch is a product of its own
@@ -133,12 +137,12 @@ def test_hook_gets_exactly_the_new_detections(stdq, monkeypatch):
     assert first["latest_path"].endswith("latest.csv")
     assert len(first["new_detections"]) > 0
 
-    add_night(monkeypatch, 60105.2, (12.71, 12.61))
+    night = add_night(monkeypatch, (12.71, 12.61))
     (item,) = update_json(stdq, SN, "--services", "ztf", "--on-new-detection", HOOK)
     assert item["hook"] == "ran"
     calls = (stdq.data_dir / "hook.jsonl").read_text().splitlines()
     second = json.loads(calls[1])
-    assert sorted(d["mjd"] for d in second["new_detections"]) == pytest.approx([60105.2, 60105.2])
+    assert sorted(d["mjd"] for d in second["new_detections"]) == pytest.approx([night, night])
     assert sorted(round(d["magnitude"], 2) for d in second["new_detections"]) == [12.61, 12.71]
     assert {d["band"] for d in second["new_detections"]} == {"ztfg", "ztfr"}
     logs = stdq.run("jobs", "logs", str(item["job_id"]))
