@@ -58,8 +58,8 @@ def tns_objname(name: str) -> str | None:
 
 def user_agent(bot_id: object, bot_name: str) -> str:
     """The bot's marker TNS requires as User-Agent."""
-    marker = {"tns_id": int(bot_id) if str(bot_id).isdigit() else str(bot_id), "type": "bot",
-              "name": str(bot_name)}
+    text = str(bot_id).strip()
+    marker = {"tns_id": int(text) if text.isdigit() else text, "type": "bot", "name": str(bot_name)}
     return "tns_marker" + json.dumps(marker)
 
 
