@@ -797,8 +797,8 @@ def _write_csv_pandas(chunk: pd.DataFrame, dest: IO[bytes]) -> None:
     quoting = csv.QUOTE_MINIMAL
     for name in chunk.columns:
         column = chunk[name]
-        text = column.dtype.kind in "OTU" or str(column.dtype) in ("string", "str")
-        if text and column.astype(str).str.contains("\r", regex=False).any():
+        is_text = column.dtype.kind in "OTU" or str(column.dtype) in ("string", "str")
+        if is_text and column.astype(str).str.contains("\r", regex=False).any():
             quoting = csv.QUOTE_ALL
             break
     text = io.TextIOWrapper(dest, encoding="utf-8", newline="", write_through=True)
