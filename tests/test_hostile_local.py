@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -441,3 +442,34 @@ def test_safe_names_are_one_path_component_and_never_shared(first, second):
         assert store.safe_name(name) == folder  # the same name, the same folder
     if first != second:
         assert store.safe_name(first) != store.safe_name(second)
+
+
+def test_output_onto_a_device_writes_into_it_and_never_replaces_it(tmp_path):
+    """`-o /dev/null` as root: the atomic rename would put a regular file in place of the device."""
+    import stat as stat_module
+
+    from stdq.store import atomic_write
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write(fifo, b"a,b\n1,2\n")
+    reader.join(timeout=5)
+    assert received == [b"a,b\n1,2\n"]
+    assert stat_module.S_ISFIFO(os.stat(fifo).st_mode)
+    atomic_write(Path("/dev/null"), b"x")
+    assert stat_module.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_zombie_process_is_not_alive():
+    from stdq.records import pid_alive
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 5
+    while pid_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)  # ended, not yet reaped
+    child.wait()
+    assert pid_alive(os.getpid())

@@ -63,7 +63,7 @@ def hostname() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process PID exists on this host (a zombie counts as alive)."""
+    """Whether process PID runs on this host (a zombie, ended but not yet reaped, does not)."""
     if pid <= 0:
         return False
     try:
@@ -72,7 +72,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:  # PermissionError included: it exists
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux): what kill said
+        return True
+    return state != b"Z"
 
 
 def owner_dead(owner: str | None) -> bool:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 import unicodedata
@@ -109,6 +110,18 @@ def atomic_write(
     OSError becomes a StdqError (:func:`write_error`): DiskFull when the disk is full.
     """
     path = Path(path)
+    if _is_special_file(path):
+        # a device or a pipe (`-o /dev/null`, `-o /dev/stdout`): write into it, never
+        # replace it by a regular file (as root, a rename onto /dev/null would)
+        try:
+            with open(path, "wb") as fh:
+                if callable(data):
+                    data(fh)
+                else:
+                    fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        except OSError as exc:
+            raise write_error(exc, path, data_dir) from exc
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +139,15 @@ def atomic_write(
         if isinstance(exc, OSError):
             raise write_error(exc, path, data_dir) from exc
         raise
+
+
+def _is_special_file(path: Path) -> bool:
+    """PATH exists and is neither a regular file nor a folder (a device, a pipe, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _open_temp(tmp: Path) -> IO[bytes]:
