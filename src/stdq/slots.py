@@ -158,6 +158,16 @@ def waiting_submissions(db: Database, service: str, slot_key: str = "task_url") 
     return int(row[0])
 
 
+def submissions_ahead(db: Database, service: str, job_id: int, slot_key: str = "task_url") -> int:
+    """Jobs of SERVICE waiting to submit that came before JOB_ID (lower id): its place in line."""
+    row = db.conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE service = ? AND state IN ('queued', 'running') AND id < ?"
+        " AND (checkpoint_json IS NULL OR json_extract(checkpoint_json, '$.' || ?) IS NULL)",
+        (service, job_id, slot_key),
+    ).fetchone()
+    return int(row[0])
+
+
 def clock_of(db: Database) -> Callable[[], float]:
     return getattr(db, "clock", time.time)
 

@@ -471,9 +471,18 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 context.check_cancelled()
                 wait = limiter.writes.wait_time()
                 if wait > 1.0 and context.may_postpone:
+                    # first come, first served: a job with more than a window's worth of
+                    # submissions ahead of it comes back a window later per window's worth
+                    # (fewer claims that only find the budget used up again)
+                    later = 0.0
+                    if context.job_id is not None and limiter.writes.limit > 0:
+                        from stdq.slots import submissions_ahead
+
+                        ahead = submissions_ahead(context.store.db, self.name, int(context.job_id))
+                        later = limiter.writes.span * (ahead // limiter.writes.limit)
                     raise Postponed(
                         f"atlas: the ATLAS write budget is used up for {wait:.1f} s",
-                        retry_after=wait,
+                        retry_after=wait + later,
                     )
                 if context.job_id is None or self._slots(context).take(int(context.job_id)):
                     return

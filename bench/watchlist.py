@@ -1,0 +1,233 @@
+"""A watchlist against the emulators under the real per-account limits, scaled in time.
+
+ATLAS: N targets (default 200; the issue's run is --targets 1000), submitted as background jobs
+and run by WORKERS burst workers (processes) of CONCURRENCY threads, against the ATLAS emulator
+enforcing 60 writes and 600 reads per WINDOW seconds (default 6: the server's minute / 10),
+stdq configured with the same limits. Printed: total time / the least time the write limit
+allows for N submissions (goal <= 1.1), windows over a limit counted from the emulator's log
+(goal 0), HTTP 429s, duplicate submissions (goal 0), tasks left on the server, deferred DELETEs,
+peak RSS of each worker process.
+
+ZFPS: the same N targets; prints the number of submissions (goal: ceil(N / batch_size)).
+
+    python bench/watchlist.py [--targets N] [--window S] [--workers W] [--concurrency C]
+                              [--services atlas,ztf-fps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from stdq.testing.atlas import TEST_TOKEN, AtlasEmulator
+from stdq.testing.fakeserver import FakeServer
+from stdq.testing.zfps import TEST_EMAIL, TEST_USERPASS, ZfpsEmulator
+
+STARTED = 0.0  # wall time the workers were started
+
+WORKER = textwrap.dedent("""
+    import resource, sys
+    from stdq.cli import main
+    code = 0
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(f"PEAK_RSS_KIB {peak}", file=sys.stderr)
+    sys.exit(code)
+""")
+
+
+def positions(n: int, seed: int = 11) -> list[tuple[float, float]]:
+    """N distinct positions away from the emulators' named targets."""
+    rng = random.Random(seed)
+    return [(round(rng.uniform(0, 360), 5), round(rng.uniform(-25, 85), 5)) for _ in range(n)]
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events in any half-open window of WINDOW seconds."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def windows_over(times: list[float], window: float, limit: int) -> int:
+    """How many events found more than LIMIT events (themselves included) in the WINDOW before."""
+    times = sorted(times)
+    over, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        if end - start + 1 > limit:
+            over += 1
+    return over
+
+
+def write_settings(tmp: Path, server: FakeServer, window: float, max_queued: int) -> Path:
+    atlas, zfps = server.emulator("atlas"), server.emulator("zfps")
+    config = tmp / "config.toml"
+    config.write_text(textwrap.dedent(f"""\
+        data_dir = "{tmp / 'data'}"
+        [tasks]
+        autostart_worker = false
+        lease_seconds = 30
+        [http]
+        timeout = 10
+        max_retries = 2
+        [services.atlas]
+        url = "{atlas.base_url}"
+        api_key = "{TEST_TOKEN}"
+        writes_per_minute = 60
+        reads_per_minute = 600
+        rate_window = {window}
+        max_queued = {max_queued}
+        poll_interval = 0.3
+        max_poll_interval = 1.0
+        [services.ztf-fps]
+        url = "{zfps.base_url}"
+        email = "{TEST_EMAIL}"
+        userpass = "{TEST_USERPASS}"
+        poll_interval = 0.3
+        max_poll_interval = 1.0
+        """))
+    return config
+
+
+def submit_all(config: Path, service: str, targets: list[tuple[float, float]]) -> list[int]:
+    from stdq import Stdq
+
+    with Stdq(config) as stdq:
+        return [stdq.submit(service, ra=ra, dec=dec, runner="worker").id for ra, dec in targets]
+
+
+def run_workers(config: Path, workers: int, concurrency: int) -> tuple[float, list[int]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
+    env.update(STDQ_CONFIG=str(config), NO_COLOR="1")
+    global STARTED
+    STARTED = time.time()
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, "jobs", "worker", "--burst", "--concurrency", str(concurrency)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(workers)
+    ]
+    peaks = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=3600)
+        peaks += [int(line.split()[1]) for line in err.splitlines() if line.startswith("PEAK_RSS_KIB")]
+    return time.monotonic() - started, peaks
+
+
+def last_finished(config_dir: Path) -> float:
+    conn = sqlite3.connect(config_dir / "data" / "stdq.sqlite3")
+    try:
+        return float(conn.execute("SELECT MAX(finished_at) FROM jobs").fetchone()[0] or 0.0)
+    finally:
+        conn.close()
+
+
+def job_states(config_dir: Path) -> Counter:
+    conn = sqlite3.connect(config_dir / "data" / "stdq.sqlite3")
+    try:
+        return Counter(state for (state,) in conn.execute("SELECT state FROM jobs"))
+    finally:
+        conn.close()
+
+
+def bench_atlas(args: argparse.Namespace, targets: list[tuple[float, float]]) -> None:
+    atlas = AtlasEmulator()
+    atlas.write_limit, atlas.read_limit, atlas.throttle_window = 60, 600, args.window
+    atlas.queue_seconds, atlas.run_seconds, atlas.queue_ahead = 0.2, 0.2, 0
+    atlas.recent_nights = 5
+    with tempfile.TemporaryDirectory() as name, FakeServer([atlas, ZfpsEmulator()]) as server:
+        tmp = Path(name)
+        config = write_settings(tmp, server, args.window, args.max_queued)
+        submit_all(config, "atlas", targets)
+        took, peaks = run_workers(config, args.workers, args.concurrency)
+        log = server.log_of(emulator="atlas")
+        posts = [r for r in log if r.method == "POST" and r.path.rstrip("/").endswith("queue")]
+        writes = [r.time for r in log if r.method in ("POST", "DELETE")]
+        reads = [r.time for r in log if r.method == "GET"]
+        n = len(targets)
+        least = math.floor((n - 1) / 60) * args.window + atlas.queue_seconds + atlas.run_seconds
+        per_position = Counter((t.ra, t.dec) for t in atlas.tasks.values())
+        duplicates = sum(c - 1 for c in per_position.values() if c > 1)
+        left = sum(1 for t in atlas.tasks.values() if not t.deleted)
+        states = job_states(tmp)
+        ended = last_finished(tmp) - STARTED  # every job done (the deferred DELETEs may go on)
+        print(f"ATLAS, {n} targets, limits 60 writes / 600 reads per {args.window:g} s,"
+              f" {args.workers} workers x {args.concurrency} threads, max_queued {args.max_queued}")
+        print(f"  jobs: {dict(states)}")
+        print(f"  every job done at {ended:.1f} s; least the write limit allows {least:.1f} s;"
+              f" ratio {ended / least:.3f} (goal <= 1.1); workers exited at {took:.1f} s, after the"
+              " deferred DELETEs")
+        if posts:
+            first, last = min(r.time for r in posts) - STARTED, max(r.time for r in posts) - STARTED
+            print(f"  submissions from {first:.1f} s to {last:.1f} s after the workers started"
+                  f" (the limit allows {least - atlas.queue_seconds - atlas.run_seconds:.1f} s between"
+                  f" the first and the last)")
+        print(f"  submissions {len(posts)}, duplicates {duplicates} (goal 0);"
+              f" DELETEs {sum(1 for r in log if r.method == 'DELETE')}; tasks left on the server {left}")
+        print(f"  most writes in a window {max_in_window(writes, args.window)} (limit 60),"
+              f" most reads {max_in_window(reads, args.window)} (limit 600)")
+        print(f"  windows over a limit: writes {windows_over(writes, args.window, 60)},"
+              f" reads {windows_over(reads, args.window, 600)} (goal 0);"
+              f" HTTP 429: {dict(Counter(r.method for r in log if r.status == 429))}")
+        deletes = Counter(r.path for r in log if r.method == "DELETE" and r.status < 400)
+        print(f"  DELETEs answered: {sum(deletes.values())}, of distinct tasks {len(deletes)}")
+        print(f"  peak RSS per worker: {', '.join(f'{p / 1024:.0f} MiB' for p in peaks)}")
+
+
+def bench_zfps(args: argparse.Namespace, targets: list[tuple[float, float]]) -> None:
+    zfps = ZfpsEmulator(delay=0.2)
+    with tempfile.TemporaryDirectory() as name, FakeServer([AtlasEmulator(), zfps]) as server:
+        tmp = Path(name)
+        config = write_settings(tmp, server, args.window, args.max_queued)
+        submit_all(config, "ztf-fps", targets)
+        took, peaks = run_workers(config, args.workers, args.concurrency)
+        n = len(targets)
+        goal = math.ceil(n / args.batch_size)
+        positions_sent = sum(len(str(f.get("ra", "")).split(",")) for f in zfps.submissions)
+        print(f"ZFPS, {n} targets: {len(zfps.submissions)} submissions ({positions_sent} positions)"
+              f" in {took:.1f} s; goal ceil({n} / {args.batch_size}) = {goal}")
+        print(f"  jobs: {dict(job_states(tmp))}; peak RSS per worker:"
+              f" {', '.join(f'{p / 1024:.0f} MiB' for p in peaks)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, default=200)
+    parser.add_argument("--window", type=float, default=6.0, help="the server's 60 s, scaled (s)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=24)
+    parser.add_argument("--max-queued", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--services", default="atlas,ztf-fps")
+    args = parser.parse_args()
+    targets = positions(args.targets)
+    services = [s.strip() for s in args.services.split(",") if s.strip()]
+    if "atlas" in services:
+        bench_atlas(args, targets)
+    if "ztf-fps" in services:
+        bench_zfps(args, targets)
+
+
+if __name__ == "__main__":
+    main()
