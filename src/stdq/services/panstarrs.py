@@ -183,7 +183,13 @@ class PanstarrsService(SingleTargetDataService):
         """Every page of one query: [(body, redacted url, parsed table)], until a page is
         short. Each page is parsed once, by the processor's own reader
         (``parse_answer``): the table is handed on to the processor (``keep_parsed``)."""
-        from stdq.processors.panstarrs import DETECTION_REQUIRED, MEAN_REQUIRED, parse_answer
+        from stdq.processors.panstarrs import (
+            DETECTION_COLUMNS,
+            DETECTION_REQUIRED,
+            MEAN_REQUIRED,
+            parse_answer,
+            read_mast_csv,
+        )
 
         pagesize = self.pagesize
         pages: list[tuple[bytes, str, pd.DataFrame]] = []
@@ -194,7 +200,16 @@ class PanstarrsService(SingleTargetDataService):
             response = self._get(context, url, {**params, "pagesize": pagesize, "page": page},
                                  step if page == 1 else f"{step} (page {page})")
             body = response.content
-            table = parse_answer(body, kind)
+            try:
+                table = parse_answer(body, kind)
+            except QueryFailed:
+                if kind != "detection":
+                    raise
+                # a value the processor refuses (an infoFlag beyond int64 ...): the rows are
+                # counted leniently, the page is kept, and the processor fails the product
+                # with the reason (the product is recorded, not lost)
+                table = read_mast_csv(body, int_columns=("filterID",), wanted=DETECTION_COLUMNS)
+                table.attrs["stdq_lenient"] = True
             rows = len(table)
             required = DETECTION_REQUIRED if kind == "detection" else MEAN_REQUIRED
             missing = [c for c in required if c not in table.columns]
@@ -324,7 +339,8 @@ class PanstarrsService(SingleTargetDataService):
         product = context.new_product(target, params)
         for name, body, url, parsed in raws:
             raw = product.add_raw(name, body, url=url, content_type="text/csv")
-            keep_parsed(raw, parsed)  # the processor reads it from memory (parsed once)
+            if not parsed.attrs.get("stdq_lenient"):
+                keep_parsed(raw, parsed)  # the processor reads it from memory (parsed once)
         product.notes.update(notes)
         return [product]
 
