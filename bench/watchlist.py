@@ -183,7 +183,8 @@ def bench_atlas(args: argparse.Namespace, targets: list[tuple[float, float]]) ->
             print(f"  submissions from {first:.1f} s to {last:.1f} s after the workers started"
                   f" (the limit allows {least - atlas.queue_seconds - atlas.run_seconds:.1f} s between"
                   f" the first and the last)")
-        print(f"  submissions {len(posts)}, duplicates {duplicates} (goal 0);"
+        accepted = sum(1 for r in posts if r.status == 201)
+        print(f"  submissions sent {len(posts)} (accepted {accepted}; a 429 is sent again), duplicates {duplicates} (goal 0);"
               f" DELETEs {sum(1 for r in log if r.method == 'DELETE')}; tasks left on the server {left}")
         print(f"  most writes in a window {max_in_window(writes, args.window)} (limit 60),"
               f" most reads {max_in_window(reads, args.window)} (limit 600)")

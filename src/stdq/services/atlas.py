@@ -506,8 +506,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         limiter = self.rate_limiter(time.sleep)
         try:
             database = context.store.db
-            waiting = waiting_submissions(database, self.name)
-            room = waiting == 0 or limiter.writes.free() > waiting
+            # a write free now beyond every waiting submission: the job never waits for it
+            room = limiter.writes.free() > waiting_submissions(database, self.name)
         finally:
             limiter.close()
         if room:
