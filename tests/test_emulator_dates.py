@@ -100,3 +100,12 @@ def test_zfps_default_ends_last_night():
     emulator = ZfpsEmulator()
     first, last = emulator.recent()
     assert last == int(time.time() / 86400 + 40587) - 1 and last - first + 1 == emulator.recent_nights
+
+
+def test_the_anchor_and_the_nights_are_parameters():
+    from stdq.testing.zfps import ZfpsEmulator
+
+    atlas = AtlasEmulator(anchor_mjd=60900, recent_nights=3)
+    assert atlas.last_night() == 60900
+    assert len([m for m in mjds(atlas.result_file(SN.ra, SN.dec, 60301.0, None, False))]) == 12
+    assert ZfpsEmulator(anchor_mjd=60900, recent_nights=3).recent() == (60898, 60900)

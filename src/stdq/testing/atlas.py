@@ -287,7 +287,7 @@ class AtlasEmulator(Emulator):
     service_name = "atlas"
     prefix = "/atlas/forcedphot"
 
-    def __init__(self) -> None:
+    def __init__(self, *, anchor_mjd: int | None = None, recent_nights: int | None = None) -> None:
         super().__init__()
         self.users = {
             TEST_USERNAME: {"id": 7, "password": TEST_PASSWORD, "token": TEST_TOKEN},
@@ -310,8 +310,8 @@ class AtlasEmulator(Emulator):
         self.nights = {"first_night": 60000, "last_night": 60300, "cadence": 3}
         # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
         # anchor_mjd (None: last night, from the emulator's clock); add_night() adds one more
-        self.recent_nights = RECENT_NIGHTS
-        self.anchor_mjd: int | None = None
+        self.recent_nights = RECENT_NIGHTS if recent_nights is None else int(recent_nights)
+        self.anchor_mjd: int | None = anchor_mjd
         self.recent_first: int | None = None  # set by add_night(): the first night stays put
         self.settings_overrides: dict[str, Any] = {}
         self._history: dict[tuple[str, str], list[float]] = {}

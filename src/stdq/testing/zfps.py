@@ -457,7 +457,8 @@ class ZfpsEmulator(Emulator):
     service_name = "ztf-fps"
     prefix = "/ztfweb"
 
-    def __init__(self, delay: float = 1.0, queue_limit: int = 15000):
+    def __init__(self, delay: float = 1.0, queue_limit: int = 15000, *,
+                 anchor_mjd: int | None = None, recent_nights: int | None = None):
         super().__init__()
         self.delay = delay
         self.queue_limit = queue_limit
@@ -473,8 +474,8 @@ class ZfpsEmulator(Emulator):
         self._next_id = 15270
         # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
         # anchor_mjd (None: last night); add_night() adds one more (the first stays put)
-        self.recent_nights = RECENT_NIGHTS
-        self.anchor_mjd: int | None = None
+        self.recent_nights = RECENT_NIGHTS if recent_nights is None else int(recent_nights)
+        self.anchor_mjd: int | None = anchor_mjd
         self.recent_first: int | None = None
 
     # what `stdq demo` adds to [services.ztf-fps] (the same as service_settings_lines)
