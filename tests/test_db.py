@@ -72,7 +72,7 @@ def test_a_new_database_is_at_the_latest_version_with_our_application_id(tmp_pat
     with database.transaction() as conn:
         insert_job(conn)
     conn = database.conn
-    assert db.schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS) == 5
+    assert db.schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS) == 6
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert "wait_until" in columns(conn, "jobs")

@@ -177,7 +177,8 @@ def test_zfps_max_pending_holds_across_worker_threads(stdq):
     emulator.delay = 0.2
     emulator.recent_nights = 0
     stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
-    text = stdq.config_path.read_text().replace("[services.ztf-fps]\n", "[services.ztf-fps]\nmax_pending = 1\n", 1)
+    text = stdq.config_path.read_text().replace(
+        "[services.ztf-fps]\n", "[services.ztf-fps]\nmax_pending = 1\nbatch_size = 1\n", 1)
     stdq.config_path.write_text(text)
     for i in range(3):
         result = stdq.run("query", "ztf-fps", "--ra", f"{40.0 + i:.4f}", "--dec", "10.0", "--background")
@@ -191,3 +192,36 @@ def test_zfps_max_pending_holds_across_worker_threads(stdq):
         assert after.created >= before.ready_at  # the earlier one had ended
     assert db_rows(stdq, "SELECT * FROM remote_slots") == []
     assert max(r["attempts"] for r in db_rows(stdq, "SELECT attempts FROM jobs")) == 1
+
+
+def test_zfps_jobs_share_one_batch_submission(stdq):
+    """5 jobs, 3 worker threads: one submission with the 5 positions; each job finds its own
+    request (its position) in the listing and gets its own light curve."""
+    emulator = stdq.server.emulator("zfps")
+    emulator.delay = 0.2
+    emulator.recent_nights = 0
+    stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
+    text = stdq.config_path.read_text().replace(
+        "[services.ztf-fps]\n", "[services.ztf-fps]\nbatch_window = 1.0\n", 1)
+    stdq.config_path.write_text(text)
+    positions = [("210.910674", "54.311650"), ("170.5750583", "59.0742417"), ("10.684708", "41.268750"),
+                 ("50.0", "10.0"), ("51.0", "10.0")]
+    ids = []
+    for ra, dec in positions:
+        result = stdq.run("query", "ztf-fps", "--ra", ra, "--dec", dec, "--background")
+        assert result.returncode == 0, result.stderr
+        ids.append(int(result.stdout))
+    result = stdq.run("jobs", "worker", "--burst", "--concurrency", "3", timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["id"]: r for r in db_rows(stdq, "SELECT * FROM jobs")}
+    assert [rows[i]["state"] for i in ids] == ["succeeded"] * 5, [rows[i]["error"] for i in ids]
+    assert len(emulator.submissions) == 1  # the service counts requests: one
+    (form,) = emulator.submissions
+    assert sorted(json.loads(form["ra"])) == sorted(float(ra) for ra, _ in positions)
+    by_id = {str(r.req_id): r for r in emulator.fp_requests}
+    for job_id, (ra, dec) in zip(ids, positions, strict=True):
+        checkpoint = json.loads(rows[job_id]["checkpoint_json"])
+        request = by_id[checkpoint["zfps_reqid"]]  # its own request, matched by position
+        assert (request.ra, request.dec) == (float(ra), float(dec))
+    assert rows[ids[0]]["rows"] > 0 and rows[ids[1]]["rows"] > 0  # SN 2023ixf, NGC 3642 have data
+    assert max(r["attempts"] for r in rows.values()) == 1

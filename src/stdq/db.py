@@ -175,6 +175,26 @@ CREATE TABLE deferred_deletes (
 )
 """
 
+SCHEMA_6 = """
+CREATE TABLE batches (
+    id         INTEGER PRIMARY KEY,
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    leader     INTEGER NOT NULL,
+    opened_at  REAL NOT NULL,
+    sent_at    REAL,
+    info_json  TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE batch_members (
+    batch_id      INTEGER NOT NULL,
+    job_id        INTEGER NOT NULL,
+    idx           INTEGER NOT NULL,
+    request_json  TEXT NOT NULL,
+    PRIMARY KEY (batch_id, job_id)
+)
+"""
+
 #: Migration N (1-based) takes the schema from version N-1 to N. Append only; never edit one
 #: that has been released.
 MIGRATIONS: list[Migration] = [
@@ -183,6 +203,7 @@ MIGRATIONS: list[Migration] = [
     SCHEMA_3,  # 3: target lists (watchlists) and the jobs of `stdq update`
     SCHEMA_4,  # 4: masked light-curve rows (`stdq mask`), kept across re-fetches
     SCHEMA_5,  # 5: per-account slots (ATLAS max_queued, ZFPS max_pending), deferred DELETEs
+    SCHEMA_6,  # 6: batch submissions shared by several jobs (ZFPS: many positions, one request)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = frozenset(

@@ -249,14 +249,21 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         "max_poll_interval": 600.0,
         "max_wait": 259200.0,
         "max_pending": 100,
+        "batch_size": 500,
+        "batch_window": 10.0,
     }
-    settings_ranges: ClassVar[dict[str, str]] = {"max_pending": ">= 0"}
+    settings_ranges: ClassVar[dict[str, str]] = {
+        "max_pending": ">= 0", "batch_size": "1..500", "batch_window": ">= 0"
+    }
     settings_help: ClassVar[dict[str, str]] = {
         "poll_interval": "first wait between polls of the status listing, seconds",
         "max_poll_interval": "the wait grows by half each poll up to this, seconds",
         "max_wait": "a run that has waited this long for the request fails (jobs retry resumes it)",
         "max_pending": "at most this many requests submitted and not yet ended, across every worker"
         " (0 = no limit of stdq's own)",
+        "batch_size": "at most this many positions in one batch submission of several jobs (1 = no"
+        " batches)",
+        "batch_window": "seconds the first job of a batch waits for others to join it",
     }
     secret_fields: ClassVar[tuple[str, ...]] = ("email", "userpass")
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -367,12 +374,18 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         """Send the submission ONCE (its body carries the account: never to another
         origin); {} when accepted (ZFPS answers with no request id). A lost or empty
         answer raises AmbiguousSend: the request may exist."""
+        return self.submit_positions(context, creds, [request])
+
+    def submit_positions(self, context: QueryContext, creds: dict[str, str],
+                         requests: list[dict[str, Any]]) -> dict[str, str]:
+        """:meth:`submit` for several positions (one JD range: the first request's) at once."""
         from stdq.http import AmbiguousSend, RequestPolicy, expect_format
 
         client = context.client
+        request = requests[0]
         form = {
-            "ra": json.dumps([request["ra"]]),
-            "dec": json.dumps([request["dec"]]),
+            "ra": json.dumps([r["ra"] for r in requests]),
+            "dec": json.dumps([r["dec"] for r in requests]),
             "jdstart": json.dumps(request["jdstart"]),
             "jdend": json.dumps(request["jdend"]),
             **creds,
@@ -392,7 +405,9 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                                 " page was expected; try again later")
         if _ERROR_WORDS.search(page) or _UNAVAILABLE_WORDS.search(page):
             self._fail_from_page(response, "submission", client)
-        context.event("submitted", f"ZFPS request submitted: ra {request['ra']}, dec {request['dec']},"
+        where = (f"ra {request['ra']}, dec {request['dec']}" if len(requests) == 1
+                 else f"{len(requests)} positions")
+        context.event("submitted", f"ZFPS request submitted: {where},"
                                    f" JD {request['jdstart']} .. {request['jdend']}")
         return {}
 
@@ -462,7 +477,11 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                                               "request": dict(cp.get("zfps_request") or {})})
             return [product]
         try:
-            if state in (None, "submitting"):
+            if state == "batched":
+                self._batch_step(context, creds)
+            elif state is None and self._batching(target, params, context):
+                self._join_batch(target, params, context, creds)
+            elif state in (None, "submitting"):
                 if state is None:
                     self._take_pending_slot(context)
                 self._create(target, params, context, creds)
@@ -475,6 +494,110 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             if context.checkpoint.get("zfps_state") is None:
                 self._give_back_slot(context)  # never submitted
             raise
+
+    # -- batches of several jobs (stdq.batches; docs/settings.md [services.ztf-fps]) ---------
+    def _board(self, context: QueryContext) -> Any:
+        from stdq.batches import BatchBoard
+
+        return BatchBoard(context.store.db, f"ztf-fps:{self.url}:{self.config.secret('email') or ''}")
+
+    @staticmethod
+    def _batch_key(request: dict[str, Any], params: dict[str, Any]) -> str:
+        end = "open" if params.get("mjd_max") is None else f"{request['jdend']:.6f}"
+        return f"{request['jdstart']:.6f}:{end}"
+
+    def _batching(self, target: Target, params: dict[str, Any], context: QueryContext) -> bool:
+        """A worker's job joins a batch when batch_size > 1 and another job could share it."""
+        from stdq.slots import waiting_submissions
+
+        if not context.may_postpone or context.job_id is None or int(self.config.values["batch_size"]) <= 1:
+            return False
+        if waiting_submissions(context.store.db, self.name, "zfps_state") > 1:
+            return True
+        key = self._batch_key(self.new_request(target, params), params)
+        row = context.store.db.conn.execute(
+            "SELECT 1 FROM batches WHERE scope = ? AND key = ? AND state = 'open' LIMIT 1",
+            (self._board(context).scope, key),
+        ).fetchone()
+        return row is not None
+
+    def _join_batch(self, target: Target, params: dict[str, Any], context: QueryContext,
+                    creds: dict[str, str]) -> None:
+        request = self.new_request(target, params)
+        board = self._board(context)
+        batch, _leader = board.join(self._batch_key(request, params), int(context.job_id or 0), request,
+                                    int(self.config.values["batch_size"]), {"jdend": request["jdend"]})
+        request["jdend"] = batch.info.get("jdend", request["jdend"])  # one JD range per batch
+        context.save_checkpoint(zfps_state="batched", zfps_batch=batch.id, zfps_request=request)
+        self._batch_step(context, creds)
+
+    def _batch_step(self, context: QueryContext, creds: dict[str, str]) -> None:
+        """Go on with the job's batch: a member waits (postponed) until the leader has sent it;
+        the leader waits batch_window for members, closes the batch and submits every position
+        once. Returns with the job's checkpoint "submitted"."""
+        from stdq import remote
+        from stdq.batches import FAILED, OPEN, SENDING, SENT
+        from stdq.slots import Postponed
+
+        board = self._board(context)
+        cp = context.checkpoint
+        job_id = int(context.job_id or 0)
+        window = float(self.config.values["batch_window"])
+        batch = board.get(int(cp["zfps_batch"]))
+        if batch is None or batch.state == FAILED or (batch.leader != job_id and batch.state != SENT
+                                                      and board.leader_gone(batch)):
+            if batch is not None and batch.state != FAILED:
+                board.set_state(batch.id, FAILED)
+            context.save_checkpoint(zfps_state=None, zfps_batch=None)
+            raise Postponed("ztf-fps: the batch's first job ended before sending it; joining another",
+                            retry_after=0.1)
+        if batch.state == SENT:
+            known = (batch.info.get("known") or {}).get(str(job_id), [])
+            context.save_checkpoint(zfps_state="submitted", zfps_known=list(known),
+                                    zfps_submitted_at=batch.sent_at or time.time())
+            context.event("submitted", f"ZFPS batch {batch.id} was submitted by job {batch.leader}")
+            return
+        if batch.leader != job_id:
+            raise Postponed(f"ztf-fps: in ZFPS batch {batch.id}; waiting for job {batch.leader} to submit it",
+                            retry_after=max(0.1, window / 2))
+        size = int(self.config.values["batch_size"])
+        if batch.state == OPEN:
+            context.progress(f"ZFPS batch {batch.id}: waiting {window:g} s for other jobs to join")
+            while time.time() < batch.opened_at + window and board.count(batch.id) < size:
+                context.sleep(min(0.2, max(0.01, batch.opened_at + window - time.time())))
+            board.set_state(batch.id, SENDING)  # closed: later jobs open a new batch
+        self._take_pending_slot(context)  # the batch is one request of the account
+        members = board.members(batch.id)
+        jdend = float(batch.info.get("jdend", cp["zfps_request"]["jdend"]))
+        requests = [{**r, "jdend": jdend} for _, r in members]
+        info = dict(batch.info)
+        if "known" not in info:
+            rows = self.listing(context, creds)
+            info["known"] = {
+                str(j): sorted({row.get("reqId", "").strip() for row in rows if matches(row, r)})
+                for (j, _), r in zip(members, requests, strict=True)
+            }
+            board.set_state(batch.id, SENDING, info=info)
+        mine = dict(cp["zfps_request"])
+        known = list(info["known"].get(str(job_id), []))
+        look_every = max(0.05, float(self.config.values["poll_interval"]))
+        row, found = remote.create_once(
+            context,
+            slot=SUBMIT_SLOT,
+            send=lambda key: self.submit_positions(context, creds, requests),
+            find=lambda key: self._ours(self.listing(context, creds), mine, known, None),
+            service=self.name,
+            what="the ZFPS batch request",
+            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
+            look_every=look_every,
+        )
+        board.set_state(batch.id, SENT)
+        context.event("submitted", f"ZFPS batch {batch.id}: {len(requests)} position(s) in one submission")
+        updates: dict[str, Any] = {"zfps_state": "submitted", "zfps_known": known,
+                                   "zfps_submitted_at": time.time()}
+        if found and row.get("reqId"):
+            updates["zfps_reqid"] = row.get("reqId", "").strip()
+        context.save_checkpoint(**updates)
 
     # -- account limits (docs/settings.md, [services.ztf-fps] max_pending) -----------------
     def _slots(self, context: QueryContext) -> Any:
