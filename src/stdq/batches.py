@@ -94,7 +94,8 @@ class BatchBoard:
 
     def set_state(self, batch_id: int, state: str, *, info: dict[str, Any] | None = None) -> None:
         with self.db.transaction() as conn:
-            sets, args = ["state = ?"], [state]
+            sets: list[str] = ["state = ?"]
+            args: list[Any] = [state]
             if state == SENT:
                 sets.append("sent_at = ?")
                 args.append(self.db.clock())
