@@ -78,7 +78,8 @@ def windows_over(times: list[float], window: float, limit: int) -> int:
     return over
 
 
-def write_settings(tmp: Path, server: FakeServer, window: float, max_queued: int) -> Path:
+def write_settings(tmp: Path, server: FakeServer, window: float, max_queued: int,
+                   batch_size: int = 500) -> Path:
     atlas, zfps = server.emulator("atlas"), server.emulator("zfps")
     config = tmp / "config.toml"
     config.write_text(textwrap.dedent(f"""\
@@ -104,6 +105,8 @@ def write_settings(tmp: Path, server: FakeServer, window: float, max_queued: int
         userpass = "{TEST_USERPASS}"
         poll_interval = 0.3
         max_poll_interval = 1.0
+        batch_size = {batch_size}
+        batch_window = 3.0
         """))
     return config
 
@@ -200,7 +203,7 @@ def bench_zfps(args: argparse.Namespace, targets: list[tuple[float, float]]) -> 
     zfps = ZfpsEmulator(delay=0.2)
     with tempfile.TemporaryDirectory() as name, FakeServer([AtlasEmulator(), zfps]) as server:
         tmp = Path(name)
-        config = write_settings(tmp, server, args.window, args.max_queued)
+        config = write_settings(tmp, server, args.window, args.max_queued, args.batch_size)
         submit_all(config, "ztf-fps", targets)
         took, peaks = run_workers(config, args.workers, args.concurrency)
         n = len(targets)
