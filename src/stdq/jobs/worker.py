@@ -175,10 +175,19 @@ def _thread_main(
             except Exception as exc:  # run_job ends jobs itself; this is a bug or a dead database
                 log.error("job %s: %s: %s", job.id, type(exc).__name__, exc)
             finally:
+                _forget_written_tables()
                 with pool.lock:
                     pool.busy -= 1
     finally:
         database.close()
+
+
+def _forget_written_tables() -> None:
+    """Drop the table the job's processing kept for a later ``-o`` (a CLI process uses it; a
+    worker does not, and must not hold the last job's table in memory while it waits)."""
+    photometry = sys.modules.get("stdq.photometry")
+    if photometry is not None:
+        photometry.forget_written()
 
 
 def _postponed(database: Database) -> bool:
