@@ -404,6 +404,9 @@ class AtlasEmulator(Emulator):
         if self.error_msg:
             task.error_msg = self.error_msg
             return
+        if task.ra is None or task.dec is None:  # a task queued by MPC name: no file we can make
+            task.error_msg = NO_DATA
+            return
         text = self.result_file(task.ra, task.dec, task.mjd_min, task.mjd_max, task.use_reduced)
         task.result = text
         if text.count("\n") <= 1:
