@@ -1,6 +1,7 @@
 """`stdq services list | show SERVICE`: the registered services, their options and settings keys.
 
-Services come from the registry (:mod:`stdq.registry`): the built-in ones, the
+Each command is one :class:`stdq.Stdq` call (``services()``, ``describe(name)``) over the
+registry (:mod:`stdq.registry`): the built-in services, the
 ``stdq.services`` entry points of installed plug-ins, and ``[services.NAME]``
 tables with a ``class``. A service whose module fails to import is listed with
 its error instead of breaking the list.
@@ -21,20 +22,6 @@ def services() -> None:
     """The survey services: which are registered, their options and settings keys."""
 
 
-def _registry(state):
-    """The registry of this run's settings."""
-    from stdq.registry import registry_for
-
-    return registry_for(state.settings)
-
-
-def service_entries(settings) -> list[dict[str, Any]]:
-    """One dict per service: name, title, async, url, class, data product type, error."""
-    from stdq.registry import registry_for
-
-    return registry_for(settings).entries()
-
-
 @services.command("list")
 @json_option
 @pass_state
@@ -43,7 +30,7 @@ def list_services(state) -> None:
 
     A service that cannot be loaded is listed with its error.
     """
-    entries = _registry(state).entries()
+    entries = state.stdq.services()
     if state.json:
         emit_json(entries)
         return
@@ -53,13 +40,6 @@ def list_services(state) -> None:
         runs = "" if e["supports_async"] is None else ("yes" if e["supports_async"] else "no")
         rows.append((e["name"], title, runs, e["url"] or "", e["class"] or ""))
     print_table(("name", "title", "async", "url", "class"), rows)
-
-
-def describe_service(settings, name: str) -> dict[str, Any]:
-    """The documented description of one service, merged with its current settings."""
-    from stdq.registry import registry_for
-
-    return registry_for(settings).describe(name)
 
 
 def _value(value: Any) -> str:
@@ -78,7 +58,7 @@ def _value(value: Any) -> str:
 @pass_state
 def show_service(state, service: str) -> None:
     """One service: its options (from its query form), settings keys, defaults and secrets."""
-    data = _registry(state).describe(service)
+    data = state.stdq.describe(service)
     if state.json:
         emit_json(data)
         return

@@ -344,15 +344,16 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             return None
         return http.make_host_auth(self.url, headers={"Authorization": f"Token {token}"})
 
-    def rate_limiter(self, sleep, on_wait=None):
-        """The limiter shared by every process using this data directory and server."""
+    def rate_limiter(self, sleep, on_wait=None, database=None):
+        """The limiter shared by every process using this data directory and server; it uses
+        DATABASE (the job's own connection) when given, else opens its own."""
         from stdq.limiter import RateLimiter, ReadWriteLimiter
 
         values = self.config.values
         origin = _origin(self.url)
         scope = f"atlas:{origin[0]}://{origin[1]}:{origin[2]}"
         window = float(values["rate_window"])
-        data_dir = self.settings.data_dir
+        data_dir = database if database is not None else self.settings.data_dir
         writes = RateLimiter(
             data_dir, scope + ":write", int(values["writes_per_minute"]), window, sleep=sleep
         )
@@ -373,6 +374,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             on_wait=lambda kind, s: context.event(
                 "throttle", f"waited {s:.1f} s for the shared ATLAS {kind} rate limit"
             ),
+            database=context.store.db,
         )
         return http.make_client(
             self.name,
@@ -465,7 +467,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         from stdq.slots import Postponed
 
         look = max(0.05, float(self.config.values["poll_interval"]))
-        limiter = self.rate_limiter(time.sleep)
+        limiter = self.rate_limiter(time.sleep, database=context.store.db)
         try:
             while True:
                 context.check_cancelled()
@@ -503,7 +505,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         url = context.checkpoint.get("task_url")
         if not url:
             return
-        limiter = self.rate_limiter(time.sleep)
+        limiter = self.rate_limiter(time.sleep, database=context.store.db)
         try:
             database = context.store.db
             # a write free now beyond every waiting submission: the job never waits for it
@@ -533,7 +535,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         deferred = DeferredDeletes(database, self._scope())
         if not deferred.pending():
             return 0
-        limiter = self.rate_limiter(time.sleep)
+        limiter = self.rate_limiter(time.sleep, database=database)
         own = client is None
         if client is None:
             client = http.make_client(
