@@ -294,8 +294,10 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any] | set, wher
             )
 
 
-def _check_type(value: Any, default: Any, key: str, path: Path) -> Any:
-    """Coerce VALUE to the type of DEFAULT (ints are fine where floats are asked)."""
+def check_type(value: Any, default: Any, key: str, where: str, *, show: bool = False) -> Any:
+    """VALUE coerced to the type of DEFAULT (an int is fine where a float is asked);
+    ConfigError naming WHERE and KEY otherwise. The value is shown only with SHOW (a
+    service's value may be a secret)."""
     if default is None:
         return value
     if isinstance(default, bool):
@@ -310,10 +312,16 @@ def _check_type(value: Any, default: Any, key: str, path: Path) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
+        shown = f" ({value!r})" if show else ""
         raise ConfigError(
-            f"{path}: {key} must be {type(default).__name__}, not {type(value).__name__} ({value!r})"
+            f"{where} {key} must be {type(default).__name__}, not {type(value).__name__}{shown}"
         )
     return value
+
+
+def _check_type(value: Any, default: Any, key: str, path: Path) -> Any:
+    """check_type for the file's own tables ([tasks], [http], [resolver]: no secrets)."""
+    return check_type(value, default, key, f"{path}:", show=True)
 
 
 def _typed_table(

@@ -43,6 +43,7 @@ from stdq.config import (
     ServiceConfig,
     Settings,
     check_range,
+    check_type,
     env_var_name,
     mask_url_password,
 )
@@ -259,30 +260,6 @@ def emulator_factories() -> list[Callable[[], Any]]:
 
 # -- settings values ------------------------------------------------------------------------
 
-
-def check_type(value: Any, default: Any, key: str, where: str) -> Any:
-    """VALUE coerced to the type of DEFAULT (an int is fine where a float is asked).
-
-    The value itself is not shown in the error: it may be a secret.
-    """
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"{where} {key} must be {type(default).__name__}, not {type(value).__name__}"
-        )
-    return value
 
 
 def _unknown_key(where: str, key: str, allowed: list[str]) -> ConfigError:
