@@ -265,6 +265,7 @@ class Stdq:
         self._store: Store | None = None
         self._queue: JobQueue | None = None
         self.targets = TargetCatalog(self)
+        self.resolved_from_cache = False  # set by resolve()
 
     # -- parts ----------------------------------------------------------------------------
     @property
@@ -323,16 +324,20 @@ class Stdq:
 
         ResolveError (exit 4) when no resolver knows it; TemporaryFailure (75) when
         every remote resolver is down; BadInput (2) for bad coordinates.
+        ``resolved_from_cache`` tells afterwards whether the answer came from the cache.
         """
         from stdq.targets import Resolver, parse_position
 
+        self.resolved_from_cache = False
         if ra is not None or dec is not None:
             ra_deg, dec_deg = parse_position(ra, dec)
             return Target(ra=ra_deg, dec=dec_deg, name=name.strip() if name else None)
         if not name:
             raise BadInput("give a target NAME, or --ra and --dec")
         resolver = Resolver(self.settings, self.store, warn=warn or self.notice)
-        return resolver.resolve(name, use_cache=use_cache)
+        target = resolver.resolve(name, use_cache=use_cache)
+        self.resolved_from_cache = bool(resolver.last_from_cache)
+        return target
 
     def _target(self, target: str | Target | None, ra: Any, dec: Any) -> Target:
         if isinstance(target, Target):

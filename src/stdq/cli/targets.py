@@ -196,13 +196,11 @@ def resolve(name: str, no_cache: bool) -> None:
     Prints the name, the coordinates (degrees and sexagesimal), the resolver that
     answered and whether the answer came from the cache.
     """
-    from stdq.targets import Resolver, sexagesimal
+    from stdq.targets import sexagesimal
 
     state = get_state()
     sdq = state.stdq
-    # Stdq.resolve's own resolver, kept to tell whether the answer came from the cache
-    resolver = Resolver(sdq.settings, sdq.store, warn=message)
-    target = resolver.resolve(name, use_cache=not no_cache)
+    target = sdq.resolve(name, use_cache=not no_cache, warn=message)
     ra_hms, dec_dms = sexagesimal(target.ra, target.dec)
     result = {
         "name": target.name,
@@ -212,7 +210,7 @@ def resolve(name: str, no_cache: bool) -> None:
         "dec_dms": dec_dms,
         "resolver": target.resolver,
         "canonical": target.canonical,
-        "from_cache": resolver.last_from_cache,
+        "from_cache": sdq.resolved_from_cache,
     }
     if state.json:
         emit_json(result)
