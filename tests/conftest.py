@@ -461,3 +461,22 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """PATH really read-only, also for root (which ignores permission bits): chattr +i."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, f"chattr +i failed: {done.stderr}"
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & 0o555)
+        try:
+            yield
+        finally:
+            path.chmod(mode)

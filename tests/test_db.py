@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -10,12 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error
+from conftest import assert_clean_error, read_only
 from stdq import db
 from stdq.db import APPLICATION_ID, DB_NAME, MIGRATIONS, SCHEMA_VERSION, Database
 from stdq.errors import ConfigError
@@ -449,23 +447,6 @@ def test_the_cli_says_so_in_one_line_and_exits_3(stdq, kind):
 # -- read-only data directories through the CLI ---------------------------------------------------
 
 
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """PATH really read-only, also for root (which ignores permission bits): chattr +i."""
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-        assert done.returncode == 0, f"chattr +i failed: {done.stderr}"
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-    else:
-        mode = path.stat().st_mode
-        path.chmod(mode & 0o555)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
 
 
 @pytest.fixture

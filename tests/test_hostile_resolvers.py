@@ -10,19 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sqlite3
-import subprocess
 import time
 import unicodedata
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REALDATA, assert_clean_error
+from conftest import REALDATA, assert_clean_error, read_only
 from stdq.errors import QueryFailed
 from stdq.records import Target
 from stdq.resolvers import clean_name, parse_mast_resolver, parse_sesame, parse_sesame_xml
@@ -244,24 +240,6 @@ def test_a_bad_cached_row_is_not_used(stdq, fake_server):
 # -- a read-only data directory -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """PATH really read-only, also for root (which ignores permission bits): chattr +i."""
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-    else:
-        mode = path.stat().st_mode
-        path.chmod(mode & 0o555)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
