@@ -18,18 +18,6 @@ from pathlib import Path
 
 from stdq.testing.fakeserver import FakeServer, settings_toml
 
-CLI = textwrap.dedent("""
-    import resource, sys
-    from stdq.cli import main
-    code = 0
-    try:
-        main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"peak RSS {peak / 1024:.0f} MiB", file=sys.stderr)
-    sys.exit(code)
-""")
 QUERY = ["query", "ztf", "--ra", "210.910674", "--dec", "54.311650"]
 
 
@@ -39,7 +27,7 @@ def run(server: FakeServer, tmp: Path, http: str) -> tuple[int, float, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
     env.update(STDQ_CONFIG=str(config), STDQ_DATA_DIR=str(tmp / "data"), HOME=str(tmp), NO_COLOR="1")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", CLI, *QUERY], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "stdq.testing.peak_rss", *QUERY], capture_output=True, text=True,
                           env=env, timeout=120)
     return done.returncode, time.monotonic() - started, done.stderr.strip()
 

@@ -31,22 +31,11 @@ from pathlib import Path
 
 from stdq.testing.atlas import TEST_TOKEN, AtlasEmulator
 from stdq.testing.fakeserver import FakeServer
+from stdq.testing.peak_rss import peak_kib
 from stdq.testing.zfps import TEST_EMAIL, TEST_USERPASS, ZfpsEmulator
 
 STARTED = 0.0  # wall time the workers were started
 
-WORKER = textwrap.dedent("""
-    import resource, sys
-    from stdq.cli import main
-    code = 0
-    try:
-        main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"PEAK_RSS_KIB {peak}", file=sys.stderr)
-    sys.exit(code)
-""")
 
 
 def positions(n: int, seed: int = 11) -> list[tuple[float, float]]:
@@ -126,7 +115,7 @@ def run_workers(config: Path, workers: int, concurrency: int) -> tuple[float, li
     started = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, "jobs", "worker", "--burst", "--concurrency", str(concurrency)],
+            [sys.executable, "-m", "stdq.testing.peak_rss", "jobs", "worker", "--burst", "--concurrency", str(concurrency)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(workers)
@@ -134,7 +123,7 @@ def run_workers(config: Path, workers: int, concurrency: int) -> tuple[float, li
     peaks = []
     for proc in procs:
         _, err = proc.communicate(timeout=3600)
-        peaks += [int(line.split()[1]) for line in err.splitlines() if line.startswith("PEAK_RSS_KIB")]
+        peaks += peak_kib(err)
     return time.monotonic() - started, peaks
 
 

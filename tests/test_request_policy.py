@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 
 import httpx
@@ -506,18 +505,6 @@ def test_foreground_query_with_a_one_byte_per_second_body_exits_75(stdq):
     assert took < 1.5 + 10
 
 
-ENDLESS_SCRIPT = textwrap.dedent("""
-    import resource, sys
-    from stdq.cli import main
-    code = 0
-    try:
-        main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(f"peak RSS {peak / 1024:.0f} MiB", file=sys.stderr)
-    sys.exit(code)
-""")
 
 
 def test_endless_body_is_a_clear_error_and_memory_stays_bounded(stdq):
@@ -525,7 +512,7 @@ def test_endless_body_is_a_clear_error_and_memory_stays_bounded(stdq):
     stdq.config_path.write_text(with_http(stdq.config_path.read_text(), f"max_bytes = {cap}"))
     stdq.server.add_fault("endless", "/irsa", times=20)
     result = subprocess.run(
-        [sys.executable, "-c", ENDLESS_SCRIPT, "query", "ztf", "--ra", "210.910674", "--dec",
+        [sys.executable, "-m", "stdq.testing.peak_rss", "query", "ztf", "--ra", "210.910674", "--dec",
          "54.311650"], capture_output=True, text=True, env=stdq.env, cwd=stdq.tmp, timeout=120)
     peak_line = [line for line in result.stderr.splitlines() if line.startswith("peak RSS")]
     print(f"endless body (max_bytes {cap >> 20} MiB): exit {result.returncode}, {peak_line}")
