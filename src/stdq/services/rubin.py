@@ -104,6 +104,14 @@ def _sep(ra: Any, dec: Any, target: Target) -> float:
         return float("inf")
 
 
+def _select(answer: Answer, ranked: dict[str, float], params: dict[str, Any]) -> bool:
+    """Objects of the cone by separation, and the ones to fetch: the nearest, or all with
+    --all-objects. False when the cone held none."""
+    answer.objects = sorted(ranked.items(), key=lambda item: item[1])
+    answer.selected = [o for o, _ in (answer.objects if params.get("all_objects") else answer.objects[:1])]
+    return bool(answer.objects)
+
+
 def _object_id(value: Any, what: str) -> str:
     from stdq.photometry import check_int64
 
@@ -182,10 +190,8 @@ class RubinService(SingleTargetDataService):
             oid = _object_id(row.get("r:diaObjectId", row.get("diaObjectId")), "a Fink cone-search row")
             sep = _sep(row.get("r:ra", row.get("ra")), row.get("r:dec", row.get("dec")), target)
             ranked[oid] = min(sep, ranked.get(oid, float("inf")))
-        answer.objects = sorted(ranked.items(), key=lambda item: item[1])
-        if not answer.objects:
+        if not _select(answer, ranked, params):
             return answer
-        answer.selected = [o for o, _ in (answer.objects if params.get("all_objects") else answer.objects[:1])]
         routes = {"forced": [("fp", "forced photometry")], "detections": [("sources", "detections")],
                   "both": [("fp", "forced photometry"), ("sources", "detections")]}[params["kind"]]
         for oid in answer.selected:
@@ -224,10 +230,8 @@ class RubinService(SingleTargetDataService):
                 continue
             oid = _object_id(item.get("oid"), "an ALeRCE object")
             ranked[oid] = min(_sep(item.get("meanra"), item.get("meandec"), target), ranked.get(oid, float("inf")))
-        answer.objects = sorted(ranked.items(), key=lambda item: item[1])
-        if not answer.objects:
+        if not _select(answer, ranked, params):
             return answer
-        answer.selected = [o for o, _ in (answer.objects if params.get("all_objects") else answer.objects[:1])]
         routes = {"forced": ["forced-photometry"], "detections": ["detections"],
                   "both": ["forced-photometry", "detections"]}[params["kind"]]
         for oid in answer.selected:
