@@ -290,6 +290,16 @@ def run_stdq(
     return run_in_process(list(args), env=changes, cwd=cwd, input=input, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def emulators():
+    """Every emulator, one server shared by a test module (for tests that only read)."""
+    server = FakeServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @dataclass
 class StdqRunner:
     """`stdq` with a settings file pointing at the emulators: ``run`` in this process
@@ -480,3 +490,19 @@ def read_only(path: Path) -> Iterator[None]:
             yield
         finally:
             path.chmod(mode)
+
+
+class FakeTime:
+    """A clock that moves only when someone sleeps (or a test moves ``now``); ``sleeps``
+    records what was asked."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import stdq
+from conftest import FakeTime
 from stdq import BadInput, ConfigError, NoData, ResolveError, Stdq, StdqError, TemporaryFailure
 from stdq.records import JobState, Outcome, Target, wait_exit_code
 from stdq.services.base import Field, QueryForm
@@ -220,17 +221,6 @@ def test_services_and_describe(sdq):
 # -- the poll loop ------------------------------------------------------------------------
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_poll_backs_off_from_50_ms_to_half_a_second_and_keeps_the_deadline():

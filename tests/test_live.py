@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from stdq.testing import shapes
-from stdq.testing.fakeserver import FakeServer
 
 pytestmark = pytest.mark.live
 
@@ -33,13 +32,6 @@ def only_when_asked(request):
         pytest.skip("asks the real services: run it with pytest -m live")
 
 
-@pytest.fixture(scope="module")
-def emulators():
-    server = FakeServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("request_", REQUESTS, ids=[r.name for r in REQUESTS])

@@ -13,18 +13,10 @@ import pytest
 
 from conftest import ROOT
 from stdq.testing import shapes
-from stdq.testing.fakeserver import FakeServer
 
 REQUESTS = shapes.requests()
 
 
-@pytest.fixture(scope="module")
-def emulators():
-    server = FakeServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("request_", REQUESTS, ids=[r.name for r in REQUESTS])

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from conftest import assert_clean_error
+from conftest import FakeTime, assert_clean_error
 from stdq.config import load_settings
 from stdq.errors import QueryFailed, TemporaryFailure
 from stdq.http import AmbiguousSend, Client, RequestPolicy, ResponseTooLarge, RetryInfo
@@ -36,24 +36,11 @@ URL = "https://svc.example.org/api"
 # -- the client, against MockTransport ---------------------------------------------------------
 
 
-class FakeTime:
-    """A clock that only moves when someone sleeps (or a handler says time passed)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def mock_client(handler, *, fake: FakeTime | None = None, **kw) -> tuple[Client, list[httpx.Request]]:
     seen: list[httpx.Request] = []
-    fake = fake or FakeTime()
+    fake = fake or FakeTime(1000.0)
 
     def record(request: httpx.Request) -> httpx.Response:
         seen.append(request)
@@ -102,7 +89,7 @@ def test_a_post_answered_with_a_5xx_is_not_sent_again(status):
 
 
 def test_a_post_that_never_reached_the_server_or_was_throttled_is_retried():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     client, seen = mock_client(
         answers(httpx.ConnectError("refused"), httpx.Response(429, headers={"Retry-After": "3"}),
                 httpx.Response(201)), fake=fake)
@@ -120,7 +107,7 @@ def test_a_repeatable_policy_lets_a_post_be_retried():
 
 
 def test_the_deadline_bounds_the_whole_request_with_its_retries():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
 
     def slow_503(request):
         fake.now += 4.0  # each try takes 4 s
