@@ -5,10 +5,12 @@ writes bytes; the column mappings are in docs/photometry.md "Community formats".
 Masked rows are never exported (they are counted in the LightCurve's left_aside).
 
 sncosmo: stdq writes sncosmo's own band names (``atlasc``, ``ztfg``, ``ps1::g``, ...).
-sncosmo loads those transmission curves from its remote data on first use; stdq ships
-no survey curves (none with a clear licence was available offline), so
-:func:`register_band` registers a curve the user has, and ``atlasw`` (not in sncosmo)
-is left out of the sncosmo export with a note unless it was registered.
+sncosmo downloads those transmission curves on first use; stdq ships the ZTF, PS1, LSST
+and Gaia curves (:mod:`stdq.passbands`), which ``stdq.passbands.register_sncosmo()``
+registers offline. No ATLAS curve is shipped: ``atlasc``/``atlaso`` stay sncosmo's own
+(downloaded), and ``atlasw`` (not in sncosmo) is left out of the sncosmo export with a
+note unless a curve was registered (:func:`register_band`). The file's ``#`` lines say
+which of its bands are which.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ATLASW_NOTE = (
     "band atlasw is not one of sncosmo's bands and stdq ships no ATLAS w transmission curve:"
     " its rows are left out (register one: stdq.exports.register_band('atlasw', wave, trans))"
 )
+SHIPPED_NOTE = "bands registered offline by stdq.passbands.register_sncosmo() (curves shipped with stdq): {}"
+DOWNLOADED_NOTE = "bands stdq ships no curve for (no permissive ATLAS curve; sncosmo downloads its own on first use): {}"
 _PREFIXES = ("ps1::", "gaia::", "atlas", "ztf", "lsst")
 
 
@@ -104,13 +108,29 @@ def write_sncosmo(table: pd.DataFrame, dest: IO[bytes], meta: dict[str, Any] | N
     for key, value in (meta or {}).items():
         if value is not None and str(value).strip() and " " not in str(key):
             text.write(f"@{key} {str(value).splitlines()[0]}\n")
-    if "atlasw" in left:
-        text.write(f"# {ATLASW_NOTE}\n")
+    for note in sncosmo_notes(out["band"].unique(), left):
+        text.write(f"# {note}\n")
     text.write(" ".join(SNCOSMO_COLUMNS) + "\n")
     for t, band, flux, err, zp, zpsys in out.itertuples(index=False, name=None):
         text.write(f"{t!r} {band} {flux!r} {err!r} {zp!r} {zpsys}\n")
     dest.write(text.getvalue().encode("utf-8"))
     return left
+
+
+def sncosmo_notes(bands: Any, left: dict[str, int]) -> list[str]:
+    """The ``#`` lines of an sncosmo export with BANDS (and LEFT out): which bands stdq
+    registers offline, which sncosmo would download, why atlasw is left out."""
+    from stdq import passbands
+
+    present = sorted({str(b) for b in bands})
+    shipped = [b for b in passbands.names() if b in present]
+    others = [b for b in present if b in passbands.NOT_SHIPPED]  # atlasc, atlaso
+    notes = [SHIPPED_NOTE.format(" ".join(shipped))] if shipped else []
+    if others:
+        notes.append(DOWNLOADED_NOTE.format(" ".join(others)))
+    if "atlasw" in left:
+        notes.append(ATLASW_NOTE)
+    return notes
 
 
 def short_filter(band: Any, filt: Any) -> str:
