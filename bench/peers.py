@@ -2,7 +2,10 @@
 
 1. Pan-STARRS DR2 light curve of SN 2023ixf (47 rows after the -999/zero fluxes, and
    100,000 rows with ``--rows``): ``stdq query panstarrs --force --ra --dec -o x.csv``
-   (``--force``: a fresh fetch, not the reused result of the previous run) against
+   into an empty data directory each run -- the first light curve of that target, what
+   the peers make too (``--refetch``: into one data directory kept across the runs, so
+   that each run also merges the target's earlier products into its latest.csv, work
+   the peers do not do; ``--force``: a fresh fetch, never a reused result) against
    astroquery's ``Catalogs.query_criteria`` (mean cone, nearest object, its detections
    page by page; when astroquery is installed: ``pip install -e .[bench]``) and a
    plain requests + pandas script doing the same requests. Each run is a subprocess;
@@ -23,7 +26,7 @@ memory after their first time (the same bytes for every run), so what differs is
 the clients' own work.
 
     python bench/peers.py [--runs 3] [--atlas-runs 3] [--long-runs 1] [--rows 100000]
-                          [--only ps1|atlas]
+                          [--only ps1|atlas] [--refetch]
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def requests_since(server, start: int, emulator: str) -> list:
 # -- 1. Pan-STARRS ---------------------------------------------------------------------------
 
 
-def bench_ps1(server, folder: Path, rows: int | None, runs: int) -> None:
+def bench_ps1(server, folder: Path, rows: int | None, runs: int, refetch: bool = False) -> None:
     from stdq.testing.mast import build_catalog
 
     mast = server.emulator("mast")
@@ -207,6 +210,7 @@ def bench_ps1(server, folder: Path, rows: int | None, runs: int) -> None:
     if rows:
         mast.set_detections(rows)
     label = f"{rows:,} detections" if rows else "SN 2023ixf, 47 rows"
+    label += ", one data directory kept (re-fetches)" if refetch else ", a new data directory each run"
     config = stdq_settings(server, folder)
     data_dir = folder / f"data-ps1-{rows or 47}"
     out = folder / "out.csv"
@@ -236,6 +240,8 @@ def bench_ps1(server, folder: Path, rows: int | None, runs: int) -> None:
     for i in range(runs):
         for name in names[i % len(names):] + names[: i % len(names)]:
             out.unlink(missing_ok=True)
+            if name == "stdq" and not refetch:  # the target's first light curve
+                shutil.rmtree(data_dir, ignore_errors=True)
             start = len(server.requests)
             w, m = measure(peers[name], env, folder / f"{name}.log")
             wall[name].append(w)
@@ -323,13 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-runs", type=int, default=1, help="ATLAS runs per peer, 70 s queue")
     parser.add_argument("--rows", type=int, default=100_000, help="the long light curve's rows")
     parser.add_argument("--only", choices=("ps1", "atlas"))
+    parser.add_argument("--refetch", action="store_true",
+                        help="Pan-STARRS: keep stdq's data directory across runs (re-fetches)")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="stdq-peers-"))
     server = make_server()
     try:
         if args.only in (None, "ps1"):
-            bench_ps1(server, folder, None, args.runs)
-            bench_ps1(server, folder, args.rows, args.runs)
+            bench_ps1(server, folder, None, args.runs, args.refetch)
+            bench_ps1(server, folder, args.rows, args.runs, args.refetch)
         if args.only in (None, "atlas"):
             bench_atlas(server, folder, 1.0, args.atlas_runs)
             if args.long_runs > 0:
