@@ -101,8 +101,108 @@ def test_the_whole_async_job(rsp):
     flagged = {x["source_row_id"]: int(x["quality_flag"]) for x in rows if x["quality_flag"] != "0"}
     assert sorted(flagged.values()) == [1, 8]  # psfDiffFlux_flag, pixelFlags_saturated
     notes = meta["service_notes"]
-    assert notes["release"] == "dp1" and notes["remote_job_deleted"] is True
-    assert notes["tap_job"].endswith(f"/async/{job.id}")
+    assert notes["release"] == "dp1" and notes["remote_jobs_deleted"] == {"forced": True}
+    assert notes["tap_jobs"]["forced"].endswith(f"/async/{job.id}") and notes["kind"] == "forced"
+    assert notes["result_rows"] == {"forced": len(table)}
+
+
+def steps_of(runner) -> list[tuple[str, str]]:
+    return [(r.method, r.path.split("?")[0].removeprefix("/rsp/api/tap")) for r in log(runner)]
+
+
+def test_detections_come_from_dia_source(rsp):
+    stdq, emulator = rsp
+    result = query(stdq, "--kind", "detections")
+    assert result.returncode == 0, result.stderr
+    meta, rows, folder = product_rows(json.loads(result.stdout))
+    (job,) = emulator.jobs.values()
+    assert job.deleted and [s for s in steps_of(stdq) if s == ("POST", "/async")] == [("POST", "/async")]
+    form = {k: v[-1] for k, v in parse_qs(log(stdq, "POST", r"/async$")[0].body).items()}
+    assert "FROM dp1.DiaSource AS ds WHERE CONTAINS(POINT('ICRS', ds.ra, ds.dec), CIRCLE('ICRS', 53.13," \
+        in form["QUERY"]
+    assert "Visit" not in form["QUERY"] and "ds.midpointMjdTai" in form["QUERY"]
+    assert sorted(r.name for r in (folder / "raw").iterdir()) == ["rsp-detections.csv"]
+    with open(folder / "raw" / "rsp-detections.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    sources = emulator.objects[0].sources
+    assert len(table) == len(sources) and {t["diaObjectId"] for t in table} == {str(TARGET_ID)}
+    # every DIA source is a detection; source_row_id is its diaSourceId (> 2**53: kept exactly)
+    assert len(rows) == len(sources) and all(x["detected"] == "True" for x in rows)
+    assert {x["source_row_id"] for x in rows} == {str(i) for i, _ in sources}
+    # the peak by hand: psfFlux 36670.88 nJy (the alert naming: psfFlux is the difference flux)
+    # = 36.67088 uJy; AB 23.9 - 2.5 log10(36.67088) = 20 - 2.5 log10(1.01) = 19.9891967
+    peak = next(t for t in table if float(t["psfFlux"]) == 36670.88)
+    row = next(x for x in rows if x["source_row_id"] == peak["diaSourceId"])
+    assert float(row["flux_ujy"]) == pytest.approx(36.67088, rel=1e-12)
+    assert float(row["magnitude"]) == pytest.approx(19.9891967, abs=1e-6)
+    assert float(row["mjd"]) == pytest.approx(float(peak["midpointMjdTai"]) - 37.0 / 86400.0, abs=1e-9)
+    assert row["flux_kind"] == "difference" and row["band"] == "lsstr" and row["rubin_kind"] == "detection"
+    flags = {x["source_row_id"]: int(x["quality_flag"]) for x in rows}
+    saturated = next(t for t in table if t["pixelFlags_saturated"] == "true")
+    fit = next(t for t in table if t["psfFlux_flag"] == "true")
+    assert flags[saturated["diaSourceId"]] == 8 and flags[fit["diaSourceId"]] == 1
+    assert sorted(flags.values()).count(0) == len(rows) - 2
+    notes = meta["service_notes"]
+    assert notes["kind"] == "detections" and notes["result_rows"] == {"detections": len(sources)}
+    assert notes["tap_jobs"] == {"detections": f"{emulator.base_url}/async/{job.id}"}
+    assert notes["remote_jobs_deleted"] == {"detections": True}
+
+
+def test_both_kinds_are_two_jobs_in_one_product(rsp):
+    stdq, emulator = rsp
+    result = query(stdq, "--kind", "both", "--flux-kind", "both")
+    assert result.returncode == 0, result.stderr
+    meta, rows, folder = product_rows(json.loads(result.stdout))
+    forced, detections = emulator.jobs.values()  # one after the other, in this order
+    assert "ForcedSourceOnDiaObject" in forced.query and "DiaSource AS ds" in detections.query
+    assert forced.deleted and detections.deleted
+    steps = steps_of(stdq)
+    assert [s for s in steps if s[0] == "POST" and s[1] == "/async"] == [("POST", "/async")] * 2
+    assert steps.index(("DELETE", f"/async/{forced.id}")) < steps.index(("POST", "/async"), 2)
+    assert sorted(r.name for r in (folder / "raw").iterdir()) == ["rsp-detections.csv", "rsp-result.csv"]
+    target = emulator.objects[0]
+    by_kind: dict[tuple[str, str], int] = {}
+    for x in rows:
+        by_kind[(x["rubin_kind"], x["flux_kind"])] = by_kind.get((x["rubin_kind"], x["flux_kind"]), 0) + 1
+    # forced: every epoch twice (difference, total) but the null difference flux; detections: twice
+    n, k = len(target.forced), len(target.sources)
+    assert by_kind == {("forced", "difference"): n - 1, ("forced", "total"): n,
+                       ("detection", "difference"): k, ("detection", "total"): k}
+    ids = {x["source_row_id"] for x in rows if x["rubin_kind"] == "forced"}
+    assert ids == {f"{m.visit}:{m.detector}" for m in target.forced}
+    # a total (direct-image) flux of a detection: scienceFlux 156307.8 nJy -> 156.3078 uJy
+    peak_id = next(str(i) for i, m in target.sources if m.diff == 36670.88)
+    total = next(x for x in rows if x["source_row_id"] == peak_id and x["flux_kind"] == "total")
+    assert float(total["flux_ujy"]) == pytest.approx(156.3078, rel=1e-12)
+    notes = meta["service_notes"]
+    assert notes["kind"] == "both" and set(notes["tap_jobs"]) == {"forced", "detections"}
+    assert notes["remote_jobs_deleted"] == {"forced": True, "detections": True}
+    with open(folder / "raw" / "rsp-result.csv", newline="") as f:
+        n_forced = sum(1 for _ in csv.DictReader(f))
+    assert notes["result_rows"] == {"forced": n_forced, "detections": k}
+
+
+def test_both_resumes_after_the_first_job_without_submitting_it_again(rsp, monkeypatch, recorded_waits):
+    stdq, emulator = rsp
+    monkeypatch.setenv("STDQ_RUBIN_RSP_TOKEN", TEST_TOKEN)
+    # the second job's polls fail until the client gives up: the attempt ends temporary
+    stdq.server.add_fault("503", path=r"/async/q0002[^/]*$", method="GET", times=100)
+    with Stdq(stdq.config_path, stdq.data_dir) as s:
+        job = s.submit("rubin-rsp", ra=RUBIN_TARGET.ra, dec=RUBIN_TARGET.dec, kind="both", runner="inprocess")
+        first = s.run(job.id)
+        assert first.outcome is not None and str(first.outcome) == "temporary", first
+        cp = first.checkpoint
+        assert cp["downloaded"] is True and cp["deleted"] is True and cp["detections_job_url"]
+        assert not cp.get("detections_downloaded")
+    stdq.server.clear_faults()
+    with Stdq(stdq.config_path, stdq.data_dir) as later:  # stdq jobs retry N: from its checkpoint
+        assert later.retry(job.id).checkpoint["detections_job_url"] == cp["detections_job_url"]
+        done = later.run(job.id)
+    assert done.state == "succeeded", done
+    assert len(log(stdq, "POST", r"/async$")) == 2  # each job submitted once: the forced one not again
+    assert [j.deleted for j in emulator.jobs.values()] == [True, True]
+    results = [r.path for r in log(stdq, "GET", r"/results/result$")]
+    assert len(results) == 2  # the forced result was not fetched again either
 
 
 def test_votable_results_read_the_same(rsp):
@@ -147,7 +247,8 @@ def test_uws_error_exits_1_with_its_message_and_deletes_the_job(rsp):
     emulator.fail_with = "Query processing error: QI=42: table scan exceeded the limit"
     result = query(stdq)
     message = assert_clean_error(result, 1)
-    assert "the TAP job failed: Query processing error: QI=42: table scan exceeded the limit" in message
+    assert ("the TAP job (ForcedSourceOnDiaObject) failed: Query processing error: QI=42: table scan"
+            " exceeded the limit") in message
     (job,) = emulator.jobs.values()
     assert job.phase == "ERROR" and job.deleted
 

@@ -10,12 +10,14 @@ The raw files, by name:
 - ``alerce-forced-photometry-<id>.json`` / ``alerce-detections-<id>.json``: ALeRCE's
   ``lightcurve_api`` records (``oid``, ``measurement_id``, ``band`` + ``band_map``);
 - ``rsp-result.csv`` / ``rsp-result.xml``: the Science Platform's TAP result,
-  ``ForcedSourceOnDiaObject`` joined with ``Visit`` (CSV or VOTable).
+  ``ForcedSourceOnDiaObject`` joined with ``Visit`` (CSV or VOTable);
+- ``rsp-detections.csv`` / ``rsp-detections.xml``: its ``DiaSource`` result.
 
-Two flux namings: the alert (APDB) schema that the brokers serve calls the flux on the
-difference image ``psfFlux`` and the one on the direct image ``scienceFlux``; the data
-release schema (DP1) calls them ``psfDiffFlux`` and ``psfFlux``. A table holding
-``psfDiffFlux`` is read with the release naming, any other with the alert naming.
+Two flux namings: the alert (APDB) schema that the brokers serve, and the data release's
+DiaSource table, call the flux on the difference image ``psfFlux`` and the one on the
+direct image ``scienceFlux``; the data release's forced photometry
+(ForcedSourceOnDiaObject, DP1) calls them ``psfDiffFlux`` and ``psfFlux``. A table
+holding ``psfDiffFlux`` is read with the release naming, any other with the alert naming.
 Each becomes its own rows, ``flux_kind`` difference or total: never one column.
 Fluxes are nJy (x 1e-3 -> uJy); times (``midpointMjdTai``, ALeRCE ``mjd``,
 ``expMidptMJD``) are TAI MJD at mid-exposure, converted to UTC.
@@ -100,8 +102,9 @@ def read_tap_table(path: Any, name: str) -> pd.DataFrame:
         frame = table.to_pandas()
     else:
         try:
-            frame = pd.read_csv(path, dtype={"diaObjectId": "string", "visit": "string",
-                                             "detector": "string"}, keep_default_na=True)
+            frame = pd.read_csv(path, dtype={"diaObjectId": "string", "diaSourceId": "string",
+                                             "visit": "string", "detector": "string"},
+                                keep_default_na=True)
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame()
         except (ValueError, pd.errors.ParserError) as exc:
@@ -244,6 +247,8 @@ def raw_kind(name: str) -> tuple[str, str] | None:
         return "detection", "alerce"
     if name.startswith("rsp-result"):
         return "forced", "rsp"
+    if name.startswith("rsp-detections"):
+        return "detection", "rsp"
     return None
 
 

@@ -1,22 +1,29 @@
-"""Rubin forced photometry from the Rubin Science Platform's TAP service (data-rights holders).
+"""Rubin forced photometry and DIA detections from the Rubin Science Platform's TAP
+service (data-rights holders).
 
-An asynchronous TAP job (IVOA UWS 1.1), as pyvo runs one:
+One asynchronous TAP job (IVOA UWS 1.1) per table asked, as pyvo runs one
+(``--kind forced``: ForcedSourceOnDiaObject, the default; ``detections``: DiaSource;
+``both``: the forced job, then the detections job, one after the other, into one
+product):
 
 1. ``POST {url}/async`` with ``LANG=ADQL``, ``QUERY``, ``FORMAT`` (csv or votable) and
    ``RUNID=stdq-<job>-<key>``: the server answers 303 to the new job's URL. The POST is
    sent once (:func:`stdq.remote.create_once`); after a lost answer the job is looked
    for by its RUNID in the job list (``GET {url}/async``) before anything is sent again.
-   The job URL is saved in the checkpoint: a killed worker resumes the same job.
+   The job URL is saved in the checkpoint (``job_url`` for the forced job,
+   ``detections_job_url`` for the detections job): a killed worker resumes the same job.
 2. ``POST {job}/phase`` with ``PHASE=RUN``; then ``GET {job}`` until the phase is
    final: PENDING (run again), QUEUED, EXECUTING (wait, ``poll_interval`` growing to
    ``max_poll_interval``), COMPLETED (fetch ``results/result``), ERROR (exit 1 with the
    job's ``errorSummary`` message), ABORTED (exit 1).
 3. The result (the ``result`` href of the job, on the service's own origin only) is kept
-   byte for byte; then ``DELETE {job}``. A cancelled job deletes its remote job too.
+   byte for byte (``rsp-result.csv``/``.xml`` forced, ``rsp-detections.csv``/``.xml``
+   detections); then ``DELETE {job}``. A cancelled job deletes its remote jobs too.
 
-The query: ``ForcedSourceOnDiaObject`` joined with ``Visit`` (for ``expMidptMJD``, TAI)
-of the release, with the spatial constraint Qserv requires
-(``CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', ra, dec, r)) = 1``).
+The queries, each with the spatial constraint Qserv requires (``CONTAINS(POINT('ICRS',
+ra, dec), CIRCLE('ICRS', ra, dec, r)) = 1``): ``ForcedSourceOnDiaObject`` joined with
+``Visit`` (for ``expMidptMJD``, TAI) of the release; ``DiaSource`` (its own
+``midpointMjdTai``, TAI).
 The release: the ``release`` setting or ``--release``; by default the newest data
 release the service lists in its VOSI tables (``GET {url}/tables``: schemas named
 ``dp<N>`` or ``dr<N>``, a ``dr`` newer than any ``dp``) -- guess: that the release
@@ -43,7 +50,7 @@ from stdq.services.base import (
     SingleTargetDataService,
     radius_field,
 )
-from stdq.services.rubin import FLUX_KIND_FIELD
+from stdq.services.rubin import FLUX_KIND_FIELD, KIND_FIELD
 
 if TYPE_CHECKING:
     import httpx
@@ -65,7 +72,31 @@ COLUMNS = (
     "fs.pixelFlags_edge", "fs.pixelFlags_interpolated", "fs.pixelFlags_nodata",
     "fs.pixelFlags_saturated", "fs.pixelFlags_suspect", "vis.expMidptMJD",
 )
+DETECTION_COLUMNS = (
+    "ds.diaSourceId", "ds.diaObjectId", "ds.ra", "ds.dec", "ds.visit", "ds.detector", "ds.band",
+    "ds.midpointMjdTai", "ds.psfFlux", "ds.psfFluxErr", "ds.psfFlux_flag", "ds.psfFlux_flag_edge",
+    "ds.psfFlux_flag_noGoodPixels", "ds.scienceFlux", "ds.scienceFluxErr", "ds.pixelFlags_bad",
+    "ds.pixelFlags_cr", "ds.pixelFlags_edge", "ds.pixelFlags_interpolated", "ds.pixelFlags_nodata",
+    "ds.pixelFlags_saturated", "ds.pixelFlags_suspect",
+)
 RELEASE_NAME = re.compile(r"^(dp|dr)(\d+)$")
+#: the TAP jobs of each --kind, in the order they run
+PARTS = {"forced": ("forced",), "detections": ("detections",), "both": ("forced", "detections")}
+#: the raw file of each part's result (without the extension)
+RAW_NAMES = {"forced": "rsp-result", "detections": "rsp-detections"}
+#: what each part asks, in messages
+PART_TABLES = {"forced": "ForcedSourceOnDiaObject", "detections": "DiaSource"}
+
+
+def key(part: str, name: str) -> str:
+    """The checkpoint key of NAME for PART: the forced job's keys are unprefixed (as
+    before --kind existed, so a job checkpointed then still resumes)."""
+    return name if part == "forced" else f"{part}_{name}"
+
+
+def slot(part: str) -> str:
+    """The create-once slot of PART's submission."""
+    return SUBMIT_SLOT if part == "forced" else f"{SUBMIT_SLOT}_{part}"
 
 
 def _local(tag: str) -> str:
@@ -95,8 +126,16 @@ def listed_releases(xml: bytes) -> list[str]:
     return sorted(names, key=release_rank)
 
 
-def adql(release: str, ra: float, dec: float, radius_arcsec: float) -> str:
-    """The query: forced photometry on DIA objects in the cone, with the visits' mid-times."""
+def adql(release: str, ra: float, dec: float, radius_arcsec: float, part: str = "forced") -> str:
+    """The query of PART: forced photometry on DIA objects in the cone with the visits'
+    mid-times, or the DIA sources (detections) in the cone."""
+    if part == "detections":
+        return (
+            f"SELECT {', '.join(DETECTION_COLUMNS)} "
+            f"FROM {release}.DiaSource AS ds "
+            f"WHERE CONTAINS(POINT('ICRS', ds.ra, ds.dec), "
+            f"CIRCLE('ICRS', {ra!r}, {dec!r}, {radius_arcsec / 3600.0!r})) = 1"
+        )
     return (
         f"SELECT {', '.join(COLUMNS)} "
         f"FROM {release}.ForcedSourceOnDiaObject AS fs "
@@ -137,6 +176,7 @@ class RubinRspForm(QueryForm):
         radius_field(1.0, MAX_RADIUS_ARCSEC),
         Field("release", "str", help="data release schema, e.g. dp1 (default: the release setting,"
               " else the newest the service lists)", metavar="NAME"),
+        KIND_FIELD,
         FLUX_KIND_FIELD,
         *TIME_FIELDS,
         ALL_OBJECTS_FIELD,
@@ -147,15 +187,15 @@ class RubinRspForm(QueryForm):
         release = out.get("release")
         if release is not None and not RELEASE_NAME.match(release):
             raise BadInput(f"--release {release!r} is not a release name (dp1, dr1, ...)")
-        out["kind"] = "forced"
         return out
 
 
 class RubinRspService(SingleTargetDataService):
-    """Rubin DIA forced photometry from the Science Platform's TAP service (async UWS job)."""
+    """Rubin DIA forced photometry and detections from the Science Platform's TAP service
+    (one async UWS job per table)."""
 
     name = "rubin-rsp"
-    title = "Rubin Science Platform TAP: ForcedSourceOnDiaObject (token)"
+    title = "Rubin Science Platform TAP (token): forced photometry, detections"
     info_url = "https://dp1.lsst.io"
     data_product_type = "rubin_photometry"
     supports_async = True
@@ -251,18 +291,35 @@ class RubinRspService(SingleTargetDataService):
         self._require_token()
         self._format()
         cp = context.checkpoint
-        if cp.get("downloaded"):
-            product = context.new_product(target, params)
-            if product.raw_files:
-                if not cp.get("deleted"):
-                    self._delete(context, product)
-                return [product]
-        if not cp.get("job_url"):
-            release = self._release(params, context)
-            self._submit(target, params, release, context)
+        parts = PARTS[str(params.get("kind") or "forced")]
+        for part in parts:  # one job after the other; a resumed job skips the parts done
+            if cp.get(key(part, "downloaded")):
+                product = context.new_product(target, {**params, "release": cp.get("release")})
+                if any(r.name.startswith(RAW_NAMES[part] + ".") for r in product.raw_files):
+                    if not cp.get(key(part, "deleted")):
+                        self._delete(context, part)
+                    continue
+            if not cp.get(key(part, "job_url")):
+                release = cp.get("release") or self._release(params, context)
+                self._submit(target, params, str(release), context, part)
+            job = self._run_and_wait(context, part)
+            self._finish(job, target, {**params, "release": cp.get("release")}, context, part)
         params = {**params, "release": cp.get("release")}
-        job = self._run_and_wait(context)
-        return self._finish(job, target, params, context)
+        product = context.new_product(target, params)
+        # from the checkpoint: what an earlier attempt of a resumed job did is there too
+        counts = {p: int(cp.get(key(p, "rows")) or 0) for p in parts}
+        product.notes.update({
+            "release": params["release"], "radius_arcsec": float(params["radius"]), "kind": params["kind"],
+            "tap_jobs": {p: cp.get(key(p, "job_url")) for p in parts}, "result_rows": counts,
+            "remote_jobs_deleted": {p: bool(cp.get(key(p, "deleted"))) for p in parts},
+        })
+        if not sum(counts.values()):
+            position = f"RA {target.ra:.6f}, Dec {target.dec:+.6f}"
+            asked = " or ".join({"forced": "DIA forced photometry", "detections": "DIA detection"}[p]
+                                for p in parts)
+            raise NoData(f"no {asked} within {float(params['radius']):g} arcsec of {position}"
+                         f" in {params.get('release')}")
+        return [product]
 
     def _release(self, params: dict[str, Any], context: QueryContext) -> str:
         """The release to query: --release, the setting, or the newest listed; checked."""
@@ -284,18 +341,20 @@ class RubinRspService(SingleTargetDataService):
         context.save_checkpoint(release=release)
         return release
 
-    def _submit(self, target: Target, params: dict[str, Any], release: str, context: QueryContext) -> None:
+    def _submit(self, target: Target, params: dict[str, Any], release: str, context: QueryContext,
+                part: str) -> None:
         from stdq import http, remote
 
         client = context.client
         fmt = self._format()
-        query = adql(release, float(target.ra), float(target.dec), float(params["radius"]))
+        query = adql(release, float(target.ra), float(target.dec), float(params["radius"]), part)
+        table = PART_TABLES[part]
 
-        def send(key: str) -> str:
+        def send(idem: str) -> str:
             context.check_cancelled()
-            context.progress("rubin-rsp: submitting the TAP job")
+            context.progress(f"rubin-rsp: submitting the TAP job ({table})")
             response = client.request("POST", f"{self.url}/async", policy=http.CREATE_ONCE, data={
-                "LANG": "ADQL", "QUERY": query, "FORMAT": fmt, "RUNID": f"stdq-{context.job_id or 0}-{key}",
+                "LANG": "ADQL", "QUERY": query, "FORMAT": fmt, "RUNID": f"stdq-{context.job_id or 0}-{idem}",
             })
             if response.status_code >= 400:
                 self._check(response, "the job submission", "XML")
@@ -310,14 +369,14 @@ class RubinRspService(SingleTargetDataService):
             return self._own(url, "the new job")
 
         url, found = remote.create_once(
-            context, slot=SUBMIT_SLOT, send=send, find=lambda key: self._find(client, key, context),
-            service=self.name, what="the TAP job", grace=CREATE_GRACE,
+            context, slot=slot(part), send=send, find=lambda idem: self._find(client, idem, context),
+            service=self.name, what=f"the TAP job ({table})", grace=CREATE_GRACE,
             look_every=max(0.05, float(self.config.values["poll_interval"])),
         )
-        context.save_checkpoint(job_url=url, submitted_at=context.clock())
-        context.event("task", f"rubin-rsp: TAP job {'found' if found else 'submitted'}: {url}")
+        context.save_checkpoint(**{key(part, "job_url"): url, key(part, "submitted_at"): context.clock()})
+        context.event("task", f"rubin-rsp: TAP job ({table}) {'found' if found else 'submitted'}: {url}")
 
-    def _find(self, client: Client, key: str, context: QueryContext) -> str | None:
+    def _find(self, client: Client, idem: str, context: QueryContext) -> str | None:
         """The URL of this job's UWS job (by its RUNID) in the job list, or None."""
         response = client.get(f"{self.url}/async")
         if response.status_code != 200:
@@ -328,7 +387,7 @@ class RubinRspService(SingleTargetDataService):
             root = ET.fromstring(response.content)
         except ET.ParseError:
             raise TemporaryFailure("rubin-rsp: the job list is not XML; try again later") from None
-        runid = f"stdq-{context.job_id or 0}-{key}"
+        runid = f"stdq-{context.job_id or 0}-{idem}"
         for ref in root.iter():
             if _local(ref.tag) != "jobref":
                 continue
@@ -338,22 +397,23 @@ class RubinRspService(SingleTargetDataService):
                 return self._own(href or f"{self.url}/async/{ref.attrib.get('id')}", "the job")
         return None
 
-    def _run_and_wait(self, context: QueryContext) -> dict[str, Any]:
-        """Start the job (PHASE=RUN) while it is PENDING, then poll until it is final."""
+    def _run_and_wait(self, context: QueryContext, part: str) -> dict[str, Any]:
+        """Start PART's job (PHASE=RUN) while it is PENDING, then poll until it is final."""
         client = context.client
         cp = context.checkpoint
-        url = cp["job_url"]
+        url = cp[key(part, "job_url")]
         values = self.config.values
         first = max(0.01, float(values["poll_interval"]))
         longest = max(first, float(values["max_poll_interval"]))
         timeout = float(values["job_timeout"])
-        started = float(cp.get("submitted_at") or context.clock())
+        started = float(cp.get(key(part, "submitted_at")) or context.clock())
         interval = first
         while True:
             context.check_cancelled()
             response = client.get(url)
             if response.status_code == 404:
-                context.save_checkpoint(job_url=None, lost_job=url, **{SUBMIT_SLOT: None})
+                context.save_checkpoint(**{key(part, "job_url"): None, key(part, "lost_job"): url,
+                                           slot(part): None})
                 raise QueryFailed(f"rubin-rsp: the TAP job {url} no longer exists on the server;"
                                   f" `stdq jobs retry {context.job_id}` submits the query again")
             self._check(response, "the job poll", "a UWS job (XML)")
@@ -371,31 +431,34 @@ class RubinRspService(SingleTargetDataService):
             if phase in ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED"):
                 return job
             if context.clock() - started > timeout:
-                self._delete(context, None)
+                self._delete(context, part)
                 raise QueryFailed(f"rubin-rsp: the TAP job did not finish within {timeout:g} s"
                                   " (job_timeout); it was deleted")
-            context.progress(f"rubin-rsp: TAP job {job.get('jobId', '')} {phase}",
+            context.progress(f"rubin-rsp: TAP job {job.get('jobId', '')} ({PART_TABLES[part]}) {phase}",
                              wait_until=context.clock() + interval)
             context.sleep(interval)
             interval = min(longest, interval * POLL_GROWTH)
 
     def _finish(self, job: dict[str, Any], target: Target, params: dict[str, Any],
-                context: QueryContext) -> list[DataProduct]:
+                context: QueryContext, part: str) -> None:
+        """PART's final job: its result kept in the product (rows counted), the job deleted;
+        ERROR / ABORTED: deleted, QueryFailed."""
         from stdq import http
 
         phase = job["phase"].upper()
-        url = context.checkpoint["job_url"]
+        url = context.checkpoint[key(part, "job_url")]
         if phase == "ERROR":
-            self._delete(context, None)
-            raise QueryFailed(f"rubin-rsp: the TAP job failed: {http.redact(str(job['error']), self.config.secret_values())}")
+            self._delete(context, part)
+            raise QueryFailed(f"rubin-rsp: the TAP job ({PART_TABLES[part]}) failed:"
+                              f" {http.redact(str(job['error']), self.config.secret_values())}")
         if phase in ("ABORTED", "ARCHIVED"):
-            self._delete(context, None)
-            context.save_checkpoint(job_url=None, **{SUBMIT_SLOT: None})
+            self._delete(context, part)
+            context.save_checkpoint(**{key(part, "job_url"): None, slot(part): None})
             raise QueryFailed(f"rubin-rsp: the TAP job was {phase.lower()} on the server; nothing was"
                               f" fetched; `stdq jobs retry {context.job_id}` submits the query again")
         href = job["results"].get("result") or next(iter(job["results"].values()), None) or f"{url}/results/result"
         href = self._own(str(href), "the job's result")
-        context.progress("rubin-rsp: fetching the result")
+        context.progress(f"rubin-rsp: fetching the result ({PART_TABLES[part]})")
         response = context.client.get(href)
         fmt = self._format()
         self._check(response, "the result download", "a VOTable" if fmt == "votable" else "a CSV table")
@@ -409,23 +472,18 @@ class RubinRspService(SingleTargetDataService):
         else:
             rows = data.count(b"<TR")
         product = context.new_product(target, params)
-        product.add_raw("rsp-result.xml" if fmt == "votable" else "rsp-result.csv", data,
-                        url=context.client.safe_url(href), content_type=response.headers.get("Content-Type"))
-        product.notes.update({"release": params.get("release"), "radius_arcsec": float(params["radius"]),
-                              "tap_job": url, "result_rows": rows})
-        context.save_checkpoint(downloaded=True)
-        self._delete(context, product)
-        if rows == 0:
-            position = f"RA {target.ra:.6f}, Dec {target.dec:+.6f}"
-            raise NoData(f"no DIA forced photometry within {float(params['radius']):g} arcsec of {position}"
-                         f" in {params.get('release')}")
-        return [product]
+        name = RAW_NAMES[part] + (".xml" if fmt == "votable" else ".csv")
+        product.add_raw(name, data, url=context.client.safe_url(href),
+                        content_type=response.headers.get("Content-Type"))
+        context.save_checkpoint(**{key(part, "downloaded"): True, key(part, "rows"): rows})
+        self._delete(context, part)
 
-    def _delete(self, context: QueryContext, product: DataProduct | None, client: Client | None = None) -> bool:
-        """DELETE the UWS job (best effort); noted in the checkpoint and the product."""
-        url = context.checkpoint.get("job_url")
-        if not url or context.checkpoint.get("deleted"):
-            return bool(context.checkpoint.get("deleted"))
+    def _delete(self, context: QueryContext, part: str, client: Client | None = None) -> bool:
+        """DELETE PART's UWS job (best effort); noted in the checkpoint."""
+        url = context.checkpoint.get(key(part, "job_url"))
+        done = key(part, "deleted")
+        if not url or context.checkpoint.get(done):
+            return bool(context.checkpoint.get(done))
         client = client or context.client
         try:
             response = client.delete(url)
@@ -435,25 +493,26 @@ class RubinRspService(SingleTargetDataService):
             ok, detail = False, exc.message
         context.event("task", f"rubin-rsp: TAP job {url} deleted" if ok
                       else f"rubin-rsp: could not delete the TAP job {url} ({detail})")
-        context.save_checkpoint(deleted=ok)
-        if product is not None:
-            product.notes["remote_job_deleted"] = ok
+        context.save_checkpoint(**{done: ok})
         return ok
 
     def cancel_remote(self, checkpoint: dict[str, Any], context: QueryContext) -> None:
-        """Delete the remote job of a cancelled job (its own client: not cancellable)."""
-        if checkpoint.get("deleted") or not self.config.secret("token"):
+        """Delete the remote jobs of a cancelled job (its own client: not cancellable)."""
+        if not self.config.secret("token"):
             return
         client = self.make_client(context, cancellable=False)
         try:
-            if not checkpoint.get("job_url"):
-                from stdq import remote
+            for part in PARTS["both"]:
+                if checkpoint.get(key(part, "deleted")):
+                    continue
+                if not checkpoint.get(key(part, "job_url")):
+                    from stdq import remote
 
-                key = remote.pending_key(context, SUBMIT_SLOT)
-                found = self._find(client, key, context) if key else None
-                if found is None:
-                    return
-                context.save_checkpoint(job_url=found)
-            self._delete(context, None, client)
+                    idem = remote.pending_key(context, slot(part))
+                    found = self._find(client, idem, context) if idem else None
+                    if found is None:
+                        continue
+                    context.save_checkpoint(**{key(part, "job_url"): found})
+                self._delete(context, part, client)
         finally:
             client.close()

@@ -17,9 +17,11 @@ Every request needs ``Authorization: Bearer <TEST_TOKEN>`` (401 otherwise). A jo
 runs ``queue_seconds`` QUEUED then ``run_seconds`` EXECUTING after RUN; ``hold``
 keeps it EXECUTING; ``fail_with`` (a message) ends the next jobs in ERROR with that
 message in the errorSummary. The query must be the ``ForcedSourceOnDiaObject`` /
-``Visit`` join stdq writes, with a ``CONTAINS(POINT(...), CIRCLE(...)) = 1``
-constraint (without one the job ends in ERROR, as Qserv refuses unconstrained
-queries); the selected columns are checked against the DP1 schema.
+``Visit`` join or the ``DiaSource`` select stdq writes, with a ``CONTAINS(POINT(...),
+CIRCLE(...)) = 1`` constraint (without one the job ends in ERROR, as Qserv refuses
+unconstrained queries); the selected columns are checked against the DP1 schema
+(lsst/dp1_lsst_io). DiaSource rows are the sky's DIA detections (the transient's,
+``pixelFlags_saturated`` and ``psfFlux_flag`` set on one each), at the object's position.
 
 guess: the wording of the error messages; that DELETE answers 303 to the job list;
 that the job list shows runId; the schema names of the listing.
@@ -51,6 +53,14 @@ FS_COLUMNS = {
     "pixelFlags_suspect", "pixelFlags_suspectCenter", "diff_PixelFlags_nodataCenter", "forcedSourceOnDiaObjectId",
 }
 VISIT_COLUMNS = {"visit", "band", "expMidptMJD", "expTime", "obsStartMJD", "ra", "dec"}
+DS_COLUMNS = {
+    "diaSourceId", "diaObjectId", "ssObjectId", "visit", "detector", "band", "midpointMjdTai", "ra", "dec",
+    "raErr", "decErr", "coord_ra", "coord_dec", "psfFlux", "psfFluxErr", "psfFlux_flag", "psfFlux_flag_edge",
+    "psfFlux_flag_noGoodPixels", "scienceFlux", "scienceFluxErr", "apFlux", "apFluxErr", "snr", "reliability",
+    "extendedness", "pixelFlags_bad", "pixelFlags_cr", "pixelFlags_crCenter", "pixelFlags_edge",
+    "pixelFlags_interpolated", "pixelFlags_interpolatedCenter", "pixelFlags_nodata", "pixelFlags_nodataCenter",
+    "pixelFlags_saturated", "pixelFlags_saturatedCenter", "pixelFlags_suspect", "pixelFlags_suspectCenter",
+}
 CIRCLE = re.compile(
     r"CONTAINS\s*\(\s*POINT\s*\(\s*'ICRS'\s*,\s*[\w.]+\s*,\s*[\w.]+\s*\)\s*,\s*CIRCLE\s*\(\s*'ICRS'\s*,"
     r"\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)\s*\)\s*=\s*1", re.IGNORECASE)
@@ -143,6 +153,7 @@ class RspTapEmulator(Emulator):
     def _tables(self) -> Response:
         schemas = "".join(
             f"<schema><name>{name}</name><table><name>{name}.ForcedSourceOnDiaObject</name></table>"
+            f"<table><name>{name}.DiaSource</name></table>"
             f"<table><name>{name}.Visit</name></table></schema>" for name in SCHEMAS)
         xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<vosi:tableset xmlns:vosi='
                f'"http://www.ivoa.net/xml/VOSITables/v1.0">{schemas}</vosi:tableset>\n')
@@ -211,24 +222,46 @@ class RspTapEmulator(Emulator):
         query = " ".join(job.query.split())
         m = re.match(r"SELECT (.+?) FROM (\w+)\.ForcedSourceOnDiaObject AS fs JOIN (\w+)\.Visit AS vis"
                      r" ON vis\.visit = fs\.visit WHERE (.+)$", query, re.IGNORECASE)
-        if m is None:
-            raise ValueError("UsageFault: the emulator runs only the ForcedSourceOnDiaObject/Visit join")
-        schema = m.group(2)
-        if schema not in SCHEMAS or m.group(3) != schema:
-            raise ValueError(f"Table '{schema}.ForcedSourceOnDiaObject' does not exist")
-        circle = CIRCLE.search(m.group(4))
+        detections = re.match(r"SELECT (.+?) FROM (\w+)\.DiaSource AS ds WHERE (.+)$", query, re.IGNORECASE)
+        if m is None and detections is None:
+            raise ValueError("UsageFault: the emulator runs only the ForcedSourceOnDiaObject/Visit join"
+                             " and the DiaSource select")
+        if detections is not None:
+            schema, where, known = detections.group(2), detections.group(3), {"ds": DS_COLUMNS}
+            selected, table_name = detections.group(1), "DiaSource"
+        else:
+            assert m is not None
+            schema, where, known = m.group(2), m.group(4), {"fs": FS_COLUMNS, "vis": VISIT_COLUMNS}
+            selected, table_name = m.group(1), "ForcedSourceOnDiaObject"
+            if m.group(3) != schema:
+                raise ValueError(f"Table '{m.group(3)}.Visit' is not in the schema of the join")
+        if schema not in SCHEMAS:
+            raise ValueError(f"Table '{schema}.{table_name}' does not exist")
+        circle = CIRCLE.search(where)
         if circle is None:
             raise ValueError("Query processing error: QI=?: Failed to instrument query: Query must"
                              " contain a spatial constraint (CONTAINS ... CIRCLE)")
         columns = []
-        for item in m.group(1).split(","):
+        for item in selected.split(","):
             table, _, column = item.strip().partition(".")
-            known = FS_COLUMNS if table == "fs" else VISIT_COLUMNS if table == "vis" else set()
-            if column not in known:
+            if column not in known.get(table, set()):
                 raise ValueError(f"Column '{item.strip()}' does not exist")
             columns.append((table, column))
         ra, dec, radius = (float(v) for v in circle.groups())
         rows = []
+        if detections is not None:
+            for obj, _ in cone(self.objects, ra, dec, radius * 3600.0):
+                for source_id, meas in obj.sources:
+                    record: dict[str, Any] = {
+                        "diaSourceId": source_id, "diaObjectId": obj.dia_object_id, "ra": obj.ra,
+                        "dec": obj.dec, "visit": meas.visit, "detector": meas.detector, "band": meas.band,
+                        "midpointMjdTai": meas.tai, "psfFlux": meas.diff, "psfFluxErr": meas.diff_err,
+                        "scienceFlux": meas.total, "scienceFluxErr": meas.total_err,
+                        **meas.flags,
+                    }
+                    rows.append([record.get(c, False if "_flag" in c or "Flags" in c else None)
+                                 for _, c in columns])
+            return self._encode(job, [c for _, c in columns], rows)
         for obj, _ in cone(self.objects, ra, dec, radius * 3600.0):
             for j, meas in enumerate(obj.forced):
                 values = {
@@ -243,7 +276,11 @@ class RspTapEmulator(Emulator):
                 }
                 rows.append([values.get(c, False if c[1].endswith(("flag", "Flag")) or "Flags" in c[1] else None)
                              for c in columns])
-        names = [c for _, c in columns]
+        return self._encode(job, [c for _, c in columns], rows)
+
+    @staticmethod
+    def _encode(job: Job, names: list[str], rows: list[list[Any]]) -> bytes:
+        """ROWS as the job's FORMAT: CSV (booleans lower case, nulls empty) or a VOTable."""
         if job.fmt == "csv":
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
