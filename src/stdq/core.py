@@ -739,17 +739,12 @@ class Stdq:
 
     def latest(self, target: str | Target, service: str) -> Path | None:
         """products/<target>/<service>/latest.csv of TARGET (a name, or a Target) and
-        SERVICE, rebuilt when missing; None when there is no ready product."""
-        from stdq.latest import LATEST_CSV, folder_for, folder_products, rebuild
+        SERVICE, rebuilt when missing or behind its products; None when there is no ready
+        product."""
+        from stdq.latest import current, folder_for
 
         label = target.label if isinstance(target, Target) else target.strip()
-        folder = folder_for(self.store, label, service)
-        if not folder_products(self.store, folder, service):
-            return None
-        path = folder / LATEST_CSV
-        if not path.is_file():
-            path = rebuild(self.store, folder, service).path or path
-        return path
+        return current(self.store, folder_for(self.store, label, service), service)
 
     def update(
         self,

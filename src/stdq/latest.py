@@ -3,16 +3,26 @@
 Derived from every ready product of that folder: their photometry tables in product
 order, one row per source row (``source_row_id``; for a row without one, its epoch and
 filter), the newest product winning for a row fetched more than once, sorted by MJD.
-Rebuilt (atomically, under a lock file of the folder) whenever one of the products is
-processed (added or reprocessed) or removed. ``latest.ecsv`` is written beside it when it
-was asked for once (``stdq update --format ecsv``) and kept up to date from then on.
+
+- A product added (:func:`add_product`, after each job): its rows are merged into the
+  existing latest.csv -- no other product is read -- when latest.csv is what the products
+  before it give (``.latest.json`` beside it records the product ids and the file's
+  identity) and the new product is the newest; else, and after a reprocess or a removal,
+  a full :func:`rebuild` from every product. Both give the same bytes.
+- Written atomically, under a lock file of the folder (two workers adding products of
+  the same folder take turns). A crash between writing latest.csv and ``.latest.json``
+  leaves a state that no longer matches the file: the next change rebuilds in full.
+- ``latest.ecsv`` is written beside it when it was asked for once (``stdq update
+  --format ecsv``) and kept up to date from then on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +39,7 @@ log = logging.getLogger("stdq")
 LATEST_CSV = "latest.csv"
 LATEST_ECSV = "latest.ecsv"
 LOCK = ".latest.lock"
+STATE = ".latest.json"  # what latest.csv was built from: product ids and the file's identity
 
 
 @dataclass(frozen=True)
@@ -65,15 +76,20 @@ def folder_products(store: Store, folder: Path, service: str) -> list[Product]:
 def row_keys(table: pd.DataFrame) -> pd.Series:
     """One key per row: its source_row_id, or (no id) ``mjd|filter``."""
     ids = table["source_row_id"]
-    fallback = table["mjd"].map(lambda m: f"{float(m):.6f}") + "|" + table["filter"].astype(str)
-    return ids.where(ids.notna(), "~" + fallback).astype(str)
+    missing = ids.isna()
+    if not missing.any():
+        return ids.astype(str)
+    keys = ids.astype(object).copy()
+    rows = table[missing]
+    fallback = rows["mjd"].map(lambda m: f"{float(m):.6f}") + "|" + rows["filter"].astype(str)
+    keys[missing] = "~" + fallback
+    return keys.astype(str)
 
 
 def read_products(products: Iterable[Product]) -> pd.DataFrame:
     """The photometry of PRODUCTS, concatenated in their order (unreadable ones skipped)."""
-    import pandas as pd
 
-    from stdq.photometry import empty_table, read_table
+    from stdq.photometry import read_table
 
     frames = []
     for product in products:
@@ -81,9 +97,22 @@ def read_products(products: Iterable[Product]) -> pd.DataFrame:
             frames.append(read_table(product.photometry_path))
         except (OSError, ValueError) as exc:
             log.warning("product %s: its photometry.csv cannot be read (%s)", product.id, exc)
+    return concat(frames)
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """FRAMES one after the other; a table without rows adds none (nor its dtypes: the
+    result is the same whether a product without rows is among them or not)."""
+    import pandas as pd
+
+    from stdq.photometry import empty_table
+
     if not frames:
         return empty_table()
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    full = [f for f in frames if len(f)]
+    if len(full) <= 1:
+        return full[0] if full else frames[0]
+    return pd.concat(full, ignore_index=True)
 
 
 def combine(table: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +120,10 @@ def combine(table: pd.DataFrame) -> pd.DataFrame:
     if not len(table):
         return table
     keep = ~row_keys(table).duplicated(keep="last")
+    if keep.all():
+        if table["mjd"].is_monotonic_increasing:
+            return table.reset_index(drop=True)
+        return table.sort_values("mjd", kind="stable").reset_index(drop=True)
     return table[keep].sort_values("mjd", kind="stable").reset_index(drop=True)
 
 
@@ -111,56 +144,183 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def rebuild(store: Store, folder: Path, service: str, *, ecsv: bool = False) -> Latest:
-    """Write FOLDER's latest.csv (and latest.ecsv when ECSV or when it exists) from its
+    """Write FOLDER's latest.csv (and latest.ecsv when ECSV or when it exists) from all its
     ready products; remove them when none is left."""
-    from stdq.photometry import write_table
-    from stdq.store import atomic_write, check_inside
+    from stdq.store import check_inside
 
     check_inside(store.data_dir, folder)
     with _locked(folder):
-        products = folder_products(store, folder, service)
-        csv_path, ecsv_path = folder / LATEST_CSV, folder / LATEST_ECSV
-        if not products:
-            for path in (csv_path, ecsv_path):
-                path.unlink(missing_ok=True)
-            return Latest(None, 0, ())
-        table = combine(read_products(products))
-        from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
+        return _rebuild(store, folder, service, folder_products(store, folder, service), ecsv)
 
-        table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
-        atomic_write(csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir)
-        if ecsv or ecsv_path.exists():
-            meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
-            atomic_write(
-                ecsv_path, lambda fh: write_table(table, fh, "ecsv", meta), data_dir=store.data_dir
-            )
-        return Latest(csv_path, int(len(table)), tuple(p.id for p in products))
+
+def add_product(store: Store, product: Product | Any, *, ecsv: bool = False) -> Latest:
+    """PRODUCT (just processed) into its folder's latest.csv: merged into the existing one
+    when that is what the products before it give and PRODUCT is the newest (only the
+    existing latest.csv and PRODUCT are read); else a full :func:`rebuild` (a reprocess,
+    a product added out of order by another worker, a state left by a crash)."""
+    from stdq.store import check_inside
+
+    folder = Path(product.path).parent
+    service = product.service
+    check_inside(store.data_dir, folder)
+    with _locked(folder):
+        products = folder_products(store, folder, service)
+        ids = [p.id for p in products]
+        previous = None
+        if len(ids) > 1 and ids[-1] == product.id:
+            previous = _current_table(folder, ids[:-1])
+        if previous is None:
+            return _rebuild(store, folder, service, products, ecsv)
+        table = combine(concat([previous, read_products([products[-1]])]))
+        return _write(store, folder, service, products, table, ecsv)
+
+
+def _rebuild(
+    store: Store, folder: Path, service: str, products: list[Product], ecsv: bool
+) -> Latest:
+    if not products:
+        for name in (LATEST_CSV, LATEST_ECSV, STATE):
+            (folder / name).unlink(missing_ok=True)
+        return Latest(None, 0, ())
+    return _write(store, folder, service, products, combine(read_products(products)), ecsv)
+
+
+def _write(
+    store: Store, folder: Path, service: str, products: list[Product], table: pd.DataFrame,
+    ecsv: bool,
+) -> Latest:
+    """TABLE (combined) with its masks as latest.csv (and latest.ecsv), then the state."""
+    from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
+    from stdq.photometry import write_table
+    from stdq.store import atomic_write
+
+    csv_path, ecsv_path = folder / LATEST_CSV, folder / LATEST_ECSV
+    (folder / STATE).unlink(missing_ok=True)  # a crash from here on: the next change rebuilds
+    table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
+    atomic_write(csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir)
+    if ecsv or ecsv_path.exists():
+        meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
+        atomic_write(
+            ecsv_path, lambda fh: write_table(table, fh, "ecsv", meta), data_dir=store.data_dir
+        )
+    ids = [p.id for p in products]
+    _write_state(folder, {"products": ids, "csv": _identity(csv_path)})
+    return Latest(csv_path, int(len(table)), tuple(ids))
+
+
+def _identity(path: Path) -> list[int] | None:
+    """(inode, size, mtime in ns) of PATH: a file written anew since differs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    """.latest.json, replaced atomically; never fsync'ed and never an error: a state lost
+    or left stale (a crash, a power cut) matches no file and only costs a full rebuild."""
+    tmp = folder / f"{STATE}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, folder / STATE)
+    except OSError as exc:
+        log.debug("%s: %s not written (%s)", folder, STATE, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _state_matches(folder: Path, ids: list[int]) -> bool:
+    """Whether FOLDER's latest.csv was built from exactly the products IDS and is unchanged
+    since (.latest.json)."""
+    state = _read_state(folder)
+    if state is None or state.get("products") != ids:
+        return False
+    return state.get("csv") is not None and state.get("csv") == _identity(folder / LATEST_CSV)
+
+
+def _read_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _read_ids(folder: Path) -> list[int] | None:
+    """The product ids FOLDER's latest.csv was built from, by its state (None: unknown)."""
+    state = _read_state(folder)
+    ids = state.get("products") if state else None
+    return ids if isinstance(ids, list) else None
+
+
+def _current_table(folder: Path, ids: list[int]) -> pd.DataFrame | None:
+    """latest.csv of FOLDER without its masked column, when it was built from exactly the
+    products IDS and is unchanged since (.latest.json); None otherwise (or when it has no
+    rows: a full rebuild is as cheap)."""
+    from stdq.masks import MASKED_COLUMN
+    from stdq.photometry import read_table
+
+    path = folder / LATEST_CSV
+    if not _state_matches(folder, ids):
+        return None
+    try:
+        table = read_table(path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s): rebuilt from its products", path, exc)
+        return None
+    if not len(table):
+        return None
+    return table.drop(columns=[MASKED_COLUMN], errors="ignore")
 
 
 def rebuild_for(store: Store, product: Product | Any) -> Latest | None:
-    """Rebuild the latest.csv of PRODUCT's folder; a failure is a warning (the product
-    itself is stored all the same) and gives None."""
+    """Bring PRODUCT's latest.csv up to date after it was processed (:func:`add_product`);
+    a failure is a warning (the product itself is stored all the same) and gives None."""
     try:
-        return rebuild(store, Path(product.path).parent, product.service)
+        return add_product(store, product)
     except Exception as exc:  # never fail the product over its derived light curve
         log.warning("product %s: latest.csv not rebuilt (%s)", product.id, exc)
         return None
+
+
+def current(store: Store, folder: Path, service: str) -> Path | None:
+    """FOLDER's latest.csv, rebuilt first when it is missing or was not built from exactly
+    today's ready products (a worker killed between a product and its merge); None when
+    there is no ready product."""
+    from stdq.store import check_inside
+
+    products = folder_products(store, folder, service)
+    if not products:
+        return None
+    path = folder / LATEST_CSV
+    if _state_matches(folder, [p.id for p in products]):  # read only: no lock needed
+        return path
+    check_inside(store.data_dir, folder)
+    try:
+        with _locked(folder):
+            products = folder_products(store, folder, service)
+            if _state_matches(folder, [p.id for p in products]):
+                return path
+            return _rebuild(store, folder, service, products, False).path
+    except Exception as exc:  # a read-only data directory: the file as it is
+        if not path.is_file():
+            raise
+        log.warning("%s not rebuilt (%s)", path, exc)
+        return path
 
 
 def newest_mjd(store: Store, folder: Path, service: str) -> float | None:
     """The newest epoch stored for FOLDER's target and service (None: nothing yet)."""
     import pandas as pd
 
-    path = folder / LATEST_CSV
-    products = folder_products(store, folder, service)
-    if not products:
+    path = current(store, folder, service)
+    if path is None:
         return None
-    if not path.is_file():
-        rebuild(store, folder, service)
     try:
         mjd = pd.read_csv(path, usecols=["mjd"])["mjd"]
     except (OSError, ValueError):
-        mjd = read_products(products)["mjd"]
+        mjd = read_products(folder_products(store, folder, service))["mjd"]
     mjd = mjd.dropna()
     return float(mjd.max()) if len(mjd) else None
 
