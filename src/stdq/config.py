@@ -24,15 +24,15 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stdq.errors import ConfigError
+from stdq.settings_file import ENV_CONFIG as ENV_CONFIG  # re-exported: stdq.config.ENV_CONFIG
+from stdq.settings_file import default_settings_file, settings_file
 
-ENV_CONFIG = "STDQ_CONFIG"
 ENV_DATA_DIR = "STDQ_DATA_DIR"
 MASK = "********"
 
@@ -102,9 +102,7 @@ def url_passwords(text: str) -> list[str]:
 
 def default_config_path() -> Path:
     """Where the settings file lives when neither --config nor $STDQ_CONFIG says."""
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("stdq")) / "config.toml"
+    return Path(default_settings_file())
 
 
 def default_data_dir() -> Path:
@@ -114,13 +112,9 @@ def default_data_dir() -> Path:
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
-    """The settings file path: --config, else $STDQ_CONFIG, else the platform default."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(ENV_CONFIG)
-    if env:
-        return Path(env).expanduser()
-    return default_config_path()
+    """The settings file path: --config, else $STDQ_CONFIG, else the platform default
+    (:func:`stdq.settings_file.settings_file`)."""
+    return Path(settings_file(explicit))
 
 
 def env_var_name(service: str, fieldname: str) -> str:
@@ -349,6 +343,8 @@ def load_settings(
     if config and not exists:
         raise ConfigError(f"{path}: no such settings file", hint="create one with: stdq config init")
     if exists:
+        import tomllib  # only to read a file: a missing one means defaults
+
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -441,6 +437,8 @@ def set_service_value(path: Path, service: str, key: str, value: Any) -> None:
 
     The file is rewritten as TOML; comments in it are not kept.
     """
+    import tomllib
+
     import tomli_w
 
     data: dict[str, Any] = {}

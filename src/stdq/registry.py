@@ -26,7 +26,10 @@ settings tables (unknown key, wrong type, or a number outside its range --
 :data:`SERVICE_RANGES`, a class's ``settings_ranges`` -- or not finite: ConfigError,
 exit 3, naming the file and the key).
 
-Only the standard library is imported here (the classes are imported on use).
+Only the standard library is imported here (the classes are imported on use), and
+:mod:`stdq.config` only by the methods that check or show settings: ``stdq query
+SERVICE --help`` with no settings file finds a built-in service's class through
+:func:`help_services` alone.
 """
 
 from __future__ import annotations
@@ -37,19 +40,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from stdq.config import (
-    COMMON_SERVICE_KEYS,
-    MASK,
-    ServiceConfig,
-    Settings,
-    check_range,
-    check_type,
-    env_var_name,
-    mask_url_password,
-)
 from stdq.errors import ConfigError
 
 if TYPE_CHECKING:
+    from stdq.config import ServiceConfig, Settings
     from stdq.processors.base import DataProcessor
     from stdq.resolvers import NameResolver
     from stdq.services.base import SingleTargetDataService
@@ -361,6 +355,8 @@ class Registry:
         """The merged settings of service NAME: defaults, the file, secrets (env first)."""
         if name in self._configs:
             return self._configs[name]
+        from stdq.config import ServiceConfig, check_range, check_type, env_var_name
+
         table = self.settings.services_raw.get(name, {})
         cls = self.service_class(name)
         keys = self.settings_keys(name)
@@ -483,6 +479,8 @@ class Registry:
     # -- checks ---------------------------------------------------------------------------
     def validate(self) -> None:
         """Check the settings file's plug-in tables; ConfigError naming file and key."""
+        from stdq.config import COMMON_SERVICE_KEYS, check_range, check_type
+
         settings, path = self.settings, self.settings.path
         for name, table in settings.services_raw.items():
             if "class" not in table and lookup(SERVICE_GROUP, name) is None:
@@ -526,6 +524,8 @@ class Registry:
         values = self.settings.resolver.values
         if not values:
             return
+        from stdq.config import check_range, check_type
+
         declared = self.resolver_keys(builtin_only=True)  # no entry-point scan when they suffice
         if any(key not in declared for key in values):
             declared = self.resolver_keys()
@@ -549,6 +549,8 @@ class Registry:
     # -- descriptions -------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         """`services list`: one dict per service; a service that cannot load shows its error."""
+        from stdq.config import mask_url_password
+
         out = []
         for name in self.service_names():
             table = self.settings.services_raw.get(name, {})
@@ -579,6 +581,8 @@ class Registry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """`services show --json`: the service's options, settings keys, defaults and secrets."""
+        from stdq.config import MASK, env_var_name, mask_url_password
+
         cls = self.service_class(name)
         config = self.service_config(name)
         secret_fields = tuple(config.secret_fields)
@@ -628,6 +632,8 @@ class Registry:
 
     def display_dict(self) -> dict[str, Any]:
         """The merged settings with secrets masked (`stdq config show`)."""
+        from stdq.config import mask_url_password
+
         settings = self.settings
         services: dict[str, Any] = {}
         for name in self.service_names():
@@ -654,6 +660,43 @@ class Registry:
             "data_product_types": dict(settings.data_product_types),
             "data_processors": dict(settings.data_processors),
         }
+
+
+class DefaultServices:
+    """``has_service`` and ``service_class`` as the :class:`Registry` of the default settings
+    (no settings file) answers them, without reading or building any settings: what
+    ``stdq query SERVICE --help`` needs for its options. A built-in name is found in
+    :data:`BUILTIN`; only another name scans the entry points."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+
+    def has_service(self, name: str) -> bool:
+        return lookup(SERVICE_GROUP, name) is not None
+
+    def service_class(self, name: str) -> type[SingleTargetDataService]:
+        """The class of service NAME (imported once); ConfigError when it cannot be."""
+        if name not in self._classes:
+            path = lookup(SERVICE_GROUP, name)
+            if not path:
+                known = ", ".join(names(SERVICE_GROUP)) or "none"
+                raise ConfigError(f"unknown service {name!r}", hint=f"known services: {known}")
+            self._classes[name] = load_class(path, where=f"service {name!r} (registered as {path!r})")
+        return self._classes[name]
+
+
+def help_services(
+    config: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None
+) -> Registry | DefaultServices:
+    """The services as ``stdq query SERVICE --help`` sees them: with no settings file (and
+    no --config) the defaults (:class:`DefaultServices`: neither the settings nor the
+    database modules are imported), else the registry of the settings, read and checked
+    (a broken file: exit 3, as for any command)."""
+    from stdq.settings_file import settings_file
+
+    if not config and not os.path.isfile(settings_file()):
+        return DefaultServices()
+    return registry_for(load_settings(config, data_dir))
 
 
 def registry_for(settings: Settings) -> Registry:

@@ -180,6 +180,7 @@ class AppState:
         if self._stdq is None:
             from stdq.core import Stdq
 
+            configure_logging(self.verbose)
             self._stdq = Stdq(self.config, self.data_dir)
             self._stdq.notice = _notice  # what the library has to say: stderr
         return self._stdq
@@ -218,6 +219,16 @@ def cli(ctx: click.Context, config_path: str | None, data_dir: str | None, json_
     state = AppState(config_path, data_dir, json_output, verbose)
     ctx.obj = state
     ctx.call_on_close(state.close)
+    if verbose or "logging" in sys.modules:
+        configure_logging(verbose)
+    # else logging is set up when the library is opened (AppState.stdq): a command that
+    # never opens it (--help) does not import logging. Until then a warning would reach
+    # stderr through logging's last-resort handler, the same "%(message)s" line.
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log records on stderr, one message a line: INFO and up with --verbose, else WARNING
+    and up (httpx's request lines only with --verbose). Called once more changes nothing."""
     import logging
 
     logging.basicConfig(

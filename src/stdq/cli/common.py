@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -60,6 +59,8 @@ def plain_stdout() -> bool:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, default=str, allow_nan=False) if data is not None else "null")
 
 

@@ -82,13 +82,14 @@ class QueryGroup(click.Group):
 
     @staticmethod
     def _registry(ctx: click.Context) -> Any:
-        """The run's registry; for `--help` alone one of the settings only (no Stdq: the
-        library, its records and database modules are not imported just to show options)."""
+        """The run's registry; for `--help` alone that of the settings only (no Stdq: the
+        library, its records and database modules are not imported just to show options),
+        and with no settings file not even the settings (:func:`stdq.registry.help_services`)."""
         state = get_state(ctx)
         if ctx.meta.get("stdq.query.help") and getattr(state, "_stdq", None) is None:
-            from stdq.registry import load_settings, registry_for
+            from stdq.registry import help_services
 
-            return registry_for(load_settings(state.config, state.data_dir))
+            return help_services(state.config, state.data_dir)
         return state.stdq.registry
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:

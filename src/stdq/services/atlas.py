@@ -48,16 +48,15 @@ The token (``STDQ_ATLAS_API_KEY``, ``ATLAS_FORCED_PHOTOMETRY_API_KEY`` or
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, StdqError, TemporaryFailure
-from stdq.records import counted
 from stdq.services.base import Field, QueryContext, QueryForm, SingleTargetDataService
+
+# json, logging, urllib.parse and stdq.records are imported where they are used:
+# `stdq query atlas --help` imports this module for its options (tests/test_startup.py).
 
 if TYPE_CHECKING:
     import httpx
@@ -66,8 +65,6 @@ if TYPE_CHECKING:
     from stdq.http import Client
     from stdq.store import DataProduct
     from stdq.targets import Target
-
-log = logging.getLogger("stdq.atlas")
 
 DEFAULT_MJD_MIN = 57000.0  # 2014-12-09: before ATLAS's first exposures, i.e. its whole history
 NO_DATA_TEXT = "No data returned"
@@ -224,6 +221,8 @@ def task_gone(response: httpx.Response) -> str | None:
         return None
     if text == PAGE_NOT_FOUND:
         return "archived: it was deleted after it finished"
+    import json
+
     try:
         data = json.loads(text)
     except ValueError:
@@ -234,6 +233,8 @@ def task_gone(response: httpx.Response) -> str | None:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port
@@ -412,6 +413,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         data = self._json(response, "the task list")
         if not isinstance(data.get("results"), list):
             raise QueryFailed("atlas: the task list has no results list")
+        from stdq.records import counted
+
         return f"HTTP {response.status_code}, the task list (JSON, {counted(data.get('count'), 'task')})"
 
     # -- the query ----------------------------------------------------------------
@@ -677,7 +680,11 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     hint="check the atlas url setting (http or https, host): stdq services show atlas",
                 )
             url, params = following, None  # the cursor is in the URL
-        log.info("atlas: key %s not among the newest %d tasks", key, MAX_LIST_PAGES * LIST_PAGESIZE)
+        import logging
+
+        logging.getLogger("stdq.atlas").info(
+            "atlas: key %s not among the newest %d tasks", key, MAX_LIST_PAGES * LIST_PAGESIZE
+        )
         return None
 
     def _expect(self, response: httpx.Response, step: str, expected: str) -> None:
@@ -834,6 +841,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 " try again later"
             )
         product = context.new_product(target, params)
+        from urllib.parse import urlsplit
+
         name = urlsplit(str(result_url)).path.rsplit("/", 1)[-1]
         if not re.fullmatch(r"[A-Za-z0-9_.-]+\.txt", name or ""):
             name = f"job{int(task_id or 0):05d}.txt"
@@ -856,6 +865,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         )
         info = {k: task.get(k) for k in keep if k in task}
         info["url"] = context.checkpoint.get("task_url")
+        import json
+
         return {"atlas_task": json.loads(json.dumps(info, default=str))}
 
     def _delete_task(self, context: QueryContext, product: DataProduct | None) -> bool:

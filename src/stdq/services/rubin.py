@@ -22,7 +22,6 @@ answer is kept byte for byte; :mod:`stdq.processors.rubin` reads them.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import NoData, QueryFailed, StdqError, TemporaryFailure
@@ -85,6 +84,8 @@ class Answer:
 
 
 def _json(response: Any, service: str, what: str) -> Any:
+    import json
+
     try:
         return json.loads(response.content)
     except RecursionError:

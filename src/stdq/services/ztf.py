@@ -22,7 +22,6 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import BadInput, NoData, QueryFailed
-from stdq.records import counted
 from stdq.services.base import (
     ALL_OBJECTS_FIELD,
     TIME_FIELDS,
@@ -148,6 +147,8 @@ class ZtfLightCurveService(SingleTargetDataService):
         missing = sorted({"oid", "mjd", "mag", "magerr", "filtercode"} - columns)
         if missing:
             raise QueryFailed(f"{self.name}: the light-curve CSV lacks the columns {', '.join(missing)}")
+        from stdq.records import counted
+
         return f"HTTP {response.status_code}, light-curve CSV ({counted(len(lines) - 1, 'row')})"
 
     def query_service(
@@ -170,6 +171,8 @@ class ZtfLightCurveService(SingleTargetDataService):
             url=client.safe_url(response.url),
             content_type=response.headers.get("Content-Type"),
         )
+        from stdq.records import counted
+
         context.progress(f"IRSA answered with {counted(len(lines) - 1, 'row')}")
         return [product]
 

@@ -62,10 +62,8 @@ finish on its own.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
@@ -134,56 +132,12 @@ class ZtfFpsForm(QueryForm):
         return out
 
 
-class _TableParser(HTMLParser):
-    """The first HTML table's header cells and rows, as text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.headers: list[str] = []
-        self.rows: list[list[str]] = []
-        self._depth = 0
-        self._done = False
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-        self._cell_is_header = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._done:
-            return
-        if tag == "table":
-            self._depth += 1
-        elif self._depth and tag == "tr":
-            self._row = []
-        elif self._depth and tag in ("td", "th"):
-            self._cell, self._cell_is_header = [], tag == "th"
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._done or not self._depth:
-            return
-        if tag in ("td", "th") and self._cell is not None:
-            text = " ".join("".join(self._cell).split())
-            if self._cell_is_header:
-                self.headers.append(text)
-            elif self._row is not None:
-                self._row.append(text)
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            if self._row:
-                self.rows.append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._depth -= 1
-            self._done = self._depth == 0
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 def parse_listing(html: str) -> list[dict[str, str]] | None:
     """The status listing's rows as dicts keyed by column name (``<th>`` cells, or the
     first row when there are none); None when there is no table with a ``reqId`` column."""
-    parser = _TableParser()
+    from stdq.services.html_table import TableParser
+
+    parser = TableParser()
     parser.feed(html)
     parser.close()
     headers, rows = parser.headers, parser.rows
@@ -379,6 +333,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
     def submit_positions(self, context: QueryContext, creds: dict[str, str],
                          requests: list[dict[str, Any]]) -> dict[str, str]:
         """:meth:`submit` for several positions (one JD range: the first request's) at once."""
+        import json
+
         from stdq.http import AmbiguousSend, RequestPolicy, expect_format
 
         client = context.client

@@ -119,9 +119,9 @@ def sesame_tags(text: str) -> frozenset[str]:
 
 def listing_parts(text: str) -> Parts:
     """The ZFPS status listing: the columns of its table, or that it said Zero records."""
-    from stdq.services.ztf_fps import _TableParser
+    from stdq.services.html_table import TableParser
 
-    parser = _TableParser()
+    parser = TableParser()
     parser.feed(text)
     parser.close()
     headers = parser.headers or (parser.rows[0] if parser.rows else [])
