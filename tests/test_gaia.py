@@ -523,3 +523,92 @@ def test_hostile_epoch_files_never_crash_the_processor(tmp_path):
             pass
 
     check()
+
+
+# -- stdq update: a frozen release is not fetched again ----------------------------------------
+
+
+@pytest.fixture
+def named(stdq):
+    """The variable as a local target (update asks by name)."""
+    added = stdq.run("targets", "add", VARIABLE.name, "--ra", f"{VARIABLE.ra}", "--dec", f"{VARIABLE.dec}")
+    assert added.returncode == 0, added.stderr
+    return stdq
+
+
+def update_item(stdq, *args: str) -> dict:
+    result = stdq.run("--json", "update", VARIABLE.name, "--services", "gaia", *args)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    (item,) = json.loads(result.stdout)
+    return item
+
+
+def test_update_of_a_frozen_release_asks_nothing_once_it_is_stored(named):
+    stdq = named
+    first = update_item(stdq)  # no product yet: the whole history is fetched
+    assert first["state"] == "succeeded" and first["job_id"] is not None and first["mjd_min"] is None
+    assert first["new_rows"] == first["rows_total"] > 0
+    assert len(datalink_requests(stdq)) == 1
+    asked = len(stdq.server.log_of(emulator="gaia"))
+    second = update_item(stdq)
+    # DR3 never changes: 0 new rows, no job, not one request to the archive
+    assert second["state"] == "unchanged" and second["job_id"] is None and second["error"] is None
+    assert second["new_rows"] == 0 and second["new_detections"] == 0
+    assert second["rows_total"] == first["rows_total"] and second["latest_path"] == first["latest_path"]
+    assert len(stdq.server.log_of(emulator="gaia")) == asked
+    jobs = json.loads(stdq.run("--json", "jobs", "list").stdout)
+    assert [j["id"] for j in jobs] == [first["job_id"]]
+    # `stdq query gaia --force` still fetches it again
+    info, _, table, _ = query(stdq, VARIABLE.name, "--force")
+    assert len(datalink_requests(stdq)) == 2 and len(table) == first["rows_total"]
+
+
+def test_update_fetches_when_the_stored_product_left_part_of_the_release_out(named):
+    stdq = named
+    _, _, table, meta = query(stdq, VARIABLE.name, "--mjd-max", "57400")  # before DR3 ended
+    assert table and all(float(r["mjd"]) <= 57400 for r in table)
+    assert len(datalink_requests(stdq)) == 1
+    item = update_item(stdq)  # from the newest stored epoch on: that is not stored yet
+    assert item["state"] == "succeeded" and len(datalink_requests(stdq)) == 2
+    assert item["mjd_min"] == pytest.approx(max(float(r["mjd"]) for r in table) - 1.0, abs=1e-6)
+    assert item["new_rows"] > 0
+    assert update_item(stdq)["state"] == "unchanged"  # now the whole span after it is stored
+    assert len(datalink_requests(stdq)) == 2
+
+
+def test_update_unchanged_needs_the_same_release_and_a_source_near_the_target():
+    from types import SimpleNamespace
+
+    from stdq.records import Target
+    from stdq.services.gaia import GaiaService
+
+    def product(tmp: Path, pid: int, **params) -> SimpleNamespace:
+        folder = tmp / str(pid)
+        folder.mkdir()
+        meta = {"query": {"params": {"release": "dr3", **params}},
+                "service_notes": {"selected_objects": [VARIABLE_ID],
+                                  "objects_in_cone": [{"source_id": VARIABLE_ID, "ra": VARIABLE.ra,
+                                                       "dec": VARIABLE.dec}]}}
+        (folder / "product.json").write_text(json.dumps(meta))
+        return SimpleNamespace(id=pid, path=folder, rows=80)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        here = Target(ra=VARIABLE.ra, dec=VARIABLE.dec, name=VARIABLE.name)
+        moved = Target(ra=VARIABLE.ra, dec=VARIABLE.dec + 1.5 / 3600, name=VARIABLE.name)  # 1.5"
+        stored = product(tmp, 1)
+        reason = GaiaService.update_unchanged(here, [stored], 57000.0)
+        assert reason is not None and "frozen release" in reason and "product 1" in reason
+        assert GaiaService.update_unchanged(here, [stored], None) is not None  # the whole history
+        assert GaiaService.update_unchanged(moved, [stored], 57000.0) is None  # not the same source
+        assert GaiaService.update_unchanged(here, [product(tmp, 2, release="dr4")], 57000.0) is None
+        late = product(tmp, 3, mjd_min=57500.0)
+        assert GaiaService.update_unchanged(here, [late], 57000.0) is None  # 57000..57500 not stored
+        assert GaiaService.update_unchanged(here, [late], 57600.0) is not None
+        early = product(tmp, 4, mjd_max=57800.0)  # DR3 ends at MJD 57901.4
+        assert GaiaService.update_unchanged(here, [early], 57000.0) is None
+        empty = product(tmp, 5)
+        empty.rows = 0
+        assert GaiaService.update_unchanged(here, [empty], 57000.0) is None

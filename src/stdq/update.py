@@ -51,6 +51,7 @@ SETTINGS_HOOK = "[hooks] on_new_detection"
 # item states beyond the job states
 NO_DATA = "no_data"
 RETRYING = "retrying"
+UNCHANGED = "unchanged"  # the service's update_unchanged hook: 0 new rows, no job, no request
 
 
 @dataclass
@@ -158,6 +159,7 @@ def plan(
                     newest = newest_mjd(store, folder, service)
                     if newest is not None:
                         item.mjd_min = round(newest - overlap_days(service, cls), 6)
+            _unchanged(store, item, cls)
             items.append(item)
     if not items:
         raise BadInput(
@@ -165,6 +167,23 @@ def plan(
             hint="name the services: stdq update ... --services atlas,ztf",
         )
     return items
+
+
+def _unchanged(store: Store, item: UpdateItem, cls: Any) -> None:
+    """Settle ITEM as UNCHANGED (0 new rows, no job) when its service says asking again
+    cannot bring a row its stored products lack (``update_unchanged``: a frozen release)."""
+    from stdq.latest import LATEST_CSV, folder_products
+
+    hook = getattr(cls, "update_unchanged", None)
+    products = folder_products(store, item.folder, item.service) if hook else []
+    reason = hook(item.target, products, item.mjd_min) if products and hook else None
+    if not reason:
+        return
+    item.state, item.error, item.exit_code = UNCHANGED, None, 0
+    item.new_rows = item.new_detections = 0
+    path = item.folder / LATEST_CSV
+    if path.is_file():
+        item.latest_path, item.rows_total = str(path), _count_rows(path)
 
 
 def submit(
@@ -178,6 +197,8 @@ def submit(
     if hook and hook == sdq.settings.hooks.on_new_detection:
         hook = SETTINGS_HOOK
     for item in items:
+        if item.state == UNCHANGED:  # settled by the plan: nothing to ask
+            continue
         params: dict[str, Any] = {}
         if item.mjd_min is not None:
             params["mjd_min"] = item.mjd_min

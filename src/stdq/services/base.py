@@ -398,6 +398,14 @@ class SingleTargetDataService:
         """Best-effort cleanup of a remote task when a job is cancelled (default: nothing)."""
         return None
 
+    @classmethod
+    def update_unchanged(cls, target: Target, products: list[Any], mjd_min: float | None) -> str | None:
+        """For ``stdq update``: why asking this service again from MJD_MIN (None: the whole
+        history) cannot bring a row that TARGET's stored ready PRODUCTS (records.Product,
+        oldest first) lack -- e.g. a frozen data release already fetched -- or None (the
+        default): ask. The update then answers 0 new rows with no job and no request."""
+        return None
+
     def probe(self, client: Client) -> str:
         """One cheap request showing that the service answers in its own format
         (``stdq doctor``); returns what it saw, in a few words.

@@ -57,6 +57,10 @@ RELEASES: dict[str, tuple[str, str]] = {
     "dr3": ("gaiadr3.gaia_source", "Gaia DR3"),
     "dr4": ("gaiadr4.gaia_source", "Gaia DR4"),
 }
+#: the observed span of each release, MJD (UTC), a day wider on each side than published:
+#: DR3 2014-07-25 10:30 to 2017-05-28 08:44 UTC (Gaia Collaboration, Vallenari et al. 2023);
+#: DR4 2014-07-25 to 2020-01-20 (the DR4 announcement). A published release never changes.
+RELEASE_SPANS: dict[str, tuple[float, float]] = {"dr3": (56862.0, 57902.0), "dr4": (56862.0, 58869.0)}
 FORMATS = ("csv", "votable")
 TAP_PATH = "/tap-server/tap/sync"
 DATALINK_PATH = "/data-server/data"
@@ -161,6 +165,46 @@ class GaiaService(SingleTargetDataService):
         if not response.content.lstrip().lower().startswith(b"source_id"):
             raise QueryFailed(f"{self.name}: the TAP probe answered no source_id column")
         return f"HTTP {response.status_code}, TAP sync (CSV)"
+
+    # -- stdq update -----------------------------------------------------------------------------
+    @classmethod
+    def update_unchanged(cls, target: Target, products: list[Any], mjd_min: float | None) -> str | None:
+        """A Gaia release is frozen once published: the update's question (the default
+        release and radius, from MJD_MIN on) has nothing to add when a stored product of
+        that release covers the span from MJD_MIN to the release's end (no mjd_min after
+        it, no mjd_max before the end) for a source within the default radius of TARGET's
+        position. Then: the reason (no request); else None (ask)."""
+        import json
+
+        from stdq.photometry import separation_arcsec
+
+        defaults = {f.name: f.default for f in GaiaForm.fields}
+        release, radius = str(defaults["release"]), float(defaults["radius"])
+        start, end = RELEASE_SPANS[release]
+        asked_from = start if mjd_min is None else float(mjd_min)
+        for product in reversed(products):
+            try:
+                meta = json.loads((product.path / "product.json").read_text())
+            except (OSError, ValueError):
+                continue
+            params = (meta.get("query") or {}).get("params") or {}
+            notes = meta.get("service_notes") or {}
+            lo, hi = params.get("mjd_min"), params.get("mjd_max")
+            if params.get("release", "dr3") != release or not product.rows:
+                continue
+            if (lo is not None and float(lo) > asked_from) or (hi is not None and float(hi) < end):
+                continue  # the stored product left out part of what the update asks
+            selected = {str(s) for s in notes.get("selected_objects") or ()}
+            for source in notes.get("objects_in_cone") or ():
+                if str(source.get("source_id")) not in selected:
+                    continue
+                sep = float(separation_arcsec(float(target.ra), float(target.dec),
+                                              float(source["ra"]), float(source["dec"])))
+                if sep <= radius:
+                    return (f"Gaia {release.upper()} is a frozen release: product {product.id} holds the"
+                            f" epochs of source {source['source_id']} ({sep:.2f} arcsec); nothing new"
+                            " to ask (stdq query gaia --force fetches it again)")
+        return None
 
     # -- the query -----------------------------------------------------------------------------
     @staticmethod
