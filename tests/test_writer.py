@@ -151,6 +151,78 @@ def test_streamed_in_chunks(tmp_path, engine, monkeypatch):
     assert same(df["flux_ujy"], back["flux_ujy"]) and back["band"][5000] == "needs, quotes"
 
 
+@needs_pyarrow
+def test_threads_and_constant_columns_write_the_same_bytes(monkeypatch):
+    """Chunks formatted in threads come out in order, and a column of one value (formatted
+    once per chunk size) reads the same as when every value is formatted: the bytes equal
+    those of one thread with no constant shortcut, and pandas' values."""
+    monkeypatch.setattr(photometry, "CSV_CHUNK_ROWS", 700)
+    n = 10_000
+    rng = np.random.default_rng(3)
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": 60000.0 + np.arange(n) / 7, "flux_ujy": rng.normal(0, 50, n),
+                      "flux_err_ujy": np.full(n, 0.1), "band": ["ztfg"] * n}),
+        product_id=7,
+    )
+    df["image_depth"] = 0.0
+    df.loc[n - 1, "image_depth"] = -0.0  # 0.0 and -0.0: not one value
+    df["x_text"] = "same"
+    df.loc[n // 2, "x_text"] = None  # a missing text: not one value
+    df["x_int"] = np.full(n, 2**40, dtype="int64")
+    df["x_same"] = pd.Series(["ps1"] * n, dtype=object)
+    constants = photometry._constant_columns(df, photometry._whole_float_columns(df))
+    assert {"flux_err_ujy", "x_same", "zp", "product_id", "x_int"} <= set(constants)
+    assert not {"image_depth", "x_text", "flux_ujy", "mjd"} & set(constants)
+
+    def text(threads: int, shortcut: bool) -> bytes:
+        monkeypatch.setattr(photometry, "CSV_THREADS", threads)
+        if not shortcut:
+            monkeypatch.setattr(photometry, "_constant_columns", lambda df, whole: {})
+        buf = io.BytesIO()
+        photometry.write_csv(df, buf, engine="arrow")
+        return buf.getvalue()
+
+    threaded = text(2, True)
+    assert threaded == text(1, True) == text(1, False)
+    lines = threaded.decode().split("\n")
+    assert len(lines) == n + 2 and lines[-1] == ""
+    mjd = [float(line.split(",")[0]) for line in lines[1:-1]]
+    assert mjd == df["mjd"].tolist()  # every row once, in order
+    assert lines[-2].split(",")[photometry.COLUMNS.index("zp")] == "23.9"
+    buf = io.BytesIO()
+    photometry.write_csv(df, buf, engine="pandas")
+    buf.seek(0)
+    back = photometry.read_table(io.BytesIO(threaded))
+    ref = photometry.read_table(buf)
+    for name in df.columns:
+        assert same(ref[name], back[name]), name
+    assert math.copysign(1, back["image_depth"].iloc[-1]) < 0 and back["x_text"].iloc[n // 2] is None
+
+
+@needs_pyarrow
+def test_a_failing_chunk_is_an_error_not_a_short_file(monkeypatch):
+    """An error while formatting a chunk in a thread reaches the caller (the file is then
+    not renamed into place by atomic_write)."""
+    monkeypatch.setattr(photometry, "CSV_CHUNK_ROWS", 100)
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": np.arange(2000, dtype="float64"), "flux_ujy": np.ones(2000),
+                      "flux_err_ujy": np.ones(2000)}),
+        product_id=1,
+    )
+    calls = []
+    real = photometry._format_chunk
+
+    def format_chunk(chunk):
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(28, "No space left on device")
+        return real(chunk)
+
+    monkeypatch.setattr(photometry, "_format_chunk", format_chunk)
+    with pytest.raises(OSError, match="No space"):
+        photometry.write_csv(df, io.BytesIO(), engine="arrow")
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=20))
 def test_any_float_reads_back_equal(values):

@@ -39,6 +39,7 @@ or more than a day in the future is left out and counted by reason.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import time
 from collections.abc import Callable
@@ -692,9 +693,7 @@ def write_csv(df: pd.DataFrame, dest: IO[bytes], *, engine: str | None = None) -
     dest.write(header.encode("utf-8"))
     n = len(df)
     if engine == "arrow":
-        whole = _whole_float_columns(df)
-        for start in range(0, n, CSV_CHUNK_ROWS):
-            _write_csv_arrow(df.iloc[start : start + CSV_CHUNK_ROWS], dest, whole)
+        _write_csv_arrow_chunks(df, dest)
         return
     for start in range(0, n, CSV_CHUNK_ROWS):
         _write_csv_pandas(df.iloc[start : start + CSV_CHUNK_ROWS], dest)
@@ -758,20 +757,117 @@ def _arrow_column(series: pd.Series, *, whole: bool = False, csv: bool = True) -
     return array
 
 
-def _write_csv_arrow(chunk: pd.DataFrame, dest: IO[bytes], whole: set[str]) -> None:
-    """CHUNK by pyarrow; a chunk with text that needs quotes (a comma, a quote, a line
-    break: never in survey data) by pandas, so that quoting stays minimal everywhere."""
+CSV_THREADS = 2  # chunks formatted by pyarrow at the same time (it releases the GIL)
+
+
+def _write_csv_arrow_chunks(df: pd.DataFrame, dest: IO[bytes]) -> None:
+    """DF's rows by pyarrow, CSV_CHUNK_ROWS at a time, in order.
+
+    Each chunk's columns are made arrow arrays here (that needs the GIL); the text is
+    formatted by pyarrow in CSV_THREADS threads while the next chunk is prepared, at
+    most 2 * CSV_THREADS chunks ahead of the one written (memory stays a few chunks).
+    A column holding one value throughout (zp, err_scale, survey, product_id ...) is
+    made an arrow array once per chunk size, not once per chunk.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(df)
+    whole = _whole_float_columns(df)
+    constants = _constant_columns(df, whole)
+    repeated: dict[tuple[str, int], Any] = {}
+    starts = range(0, n, CSV_CHUNK_ROWS)
+    if len(starts) <= 1 or CSV_THREADS <= 1:
+        for start in starts:
+            dest.write(_format_chunk(_chunk_arrays(df, start, whole, constants, repeated)))
+        return
+    pending: deque[Any] = deque()
+    with ThreadPoolExecutor(max_workers=CSV_THREADS, thread_name_prefix="stdq-csv") as pool:
+        try:
+            for start in starts:
+                table = _chunk_arrays(df, start, whole, constants, repeated)
+                pending.append(pool.submit(_format_chunk, table))
+                while len(pending) > 2 * CSV_THREADS or (pending and pending[0].done()):
+                    dest.write(pending.popleft().result())
+            while pending:
+                dest.write(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _constant_columns(df: pd.DataFrame, whole: set[str]) -> dict[str, Any]:
+    """{column: its one value as a pyarrow scalar} for the float, integer and text columns
+    of DF that hold one value in every row (floats bit for bit, no NaN, no missing text):
+    pyarrow formats such a column as it formats any other (the same text)."""
+    import numpy as np
+    import pyarrow as pa
+
+    out: dict[str, Any] = {}
+    if len(df) < 2:
+        return out
+    for name in df.columns:
+        column = df[name]
+        if name in whole or column.dtype not in (np.float64, np.int64, np.dtype(object)):
+            continue
+        values = column.to_numpy()
+        first = values[0]
+        if column.dtype == np.float64:  # the same bits (0.0 and -0.0 are written apart)
+            if np.isfinite(first) and (values.view("u8") == values[:1].view("u8")).all():
+                out[name] = pa.scalar(float(first), type=pa.float64())
+        elif column.dtype == np.int64:
+            if (values == first).all():
+                out[name] = pa.scalar(int(first), type=pa.int64())
+        elif type(first) is str and not any(c in first for c in ',"\r\n'):
+            try:
+                same = bool((values == first).all())
+            except (TypeError, ValueError):  # pd.NA and the like: not one text
+                same = False
+            if same:
+                out[name] = pa.scalar(first, type=pa.string())
+    return out
+
+
+def _chunk_arrays(
+    df: pd.DataFrame, start: int, whole: set[str], constants: dict[str, Any],
+    repeated: dict[tuple[str, int], Any],
+) -> Any:
+    """Rows START.. START + CSV_CHUNK_ROWS of DF as a pyarrow table, or as the pandas chunk
+    itself when a text of it needs quotes (a comma, a quote, a line break: never in survey
+    data; pandas writes that chunk, so that quoting stays minimal everywhere). A constant
+    column is the same arrow array in every chunk of a size (REPEATED keeps them)."""
+    import pyarrow as pa
+
+    chunk = df.iloc[start : start + CSV_CHUNK_ROWS]
+    rows = len(chunk)
+    arrays = []
+    for name in chunk.columns:
+        if name in constants:
+            key = (name, rows)
+            if key not in repeated:
+                repeated[key] = pa.repeat(constants[name], rows)
+            arrays.append(repeated[key])
+        else:
+            arrays.append(_arrow_column(chunk[name], whole=name in whole))
+    if any(_needs_quotes(array) for array in arrays):
+        return chunk
+    return pa.Table.from_arrays(arrays, names=[str(c) for c in chunk.columns])
+
+
+def _format_chunk(chunk: Any) -> Any:
+    """The CSV text (no header) of a pyarrow table (a buffer), or of a pandas chunk (bytes)."""
+    import pandas as pd
+
+    if isinstance(chunk, pd.DataFrame):
+        sink = io.BytesIO()
+        _write_csv_pandas(chunk, sink)
+        return sink.getvalue()
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    arrays = [_arrow_column(chunk[name], whole=name in whole) for name in chunk.columns]
-    if any(_needs_quotes(array) for array in arrays):
-        _write_csv_pandas(chunk, dest)
-        return
-    table = pa.Table.from_arrays(arrays, names=[str(c) for c in chunk.columns])
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    dest.write(memoryview(sink.getvalue()))
+    out = pa.BufferOutputStream()
+    pacsv.write_csv(chunk, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return memoryview(out.getvalue())
 
 
 def _needs_quotes(array: Any) -> bool:
