@@ -146,3 +146,53 @@ def test_three_processes_share_the_window(tmp_path):
     # 15 slots at 4 per 0.2 s (window + margin): never more than 4 in any 0.2 s, so it waited
     assert max_in_window(times, 0.2) <= 4
     assert max(times) - min(times) >= 3 * 0.2
+
+
+def test_a_slot_counts_from_its_answer(tmp_path):
+    """A request that took 4 s to be answered (a busy machine): the server counted it at some
+    moment up to 4 s after the slot was taken, so the next slot of a 1-per-10-s limit waits
+    until 10 s after the answer (t = 14), not after the taking (t = 10)."""
+    clock = FakeClock()
+    limiter = RateLimiter(tmp_path, "w", 1, 10.0, margin=0, sleep=clock.sleep, clock=clock)
+    assert limiter.acquire() == 0.0
+    clock.now += 4.0
+    limiter.settle()
+    limiter.settle()  # once only: nothing left to settle
+    assert limiter.acquire() == 10.0 and clock.slept == [10.0]
+    # never earlier than taken: a settle with the clock behind leaves the slot alone
+    clock.now -= 100.0
+    limiter.settle()
+    (ts,) = [r[0] for r in limiter.db.conn.execute("SELECT ts FROM limiter ORDER BY ts DESC LIMIT 1")]
+    assert ts == 1_000_014.0
+    limiter.close()
+
+
+def test_the_http_client_settles_its_slots_when_answers_arrive(tmp_path):
+    import httpx
+
+    from stdq import http
+    from stdq.limiter import settle_on_answer
+
+    clock = FakeClock()
+    writes = RateLimiter(tmp_path, "w", 2, 60.0, margin=0, sleep=clock.sleep, clock=clock)
+    reads = RateLimiter(tmp_path, "r", 100, 60.0, margin=0, sleep=clock.sleep, clock=clock)
+    both = ReadWriteLimiter(writes, reads)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        clock.now += 3.0  # each answer takes 3 s to come
+        return httpx.Response(201, json={})
+
+    client = http.Client("atlas", transport=httpx.MockTransport(answer), sleep=clock.sleep,
+                         clock=clock, before_request=both.before_request)
+    settle_on_answer(client, both)
+    try:
+        start = clock.now
+        for _ in range(3):
+            client.post("http://atlas/queue/")
+    finally:
+        client.close()
+    # slots taken at 0 and 3, settled at 3 and 6: the third waits until 3 + 60 (not 0 + 60)
+    assert clock.slept == [57.0]
+    stored = sorted(r[0] - start for r in writes.db.conn.execute("SELECT ts FROM limiter WHERE scope = 'w'"))
+    assert stored == [6.0, 66.0]  # the first left the window (removed); the third settled at 66
+    both.close()

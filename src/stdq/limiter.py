@@ -8,9 +8,16 @@ can run at once, so the count must be shared: every request takes a slot in the
 already lie within the last ``window`` seconds. A burst up to the limit passes
 at once. Stdlib only.
 
-The window is widened by a small ``margin`` (default 1% of the window, at least
-0.25 s) so that jitter between taking a slot and the request reaching the
-server cannot put one request too many into the server's own window.
+A slot is taken before the request is sent and *settled* when its answer arrives
+(:meth:`RateLimiter.settle`, called by :meth:`ReadWriteLimiter.after_response`, an
+httpx response hook): its time moves to the answer's arrival, which is after the
+server counted the request. However long the request took to leave (a busy
+machine, a thread waiting for the GIL), the next slot is then counted from a
+moment no earlier than the server's own, so a burst a window later cannot find
+the server's window still full. The window is widened only by a small ``margin``
+(default 0.2% of the window, at least 0.05 s) for clock steps; a request whose
+answer never came keeps the time it was taken at (a 429 that follows is waited
+out by the HTTP client).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from stdq.db import Database
 
@@ -51,7 +59,7 @@ class RateLimiter:
         self.scope = scope
         self.limit = int(limit)
         self.window = float(window)
-        self.margin = max(0.25, 0.01 * self.window) if margin is None else float(margin)
+        self.margin = max(0.05, 0.002 * self.window) if margin is None else float(margin)
         self._sleep = sleep
         self._clock = clock or (self._shared.clock if self._shared else time.time)
 
@@ -99,10 +107,23 @@ class RateLimiter:
                 (self.scope, now - self.span, self.limit),
             ).fetchall()
             if len(rows) < self.limit:
-                conn.execute("INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now))
+                cur = conn.execute("INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now))
+                self._local.slot = cur.lastrowid  # settled when the answer arrives
                 return 0.0
             # the LIMIT-th most recent slot must leave the window first
             return max(0.01, float(rows[-1][0]) + self.span - now)
+
+    def settle(self) -> None:
+        """The answer to the request of this thread's last slot has arrived: the slot counts
+        from now (never earlier than it was taken). A no-op without an unsettled slot."""
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            return
+        self._local.slot = None
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE limiter SET ts = MAX(ts, ?) WHERE rowid = ?", (self._clock(), slot)
+            )
 
     def free(self) -> int:
         """Slots free now (without taking one); a very large number when there is no limit."""
@@ -145,8 +166,9 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class ReadWriteLimiter:
     """Two limiters, for writes (POST/PUT/PATCH/DELETE) and reads (everything else).
 
-    Its :meth:`before_request` fits ``http.Client(before_request=...)``; ON_WAIT,
-    if given, hears of every wait longer than a second.
+    Its :meth:`before_request` fits ``http.Client(before_request=...)`` and its
+    :meth:`after_response` an httpx ``response`` event hook (:func:`settle_on_answer`);
+    ON_WAIT, if given, hears of every wait longer than a second.
     """
 
     def __init__(
@@ -171,6 +193,20 @@ class ReadWriteLimiter:
         if waited > 1.0 and self.on_wait:
             self.on_wait(kind, waited)
 
+    def after_response(self, response: object = None) -> None:
+        """An answer arrived (an httpx ``response`` event hook): settle this thread's slot."""
+        self.writes.settle()
+        self.reads.settle()
+
     def close(self) -> None:
         self.writes.close()
         self.reads.close()
+
+
+def settle_on_answer(client: Any, limiter: ReadWriteLimiter) -> None:
+    """Settle LIMITER's slots when CLIENT's answers arrive: an httpx ``response`` event hook
+    on the :class:`stdq.http.Client`'s httpx client (called in the requesting thread)."""
+    inner = client.client
+    hooks = dict(inner.event_hooks)
+    hooks["response"] = [*hooks.get("response", []), limiter.after_response]
+    inner.event_hooks = hooks
