@@ -53,7 +53,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, StdqError, TemporaryFailure
-from stdq.services.base import Field, QueryContext, QueryForm, SingleTargetDataService
+from stdq.services.base import Field, QueryForm, SingleTargetDataService
 
 # json, logging, urllib.parse and stdq.records are imported where they are used:
 # `stdq query atlas --help` imports this module for its options (tests/test_startup.py).
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from stdq.config import Settings
     from stdq.http import Client
+    from stdq.services.base import QueryContext
     from stdq.store import DataProduct
     from stdq.targets import Target
 

@@ -12,35 +12,82 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from stdq.errors import BadInput, Cancelled
+from stdq.errors import BadInput
 
 if TYPE_CHECKING:
     from stdq.config import ServiceConfig, Settings
-    from stdq.http import Client, RetryInfo
-    from stdq.store import DataProduct, Store
+    from stdq.http import Client
+    from stdq.services.context import QueryContext
+    from stdq.store import DataProduct
     from stdq.targets import Target
 
 MJD_UNIX_EPOCH = 40587.0
 
 
-@dataclass(frozen=True)
+def __getattr__(name: str) -> Any:
+    """``QueryContext`` lives in :mod:`stdq.services.context`, imported on first use."""
+    if name == "QueryContext":
+        from stdq.services.context import QueryContext
+
+        return QueryContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class Field:
     """One query option: ``--NAME`` on the command line, NAME in the cleaned params.
 
     type: "float", "int", "str", "bool" (a flag), "choice" (one of CHOICES),
     "date" (ISO 8601, UTC) or "choices" (a comma-separated subset of CHOICES).
+
+    Immutable, compared and hashed by its values, like the frozen dataclass it was
+    (written out: building a dataclass costs start-up time in every service module).
     """
 
+    __slots__ = ("name", "type", "default", "help", "choices", "metavar")
     name: str
-    type: str = "str"
-    default: Any = None
-    help: str = ""
-    choices: tuple[str, ...] = ()
-    metavar: str | None = None
+    type: str
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+    metavar: str | None
+
+    def __init__(
+        self,
+        name: str,
+        type: str = "str",  # noqa: A002 - the option's type, as in the settings docs
+        default: Any = None,
+        help: str = "",  # noqa: A002
+        choices: tuple[str, ...] = (),
+        metavar: str | None = None,
+    ) -> None:
+        for key, value in zip(self.__slots__, (name, type, default, help, choices, metavar), strict=True):
+            object.__setattr__(self, key, value)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, key) for key in self.__slots__)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {key!r} of a Field")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"cannot delete field {key!r} of a Field")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy through __init__
+        return (self.__class__, self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
+        return f"Field({shown})"
 
     @property
     def option(self) -> str:
@@ -216,103 +263,6 @@ class QueryForm:
                 f"--radius {radius:g} arcsec is larger than this service allows "
                 f"({self.max_radius_arcsec:g} arcsec)"
             )
-
-
-@dataclass
-class QueryContext:
-    """What a running query gets besides target and params.
-
-    ``checkpoint`` is a small dict saved with the job: save what lets a restarted
-    job resume (a remote task URL) with :meth:`save_checkpoint` *before* doing
-    anything that would be costly to repeat. :meth:`sleep` waits while checking
-    for cancellation; :meth:`check_cancelled` raises :class:`Cancelled`.
-    """
-
-    store: Store
-    settings: Settings
-    service_config: ServiceConfig
-    job_id: int | None = None
-    data_product_type: str = ""
-    checkpoint: dict[str, Any] = field(default_factory=dict)
-    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
-    on_progress: Callable[..., None] | None = None  # (text, wait_until: unix time | None)
-    is_cancelled: Callable[[], bool] | None = None
-    on_event: Callable[[str, str], None] | None = None
-    client_factory: Callable[[], Client] | None = None
-    clock: Callable[[], float] = time.time  # unix time (wait_until, checkpoint times)
-    # a worker's job may raise stdq.slots.Postponed (queued again, its thread freed) instead of
-    # waiting in its thread for an account limit; an in-process query waits
-    may_postpone: bool = False
-    _client: Client | None = None
-
-    @property
-    def client(self) -> Client:
-        """The job's HTTP client (created on first use, closed by the runner)."""
-        if self._client is None:
-            if self.client_factory is None:
-                raise RuntimeError("no HTTP client for this context")
-            self._client = self.client_factory()
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def save_checkpoint(self, **updates: Any) -> None:
-        """Merge UPDATES into the checkpoint and persist it at once."""
-        self.checkpoint.update(updates)
-        if self.on_checkpoint:
-            self.on_checkpoint(dict(self.checkpoint))
-
-    def progress(self, text: str, wait_until: float | None = None) -> None:
-        """Show TEXT as the job's progress; WAIT_UNTIL (unix time) when it waits for that."""
-        if self.on_progress:
-            self.on_progress(text, wait_until)
-
-    def event(self, kind: str, message: str) -> None:
-        """Record an event in the job's history (no secrets: pass redacted text)."""
-        if self.on_event:
-            self.on_event(kind, message)
-
-    def report_retry(self, retry: RetryInfo) -> None:
-        """A retry of the HTTP client: a job event, and the progress line with its wait."""
-        self.event("retry", retry.message)
-        self.progress(retry.text, wait_until=self.clock() + retry.delay)
-
-    def check_cancelled(self) -> None:
-        if self.is_cancelled and self.is_cancelled():
-            raise Cancelled("the job was cancelled")
-
-    def sleep(self, seconds: float) -> None:
-        """Wait SECONDS, waking every 0.2 s to check for cancellation."""
-        deadline = time.monotonic() + max(0.0, seconds)
-        while True:
-            self.check_cancelled()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(0.2, left))
-
-    def new_product(self, target: Target, params: dict[str, Any], *, key: str = "main") -> DataProduct:
-        """The product of this job for KEY: created once, found again when the job resumes."""
-        products = dict(self.checkpoint.get("products") or {})
-        if key in products:
-            product = self.store.load_product(int(products[key]))
-            product.params = dict(params)
-        else:
-            product = self.store.create_product(
-                service=self.service_config.name,
-                data_product_type=self.data_product_type,
-                target=target.as_dict(),
-                params=params,
-                job_id=self.job_id,
-            )
-            products[key] = product.id
-            self.save_checkpoint(products=products)
-        # a secret the server echoes back is masked in raw files and product.json
-        product.secrets = tuple(self.service_config.secret_values())
-        return product
 
 
 class SingleTargetDataService:
