@@ -369,6 +369,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
     def make_client(self, context: QueryContext, *, cancellable: bool = True) -> Client:
         """The job's client: token for the ATLAS origin only, the shared rate limiter."""
         from stdq import http
+        from stdq.limiter import settle_on_answer
 
         sleep = context.sleep if cancellable else time.sleep
         limiter = self.rate_limiter(
@@ -378,7 +379,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             ),
             database=context.store.db,
         )
-        return http.make_client(
+        client = http.make_client(
             self.name,
             self.settings.http,
             auth=self.http_auth(),
@@ -387,6 +388,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             before_request=limiter.before_request,
             on_retry=context.report_retry,
         )
+        settle_on_answer(client, limiter)  # a slot counts from its answer's arrival
+        return client
 
     def _check(self, response: httpx.Response) -> None:
         """401/403 -> ConfigError (exit 3) without the token; other errors -> QueryFailed."""
@@ -534,6 +537,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         """DELETE deferred finished tasks while the write budget has room after every waiting
         submission; returns how many were deleted."""
         from stdq import http
+        from stdq.limiter import settle_on_answer
         from stdq.slots import DeferredDeletes, waiting_submissions
 
         deferred = DeferredDeletes(database, self._scope())
@@ -546,6 +550,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 self.name, self.settings.http, auth=self.http_auth(),
                 secrets=self.config.secret_values(), before_request=limiter.before_request,
             )
+            settle_on_answer(client, limiter)
 
         def room() -> bool:  # no submission waits (the DELETE waits its turn), or room for all
             waiting = waiting_submissions(database, self.name)
