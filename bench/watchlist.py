@@ -20,11 +20,13 @@ import argparse
 import math
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,7 +109,12 @@ def submit_all(config: Path, service: str, targets: list[tuple[float, float]]) -
         return [stdq.submit(service, ra=ra, dec=dec, runner="worker").id for ra, dec in targets]
 
 
-def run_workers(config: Path, workers: int, concurrency: int) -> tuple[float, list[int]]:
+def run_workers(
+    config: Path, workers: int, concurrency: int, *, stop_when_done: bool = False
+) -> tuple[float, list[int]]:
+    """Run WORKERS burst workers to their end (or, with STOP_WHEN_DONE, until every job has
+    ended: then SIGTERM, so the DELETEs still deferred stay in deferred_deletes); returns
+    (seconds, peak RSS of each worker in KiB)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
     env.update(STDQ_CONFIG=str(config), NO_COLOR="1")
     global STARTED
@@ -120,11 +127,52 @@ def run_workers(config: Path, workers: int, concurrency: int) -> tuple[float, li
         )
         for _ in range(workers)
     ]
-    peaks = []
+    errs: dict[int, str] = {}
+    readers = [threading.Thread(target=lambda p=p: errs.__setitem__(p.pid, p.stderr.read()), daemon=True)
+               for p in procs]  # stderr read as it comes: a full pipe would block a worker
+    for reader in readers:
+        reader.start()
+    if stop_when_done:
+        while any(p.poll() is None for p in procs) and not all_ended(config.parent):
+            time.sleep(0.2)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
     for proc in procs:
-        _, err = proc.communicate(timeout=3600)
-        peaks += peak_kib(err)
+        proc.wait(timeout=3600)
+    for reader in readers:
+        reader.join(timeout=30)
+    peaks = [kib for proc in procs for kib in peak_kib(errs.get(proc.pid, ""))]
     return time.monotonic() - started, peaks
+
+
+def all_ended(config_dir: Path) -> bool:
+    path = config_dir / "data" / "stdq.sqlite3"
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()
+        return int(row[0]) == 0
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def deferred_left(config_dir: Path) -> int:
+    conn = sqlite3.connect(config_dir / "data" / "stdq.sqlite3", timeout=30)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM deferred_deletes").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def job_events(config_dir: Path, job_id: int) -> list[str]:
+    conn = sqlite3.connect(config_dir / "data" / "stdq.sqlite3", timeout=30)
+    try:
+        return [f"{ts - STARTED:7.2f} {kind}: {message}" for ts, kind, message in conn.execute(
+            "SELECT ts, kind, message FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))]
+    finally:
+        conn.close()
 
 
 def last_finished(config_dir: Path) -> float:
@@ -152,13 +200,18 @@ def bench_atlas(args: argparse.Namespace, targets: list[tuple[float, float]]) ->
         tmp = Path(name)
         config = write_settings(tmp, server, args.window, args.max_queued)
         submit_all(config, "atlas", targets)
-        took, peaks = run_workers(config, args.workers, args.concurrency)
+        took, peaks = run_workers(config, args.workers, args.concurrency, stop_when_done=not args.drain)
         log = server.log_of(emulator="atlas")
         posts = [r for r in log if r.method == "POST" and r.path.rstrip("/").endswith("queue")]
         writes = [r.time for r in log if r.method in ("POST", "DELETE")]
         reads = [r.time for r in log if r.method == "GET"]
         n = len(targets)
+        # the least time: the N-th submission can be sent floor((N-1)/60) windows after the
+        # first at the earliest, and its task then waits and runs queue + run seconds
         least = math.floor((n - 1) / 60) * args.window + atlas.queue_seconds + atlas.run_seconds
+        by_job = Counter(str(t.comment or "").split()[2] for t in atlas.tasks.values()
+                         if str(t.comment or "").startswith("stdq job "))
+        twice = sorted(int(j) for j, c in by_job.items() if c > 1)
         per_position = Counter((t.ra, t.dec) for t in atlas.tasks.values())
         duplicates = sum(c - 1 for c in per_position.values() if c > 1)
         left = sum(1 for t in atlas.tasks.values() if not t.deleted)
@@ -167,24 +220,38 @@ def bench_atlas(args: argparse.Namespace, targets: list[tuple[float, float]]) ->
         print(f"ATLAS, {n} targets, limits 60 writes / 600 reads per {args.window:g} s,"
               f" {args.workers} workers x {args.concurrency} threads, max_queued {args.max_queued}")
         print(f"  jobs: {dict(states)}")
-        print(f"  every job done at {ended:.1f} s; least the write limit allows {least:.1f} s;"
-              f" ratio {ended / least:.3f} (goal <= 1.1); workers exited at {took:.1f} s, after the"
-              " deferred DELETEs")
-        if posts:
-            first, last = min(r.time for r in posts) - STARTED, max(r.time for r in posts) - STARTED
-            print(f"  submissions from {first:.1f} s to {last:.1f} s after the workers started"
-                  f" (the limit allows {least - atlas.queue_seconds - atlas.run_seconds:.1f} s between"
-                  f" the first and the last)")
-        accepted = sum(1 for r in posts if r.status == 201)
-        print(f"  submissions sent {len(posts)} (accepted {accepted}; a 429 is sent again), duplicates {duplicates} (goal 0);"
-              f" DELETEs {sum(1 for r in log if r.method == 'DELETE')}; tasks left on the server {left}")
+        print(f"  every job done at {ended:.1f} s after the workers started; least the limits allow"
+              f" {least:.1f} s; ratio {ended / least:.3f} (goal <= 1.1)")
+        accepted = sorted(r.time - STARTED for r in posts if r.status == 201)
+        if accepted:
+            starts = accepted[::60]
+            gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+            print(f"  accepted submissions: first at {accepted[0]:.2f} s (worker start-up), last at"
+                  f" {accepted[-1]:.2f} s; each 60th from the first at "
+                  + ", ".join(f"{t:.1f}" for t in starts))
+            if gaps:
+                print(f"  gaps between those: mean {sum(gaps) / len(gaps):.2f} s, most {max(gaps):.2f} s"
+                      f" (the limit allows {args.window:g}); the last job ended"
+                      f" {ended - accepted[-1]:.2f} s after the last submission (queue + run"
+                      f" {atlas.queue_seconds + atlas.run_seconds:g} s)")
+        print(f"  submissions sent {len(posts)} (accepted {len(accepted)}; a 429 is sent again),"
+              f" duplicates {duplicates} (goal 0){'; jobs that made two tasks: ' + str(twice) if twice else ''}")
+        for job in twice[:2]:
+            print("    events of job", job, "\n     ", "\n      ".join(job_events(tmp, job)))
         print(f"  most writes in a window {max_in_window(writes, args.window)} (limit 60),"
               f" most reads {max_in_window(reads, args.window)} (limit 600)")
         print(f"  windows over a limit: writes {windows_over(writes, args.window, 60)},"
               f" reads {windows_over(reads, args.window, 600)} (goal 0);"
               f" HTTP 429: {dict(Counter(r.method for r in log if r.status == 429))}")
         deletes = Counter(r.path for r in log if r.method == "DELETE" and r.status < 400)
-        print(f"  DELETEs answered: {sum(deletes.values())}, of distinct tasks {len(deletes)}")
+        pending = deferred_left(tmp)
+        if args.drain:
+            print(f"  workers exited at {took:.1f} s, after the deferred DELETEs")
+        else:
+            print(f"  workers stopped (SIGTERM) at {took:.1f} s, when every job had ended; --drain waits"
+                  " for the deferred DELETEs")
+        print(f"  DELETEs answered: {sum(deletes.values())}, of distinct tasks {len(deletes)}; tasks left on"
+              f" the server {left}, of them in deferred_deletes {pending} (never lost: {left == pending})")
         print(f"  peak RSS per worker: {', '.join(f'{p / 1024:.0f} MiB' for p in peaks)}")
 
 
@@ -213,6 +280,8 @@ def main() -> None:
     parser.add_argument("--max-queued", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--services", default="atlas,ztf-fps")
+    parser.add_argument("--drain", action="store_true",
+                        help="ATLAS: let the workers run on until every deferred DELETE is sent")
     args = parser.parse_args()
     targets = positions(args.targets)
     services = [s.strip() for s in args.services.split(",") if s.strip()]
