@@ -27,21 +27,25 @@ def check_files(files: list[Path]) -> None:
     products = [p for p in files if p.name == "product.json"]
     assert {json.loads(p.read_text())["service"] for p in products} == SERVICES
     assert any(p.parent.name == "raw" for p in files)  # raw answers are kept beside each table
-    # the merged light curve and a PNG plot of each target: SN 2023ixf from its difference-flux
-    # services (ATLAS, ZFPS), the Rubin target and the Gaia variable
+    # the merged light curve and a PNG plot of each target: SN 2023ixf from its four services
+    # in ONE table, the Rubin target and the Gaia variable
     curves = {p.stem: p for p in files if p.parent.name == "lightcurves"}
     plots = {p.stem: p for p in files if p.parent.name == "plots"}
-    assert set(curves) == set(plots) == {"SN_2023ixf", "SN_2023ixf-total", "J53.130000-28.100000",
-                                         "J83.401125-2.317833"}
+    assert set(curves) == set(plots) == {"SN_2023ixf", "J53.130000-28.100000", "J83.401125-2.317833"}
     for path in plots.values():
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
     ixf = list(csv.DictReader(curves["SN_2023ixf"].open()))
-    assert {r["service"] for r in ixf} == {"atlas", "ztf-fps"} and {r["flux_kind"] for r in ixf} == {"difference"}
-    assert len(ixf) == sum(len(list(csv.DictReader(tables[s].open()))) for s in ("atlas", "ztf-fps"))
+    # row counts per service equal each service's latest.csv
+    latest = {p.parent.name: p for p in files if p.name == "latest.csv" and p.parent.parent.name == "SN_2023ixf"}
+    assert set(latest) == {"atlas", "panstarrs", "ztf", "ztf-fps"}
+    per_service = {s: sum(r["service"] == s for r in ixf) for s in latest}
+    assert per_service == {s: len(list(csv.DictReader(p.open()))) for s, p in latest.items()}
+    assert all(per_service.values())
+    # never mixed: each row keeps its flux kind, difference from atlas/ztf-fps, total from panstarrs/ztf
+    kinds = {(r["service"], r["flux_kind"]) for r in ixf}
+    assert kinds == {("atlas", "difference"), ("ztf-fps", "difference"), ("panstarrs", "total"), ("ztf", "total")}
     mjd = [float(r["mjd"]) for r in ixf]
     assert mjd == sorted(mjd)
-    total = list(csv.DictReader(curves["SN_2023ixf-total"].open()))   # never mixed with the difference fluxes
-    assert {r["service"] for r in total} == {"panstarrs", "ztf"} and {r["flux_kind"] for r in total} == {"total"}
     assert {r["service"] for r in csv.DictReader(curves["J53.130000-28.100000"].open())} == {"rubin"}
     assert {r["survey"] for r in csv.DictReader(curves["J83.401125-2.317833"].open())} == {"Gaia"}
 

@@ -188,6 +188,65 @@ def test_t0_top_axis_and_bad_values(table, tmp_path):
         plot.plot_table(table, tmp_path / "x.jpg")
 
 
+def both_kinds(table: pd.DataFrame) -> pd.DataFrame:
+    """TABLE with its ZTF rows made total fluxes (as `--flux-kind both` gives them)."""
+    out = table.copy()
+    out.loc[out["survey"] == "ZTF", "flux_kind"] = "total"
+    return out
+
+
+def test_difference_and_total_rows_get_two_panels_never_one_axis(tmp_path, table):
+    """--flux-kind both: difference fluxes above (flux view), total magnitudes below; each
+    panel holds only its kind's rows, the top axis carries the date, the x axes are shared."""
+    mixed = both_kinds(table)
+    fig, prep, view = plot.figure(mixed, name=SN, ra=210.9, dec=54.3)
+    assert view == "flux+mag" and len(fig.axes) == 2
+    top, bottom = fig.axes
+    assert top.get_shared_x_axes().joined(top, bottom)
+    kept = mixed[~mixed["masked"]]
+    for ax, survey, kind in ((top, "ATLAS", "difference"), (bottom, "ZTF", "total")):
+        markers = [line for line in ax.lines if "|" in str(line.get_gid()) and ":" not in str(line.get_gid())]
+        assert {line.get_gid().split("|")[1] for line in markers} == {survey}
+        rows = kept[kept["flux_kind"] == kind]
+        assert sum(len(line.get_xdata()) for line in markers) == len(rows)
+    assert "difference" in top.get_ylabel() and "total" in bottom.get_ylabel()
+    assert top.get_ylim()[0] < top.get_ylim()[1] and bottom.get_ylim()[0] > bottom.get_ylim()[1]  # mag inverted
+    ztf_det = kept[(kept["survey"] == "ZTF") & kept["detected"] & (kept["quality_flag"] == 0)]
+    y = np.concatenate([line.get_ydata() for line in bottom.lines if str(line.get_gid()).startswith("detection|")])
+    assert np.allclose(np.sort(y), np.sort(ztf_det["magnitude"].to_numpy()))  # magnitudes, not fluxes
+    assert [a.get_xlabel() for a in top.child_axes] == ["date (UTC)"] and not bottom.child_axes
+    assert (prep.masked, len(prep.table)) == (5, len(kept))
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    assert labels[:5] == ["ATLAS c", "ATLAS o", "ZTF g", "ZTF r", "ZTF i"]  # bands first, then the keys
+    assert labels[5:] == ["not detected", "upper limit", "flagged (quality_flag ≠ 0)", "stacked bin"]
+    info = plot.plot_table(mixed, tmp_path / "both.png", name=SN)
+    assert (info.view, info.drawn, info.masked) == ("flux+mag", len(kept), 5)
+
+
+def test_html_has_a_calendar_date_axis_and_dates_in_hover(table):
+    pytest.importorskip("plotly")
+    fig, prep, view = plot.plotly_figure(table, name=SN)
+    layout = fig.layout
+    low, high = float(table["mjd"].min()), float(table["mjd"].max())
+    assert layout.xaxis.title.text == "MJD (UTC)" and layout.xaxis.range[0] < low < high < layout.xaxis.range[1]
+    top = layout.xaxis2
+    assert (top.type, top.side, top.overlaying, top.title.text) == ("date", "top", "x", "date (UTC)")
+    # the same span: MJD 40587 is 1970-01-01, so the date axis ends are the MJD axis ends as dates
+    assert list(top.range) == list(plot.mjd_to_iso(list(layout.xaxis.range)))
+    assert plot.mjd_to_iso([60083.5])[0] == "2023-05-19 12:00:00"
+    first = fig.data[0]
+    assert "%{customdata[2]} UTC" in first.hovertemplate
+    row = table.set_index("source_row_id").loc[first.customdata[0][0]]
+    assert first.customdata[0][2] == plot.mjd_to_iso([row["mjd"]])[0]
+    # with t0: MJD below, days since t0 on top (as the PNG)
+    shifted, _, _ = plot.plotly_figure(table, t0=60083.0)
+    assert shifted.layout.xaxis2.title.text == "days since t0 = MJD 60083"
+    assert list(shifted.layout.xaxis2.range) == pytest.approx([x - 60083.0 for x in shifted.layout.xaxis.range])
+    # both kinds: two rows of panels, the date axis over the top one
+    two, prep2, view2 = plot.plotly_figure(both_kinds(table))
+    assert view2 == "flux+mag" and two.layout.xaxis3.overlaying == "x" and two.layout.yaxis2.autorange == "reversed"
+
+
 def query_ztf(stdq) -> None:
     result = stdq.run("query", "ztf", SN, "--json")
     assert result.returncode == 0, result.stderr

@@ -865,14 +865,18 @@ class Stdq:
         t0: str | float | None = None,
         services: Sequence[str] | None = None,
         clean: bool = False,
+        flux_kind: str | None = None,
     ) -> Path:
         """``stdq plot``: draw TARGET's merged light curve (:meth:`lightcurve`) into PATH
         (.png/.pdf/.svg/.html; default TARGET.png in the current folder); VIEW "flux" or
         "mag" (default: flux for difference photometry); T0 an MJD or ISO date for the top
-        axis. ConfigError (exit 3) without matplotlib (plotly for HTML). See :mod:`stdq.plot`."""
+        axis; FLUX_KIND as :meth:`lightcurve` ("both": difference fluxes above, total
+        magnitudes below). ConfigError (exit 3) without matplotlib (plotly for HTML). See
+        :mod:`stdq.plot`."""
         from stdq.plot import plot_target
 
-        return plot_target(self, target, path, view=view, t0=t0, services=services, clean=clean).path
+        return plot_target(self, target, path, view=view, t0=t0, services=services, clean=clean,
+                           flux_kind=flux_kind).path
 
     # -- services ---------------------------------------------------------------------------
     def doctor(self, *, probes: bool = True) -> list[Check]:

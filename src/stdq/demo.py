@@ -7,9 +7,10 @@ them into a fresh data directory, then uses the library (:class:`stdq.Stdq`) as
 process; ATLAS and the ZTF forced-photometry service as jobs of a background
 worker, waited for by the one poll loop (``Stdq.wait``); then a Rubin target
 (``rubin``, the Fink emulator) and a Gaia variable (``gaia``) by coordinates. It
-ends with the merged light curve (``Stdq.lightcurve``) and a PNG plot
-(:mod:`stdq.plot`) of each target — SN 2023ixf from its four services — and
-returns every file written.
+ends with the merged light curve (``Stdq.lightcurve(..., flux_kind="both")``: one
+table, each row keeping its ``flux_kind``) and a PNG plot (:mod:`stdq.plot`: difference
+fluxes above, total magnitudes below) of each target — SN 2023ixf from its four
+services — prints their paths and returns every file written.
 """
 
 from __future__ import annotations
@@ -125,27 +126,20 @@ def _sky_object(spec: str) -> Any:
 
 def write_lightcurve(sdq: Any, target: Any, out_dir: Path, plot_dir: Path, say: Callable[[str], None],
                      title: str | None = None) -> list[Path]:
-    """TARGET's merged light curve (CSV) and, with matplotlib installed, its PNG plot; their
-    paths. Fluxes of the other kind (total beside difference) are never mixed in: they get a
-    light curve and plot of their own, ``<target>-<kind>``."""
+    """TARGET's merged light curve from all its services as ONE table (CSV, ``--flux-kind
+    both``: difference and total rows kept apart by their ``flux_kind`` column, never one
+    flux column mixing them) and, with matplotlib installed, its PNG plot (difference fluxes
+    above, total magnitudes below when it has both); their paths."""
     from stdq.store import safe_name
 
-    curve = sdq.lightcurve(target)
-    written = _write_curve(curve, safe_name(curve.target.label), out_dir, plot_dir, say, title)
-    other = sorted({a["flux_kind"] for a in curve.left_aside if a.get("flux_kind")} - {curve.flux_kind})
-    for kind in other:
-        extra = sdq.lightcurve(target, flux_kind=kind)
-        written += _write_curve(extra, f"{safe_name(curve.target.label)}-{kind}", out_dir, plot_dir, say, title)
-    return written
-
-
-def _write_curve(curve: Any, label: str, out_dir: Path, plot_dir: Path, say: Callable[[str], None],
-                 title: str | None) -> list[Path]:
+    curve = sdq.lightcurve(target, flux_kind="both")
+    label = safe_name(curve.target.label)
     table_path = out_dir / f"{label}.csv"
     _write_table(curve.table, table_path)
-    services = sorted(set(curve.table["service"].astype(str))) if "service" in curve.table.columns else []
-    say(f"  merged light curve: {counted(curve.rows, 'row')} from {', '.join(services) or 'no service'}"
-        f" ({curve.flux_kind} fluxes) -> {table_path.name}")
+    say(f"  merged light curve: {counted(curve.rows, 'row')} from {', '.join(curve.services) or 'no service'}"
+        f" -> {table_path}")
+    for kind, services in kinds_by_service(curve.table):
+        say(f"    {kind} fluxes: {', '.join(f'{s} {n}' for s, n in services)} (column flux_kind = {kind})")
     for aside in curve.left_aside:
         say(f"  left aside: {aside['service']} {counted(aside['rows'], 'row')}: {aside['why']}")
     written = [table_path]
@@ -157,11 +151,23 @@ def _write_curve(curve: Any, label: str, out_dir: Path, plot_dir: Path, say: Cal
         say(f"  plot left out: {exc.message} ({exc.hint})")
         return written
     plot_path = plot_dir / f"{label}.png"
-    name = title or curve.target.label
-    plot_table(curve.table, plot_path, name=f"{name}, {curve.flux_kind} fluxes", ra=curve.target.ra,
-               dec=curve.target.dec)
+    info = plot_table(curve.table, plot_path, name=title or curve.target.label, ra=curve.target.ra,
+                      dec=curve.target.dec)
+    panels = "difference fluxes above, total magnitudes below" if info.view == "flux+mag" else f"{info.view} view"
+    say(f"  plot ({panels}): {plot_path}")
     written.append(plot_path)
     return written
+
+
+def kinds_by_service(table: Any) -> list[tuple[str, list[tuple[str, int]]]]:
+    """[(flux_kind, [(service, rows)])] of a merged table, kinds and services sorted."""
+    if not len(table):
+        return []
+    counts = table.groupby(["flux_kind", "service"], sort=True, dropna=False).size()
+    out: dict[str, list[tuple[str, int]]] = {}
+    for (kind, service), rows in counts.items():
+        out.setdefault(str(kind), []).append((str(service), int(rows)))
+    return list(out.items())
 
 
 def run_demo(
