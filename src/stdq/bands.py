@@ -66,8 +66,8 @@ BANDS: dict[str, Band] = {b.name: b for b in (
     Band("gaia::grp", "RP", WINE, 777.0),
 )}
 
-# Other spellings of the Gaia bands (sncosmo has no built-in Gaia bands; the
-# processors may name them either way).
+# Other spellings of the Gaia bands (sncosmo's own names are gaia::g, gaia::gbp,
+# gaia::grp, which stdq's processors write; another table may use these).
 for _alias, _name in (("gaiag", "gaia::g"), ("gaiabp", "gaia::gbp"), ("gaiarp", "gaia::grp"),
                       ("gaia::bp", "gaia::gbp"), ("gaia::rp", "gaia::grp"), ("gaia_g", "gaia::g"),
                       ("gaia_bp", "gaia::gbp"), ("gaia_rp", "gaia::grp")):
