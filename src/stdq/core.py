@@ -15,7 +15,6 @@ pandas and astropy are imported when a method needs them.
 from __future__ import annotations
 
 import builtins
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,13 @@ if TYPE_CHECKING:
     from stdq.store import Store
     from stdq.waiting import WorkerKeeper
 
-log = logging.getLogger("stdq")
+
+def _log_warning(text: str) -> None:
+    """The "stdq" logger's warning: the default notice (logging imported on first use,
+    so that a quick command such as `stdq jobs status` does not import it)."""
+    import logging
+
+    logging.getLogger("stdq").warning(text)
 
 ProgressCallback = Callable[[str, "float | None"], None]
 
@@ -258,7 +263,7 @@ class Stdq:
         )
         self.data_dir: Path = Path(self.settings.data_dir)
         self.clock: Callable[[], float] = clock or time.time
-        self.notice: Callable[[str], None] = log.warning
+        self.notice: Callable[[str], None] = _log_warning
         self.monotonic: Callable[[], float] = time.monotonic  # the poll loop's clock and sleep
         self.sleep: Callable[[float], None] = time.sleep
         self._db: Database | None = None

@@ -14,7 +14,6 @@ Stdlib only: ``stdq jobs status`` opens this without importing anything heavy.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -698,6 +697,8 @@ class Database:
             created = not self.data_dir.exists()
             _create(self.path)
             if created:
+                import logging
+
                 say = self.notice or logging.getLogger("stdq").warning
                 say(f"note: created the data directory {self.data_dir}")
         self._ephemeral = False

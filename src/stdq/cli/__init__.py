@@ -180,7 +180,6 @@ class AppState:
         if self._stdq is None:
             from stdq.core import Stdq
 
-            configure_logging(self.verbose)
             self._stdq = Stdq(self.config, self.data_dir)
             self._stdq.notice = _notice  # what the library has to say: stderr
         return self._stdq
@@ -221,9 +220,9 @@ def cli(ctx: click.Context, config_path: str | None, data_dir: str | None, json_
     ctx.call_on_close(state.close)
     if verbose or "logging" in sys.modules:
         configure_logging(verbose)
-    # else logging is set up when the library is opened (AppState.stdq): a command that
-    # never opens it (--help) does not import logging. Until then a warning would reach
-    # stderr through logging's last-resort handler, the same "%(message)s" line.
+    # Else nothing imports logging for a quick command (--help, jobs status): should a
+    # module log a warning later, logging's last-resort handler writes it to stderr as
+    # the same "%(message)s" line, and INFO records are dropped as at level WARNING.
 
 
 def configure_logging(verbose: bool) -> None:
