@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import re
 import time
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFailure
@@ -113,6 +112,8 @@ def release_rank(name: str) -> tuple[int, int]:
 
 def listed_releases(xml: bytes) -> list[str]:
     """The release schemas of a VOSI tables document, oldest first."""
+    import xml.etree.ElementTree as ET  # here: `stdq query rubin-rsp --help` needs no XML
+
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -147,6 +148,8 @@ def adql(release: str, ra: float, dec: float, radius_arcsec: float, part: str = 
 
 def parse_job(xml: bytes) -> dict[str, Any]:
     """A UWS job document -> {jobId, runId, phase, error, results: {id: href}}."""
+    import xml.etree.ElementTree as ET
+
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -383,6 +386,8 @@ class RubinRspService(SingleTargetDataService):
             self._check(response, "the job list", "XML")
             raise TemporaryFailure(f"rubin-rsp: HTTP {response.status_code} reading the job list")
         self._check(response, "the job list", "XML")
+        import xml.etree.ElementTree as ET
+
         try:
             root = ET.fromstring(response.content)
         except ET.ParseError:
