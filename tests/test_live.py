@@ -2,7 +2,11 @@
 
 One small real query per service and resolver -- Sesame, the MAST resolver, PS1 DR2
 (a cone of the mean table and the detection table's columns), IRSA ZTF, ATLAS's task
-list without a token; ATLAS's with a token and the ZFPS status listing only when their
+list without a token, the Gaia TAP cone and DataLink epoch photometry (a zip of CSV
+files: entries and columns), Fink LSST (cone search, sources, forced photometry) and
+ALeRCE LSST (object search, detections, forced photometry: JSON keys and the JSON types
+of the fields; the real brokers are asked for an object of their own sky, the
+emulators for theirs); ATLAS's with a token and the ZFPS status listing only when their
 credentials are in the environment (STDQ_ATLAS_API_KEY or
 ATLAS_FORCED_PHOTOMETRY_API_KEY; STDQ_ZTF_FPS_EMAIL and STDQ_ZTF_FPS_USERPASS) -- and
 the same request to the emulator: the two answers must have the same shape (status,
@@ -41,7 +45,7 @@ def test_the_real_service_answers_in_the_shape_the_emulator_serves(request_, emu
         needed = " and ".join(" or ".join(names) for names in request_.secrets.values())
         pytest.skip(f"{request_.name}: set {needed} to ask the real service")
     try:
-        real = request_.send(shapes.REAL_URLS[request_.emulator], secrets)
+        real = request_.send(shapes.REAL_URLS[request_.emulator], secrets, real=True)
     except httpx.TransportError as exc:
         pytest.fail(f"{request_.name}: the real service could not be asked ({type(exc).__name__})")
     emulated = request_.send(shapes.emulator_url(emulators, request_), shapes.emulator_secrets(request_))

@@ -53,6 +53,61 @@ def test_the_credentials_go_where_the_request_says():
     assert seen[1].headers["Authorization"].startswith("Basic ")  # the shared login
 
 
+def test_the_real_service_is_asked_for_an_object_of_its_own_sky():
+    by_name = {r.name: r for r in REQUESTS}
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[])
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        fink = by_name["fink sources"]
+        fink.send("https://real.example", client=client, real=True)
+        fink.send("http://127.0.0.1:1/fink", client=client)
+        datalink = by_name["gaia datalink epoch photometry"]
+        datalink.send("https://real.example", client=client, real=True)
+    assert seen[0].url.params["diaObjectId"] == shapes.FINK_OBJECT == "314003014107006318"
+    assert seen[1].url.params["diaObjectId"] == "609782208097419276"  # the emulator's transient
+    assert seen[2].method == "POST" and not seen[2].url.params  # as stdq sends it: a form
+    form = dict(httpx.QueryParams(seen[2].content.decode()))
+    assert form["ID"] == shapes.GAIA_SOURCE and form["DATA_STRUCTURE"] == "INDIVIDUAL"
+    assert form["USE_ZIP_ALWAYS"] == "true" and form["FORMAT"] == "csv"
+
+
+def test_records_shapes_keep_the_json_types_of_the_fields():
+    records = [{"oid": 12, "psfFlux": 1.5, "band": "r", "flag": False, "x": None}, {"oid": 13, "x": 2.0}]
+    assert shapes.records_parts(records) == {
+        "[] keys": frozenset({"oid", "psfFlux", "band", "flag", "x"}),
+        "types": frozenset({"oid=int", "psfFlux=float", "band=str", "flag=bool", "x=float"}),
+    }
+    wrapped = shapes.records_parts({"items": [{"oid": "12"}], "total": 1})
+    assert wrapped["types"] == {"oid=str"} and wrapped["keys"] == {"items", "total"}
+    # an id the real broker sends as text while the emulator sends a number is a drift
+    real = shapes.Shape(200, "application/json", shapes.records_parts([{"oid": "12"}]))
+    emulated = shapes.Shape(200, "application/json", shapes.records_parts([{"oid": 12}]))
+    assert shapes.differences(real, emulated, {"types": {"oid=int"}}) == [
+        "types: the emulator serves oid=int; the real service does not",
+        "types: the real answer lacks oid=int, which stdq reads",
+    ]
+
+
+def test_zip_shapes_are_entry_patterns_and_csv_columns():
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("EPOCH_PHOTOMETRY-Gaia DR3 4111834567779557376.csv", "source_id,time,flux\n1,2,3\n")
+        archive.writestr("EPOCH_PHOTOMETRY-Gaia DR3 12.csv", "source_id,band\n1,G\n")
+    assert shapes.zip_parts(buf.getvalue()) == {
+        "entries": frozenset({"EPOCH_PHOTOMETRY-Gaia DR3 N.csv", "EPOCH_PHOTOMETRY-Gaia DR3 12.csv"}),
+        "columns": frozenset({"source_id", "time", "flux", "band"}),
+    }
+    assert shapes.zip_parts(b"source_id,band\n1,G\n") == {"columns": frozenset({"source_id", "band"})}
+    assert shapes.zip_parts(b"PK\x03\x04 broken") == {"entries": frozenset({"(not a zip)"})}
+
+
 def test_a_drifted_answer_is_caught():
     real = shapes.Shape(200, "text/csv", {"columns": frozenset({"oid", "mjd", "mag", "magerr"})})
     same = shapes.Shape(200, "text/csv", {"columns": frozenset({"oid", "mjd", "mag", "magerr"})})

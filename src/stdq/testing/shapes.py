@@ -3,12 +3,16 @@
 One :class:`Request` per small real query: the same request is sent to the real
 service (its default url) and to the emulator (a FakeServer), and the two
 answers are reduced to a :class:`Shape` -- the status code, the media type and
-named sets of names (CSV columns, JSON keys, the line tags of a Sesame answer,
-the columns of the ZFPS listing's table). :func:`differences` says where the
+named sets of names (CSV columns, JSON keys and the JSON types of record fields,
+the line tags of a Sesame answer, the columns of the ZFPS listing's table, the
+entries and CSV columns of a DataLink zip). :func:`differences` says where the
 emulator drifted from the real service: a status or media type of its own,
 names it serves that the real service does not (or, for ``exact`` parts, names
 it lacks), and names stdq reads that either answer lacks. Values are never
-compared: the emulator's sky is not the real one.
+compared: the emulator's sky is not the real one -- where an object must exist on
+both sides (a Fink diaObjectId, a Gaia source id), the real service is asked for
+one of its own (``real_params``, ids from the services' own test suites and
+documentation) and the emulator for its own.
 
 Stdlib and httpx (a test helper: never imported by stdq itself).
 """
@@ -35,7 +39,19 @@ REAL_URLS = {
     "atlas": "https://fallingstar-data.com/forcedphot",
     "zfps": "https://ztfweb.ipac.caltech.edu",
     "gaia": "https://gea.esac.esa.int",
+    "fink": "https://api.lsst.fink-portal.org",
+    "alerce-lsst": "https://api-lsst.alerce.online",
 }
+
+# Real objects to ask for (an emulator's ids are not in the real sky):
+#: the Fink LSST cone-search test position (fink-object-api apps/routes/v1/lsst/conesearch/test.py)
+FINK_CONE = (53.2514, -27.861)
+#: the diaObjectId of fink-object-api's /api/v1/sources test (apps/routes/v1/lsst/sources/test.py)
+FINK_OBJECT = "314003014107006318"
+#: the LSST oid of alerce_client's light-curve integration tests (tests/integration/)
+ALERCE_OBJECT = "169298433191444990"
+#: a Gaia DR3 source with epoch photometry (the archive's DataLink examples)
+GAIA_SOURCE = "4111834567779557376"
 
 SN_2023IXF = (210.910674, 54.31165)  # in the footprint of every survey and of every emulator
 
@@ -140,8 +156,56 @@ def metadata_parts(value: Any) -> Parts:
     return parts
 
 
+def json_type(value: Any) -> str | None:
+    """The JSON type of VALUE as a word (None for null): bool, int, float, str, list, object."""
+    if value is None:
+        return None
+    for kind, word in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list")):
+        if isinstance(value, kind):
+            return word
+    return "object"
+
+
+def records_parts(value: Any) -> Parts:
+    """A JSON answer of records (a list, or an object holding one under ``items``): its
+    keys (:func:`json_parts`) and ``types``, one ``key=type`` per field and JSON type seen
+    (nulls left aside), so that an id sent as text instead of a number is caught."""
+    parts = dict(json_parts(value))
+    records = value.get("items") if isinstance(value, dict) else value
+    if isinstance(records, list):
+        parts["types"] = frozenset(
+            f"{key}={json_type(v)}" for r in records if isinstance(r, dict)
+            for key, v in r.items() if v is not None
+        )
+    return parts
+
+
+def zip_parts(content: bytes) -> Parts:
+    """A DataLink zip: its entries' names (runs of 4 digits or more as N: ids do not count) and
+    the columns of the CSV entries; a bare CSV answer: its columns."""
+    import io
+    import zipfile
+
+    if content[:2] != b"PK":
+        return {"columns": csv_columns(content.decode("utf-8", "replace"))}
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile:
+        return {"entries": frozenset({"(not a zip)"})}
+    with archive:
+        names = archive.namelist()
+        columns: set[str] = set()
+        for name in names:
+            if name.lower().endswith(".csv"):
+                with archive.open(name) as fh:
+                    columns |= csv_columns(fh.read(65536).decode("utf-8", "replace"))
+    return {"entries": frozenset(re.sub(r"\d{4,}", "N", n) for n in names), "columns": frozenset(columns)}
+
+
 READERS: dict[str, Callable[[httpx.Response], Parts]] = {
     "json": lambda r: json_parts(_json(r)),
+    "records": lambda r: records_parts(_json(r)),
+    "zip": lambda r: zip_parts(r.content),
     "metadata": lambda r: metadata_parts(_json(r)),
     "csv": lambda r: {"columns": csv_columns(r.text)},
     "sesame": lambda r: {"line tags": sesame_tags(r.text)},
@@ -212,7 +276,9 @@ class Request:
     """One small query, sent alike to the real service and to its emulator.
 
     ``emulator``: the FakeServer emulator (and :data:`REAL_URLS` key); ``path`` and
-    ``params`` are appended to the base url; ``secrets``: the environment variables
+    ``params`` are appended to the base url (``real_params``, when given, replace
+    ``params`` for the real service: an object of its own sky); ``method`` GET, or POST
+    with the params as a form (as stdq sends it); ``secrets``: the environment variables
     of the real service's credentials (all must be set, else the live test skips),
     mapped to where they go (``header:Authorization=Token {}``, ``param:email``).
     """
@@ -227,6 +293,8 @@ class Request:
     basic: tuple[str, str] | None = None
     required: Mapping[str, frozenset[str]] = field(default_factory=dict)
     exact: tuple[str, ...] = ()
+    real_params: Mapping[str, str] | None = None
+    method: str = "GET"
 
     def secret_values(self, environ: Mapping[str, str] = os.environ) -> dict[str, str] | None:
         """{target: value} from ENVIRON, or None when one is missing."""
@@ -239,9 +307,10 @@ class Request:
         return values
 
     def send(self, base_url: str, secrets: Mapping[str, str] | None = None,
-             client: httpx.Client | None = None) -> httpx.Response:
-        """The request against BASE_URL with SECRETS in their places; the raw answer."""
-        params = dict(self.params)
+             client: httpx.Client | None = None, *, real: bool = False) -> httpx.Response:
+        """The request against BASE_URL with SECRETS in their places; the raw answer.
+        REAL: to the real service (its ``real_params``, when given)."""
+        params = dict(self.real_params if real and self.real_params is not None else self.params)
         headers = dict(self.headers)
         for target, value in (secrets or {}).items():
             where, _, name = target.partition(":")
@@ -254,6 +323,10 @@ class Request:
         own = client is None
         client = client or httpx.Client(timeout=60.0, follow_redirects=False)
         try:
+            if self.method == "POST":
+                if self.basic is not None:
+                    return client.post(url, data=params, headers=headers, auth=self.basic)
+                return client.post(url, data=params, headers=headers)
             return client.get(url, params=params or None, headers=headers, auth=self.basic)
         finally:
             if own:
@@ -331,6 +404,72 @@ def requests() -> list[Request]:
             required={"columns": frozenset({"source_id", "ra", "dec", "phot_g_mean_mag",
                                             "has_epoch_photometry", "dist"})},
             exact=("columns",),
+        ),
+        *_rubin_and_gaia_requests(),
+    ]
+
+
+def _rubin_and_gaia_requests() -> list[Request]:
+    """Fink's cone search, sources and forced photometry; ALeRCE LSST's object search,
+    detections and forced photometry; the Gaia DataLink epoch photometry -- each as the
+    rubin and gaia services send them, with the fields their processors read."""
+    from stdq.testing.fink import RUBIN_TARGET, TARGET_ID
+    from stdq.testing.gaia import VARIABLE_ID
+
+    fink_lc = {"output-format": "json"}
+    lc_fields = {"visit", "detector", "midpointMjdTai", "psfFlux", "psfFluxErr", "band"}
+    alerce_fields = frozenset({"oid", "measurement_id", "mjd", "band", "psfFlux", "psfFluxErr"})
+    datalink = {"RETRIEVAL_TYPE": "EPOCH_PHOTOMETRY", "DATA_STRUCTURE": "INDIVIDUAL",
+                "RELEASE": "Gaia DR3", "FORMAT": "csv", "VALID_DATA": "false", "USE_ZIP_ALWAYS": "true"}
+    cone = {"columns": "r:diaObjectId,r:ra,r:dec", "output-format": "json", "radius": "5.0"}
+    return [
+        Request(
+            "fink cone search", "fink", "records", path="/api/v1/conesearch",
+            params={**cone, "ra": str(RUBIN_TARGET.ra), "dec": str(RUBIN_TARGET.dec)},
+            real_params={**cone, "ra": str(FINK_CONE[0]), "dec": str(FINK_CONE[1])},
+            required={"[] keys": frozenset({"r:diaObjectId", "r:ra", "r:dec"}),
+                      "types": frozenset({"r:diaObjectId=int", "r:ra=float", "r:dec=float"})},
+            exact=("[] keys",),
+        ),
+        Request(
+            "fink sources", "fink", "records", path="/api/v1/sources",
+            params={**fink_lc, "diaObjectId": str(TARGET_ID)},
+            real_params={**fink_lc, "diaObjectId": FINK_OBJECT},
+            required={"[] keys": frozenset({f"r:{k}" for k in {*lc_fields, "diaSourceId", "diaObjectId"}}),
+                      "types": frozenset({"r:diaSourceId=int", "r:psfFlux=float", "r:band=str"})},
+        ),
+        Request(
+            "fink forced photometry", "fink", "records", path="/api/v1/fp",
+            params={**fink_lc, "diaObjectId": str(TARGET_ID)},
+            real_params={**fink_lc, "diaObjectId": FINK_OBJECT},
+            required={"[] keys": frozenset({f"r:{k}" for k in {*lc_fields, "diaObjectId"}}),
+                      "types": frozenset({"r:visit=int", "r:psfFlux=float", "r:band=str"})},
+        ),
+        Request(
+            "alerce lsst object search", "alerce-lsst", "records", path="/object_api/list_objects",
+            params={"survey": "lsst", "ra": str(RUBIN_TARGET.ra), "dec": str(RUBIN_TARGET.dec),
+                    "radius": "5.0", "page": "1", "page_size": "100"},
+            real_params={"survey": "lsst", "ra": str(FINK_CONE[0]), "dec": str(FINK_CONE[1]),
+                         "radius": "5.0", "page": "1", "page_size": "100"},
+            required={"keys": frozenset({"items"}), "items[]": frozenset({"oid", "meanra", "meandec"})},
+        ),
+        Request(
+            "alerce lsst detections", "alerce-lsst", "records", path="/lightcurve_api/detections",
+            params={"survey_id": "lsst", "oid": str(TARGET_ID)},
+            real_params={"survey_id": "lsst", "oid": ALERCE_OBJECT},
+            required={"[] keys": alerce_fields, "types": frozenset({"psfFlux=float"})},
+        ),
+        Request(
+            "alerce lsst forced photometry", "alerce-lsst", "records", path="/lightcurve_api/forced-photometry",
+            params={"survey_id": "lsst", "oid": str(TARGET_ID)},
+            real_params={"survey_id": "lsst", "oid": ALERCE_OBJECT},
+            required={"[] keys": alerce_fields, "types": frozenset({"psfFlux=float"})},
+        ),
+        Request(
+            "gaia datalink epoch photometry", "gaia", "zip", path="/data-server/data", method="POST",
+            params={**datalink, "ID": str(VARIABLE_ID)}, real_params={**datalink, "ID": GAIA_SOURCE},
+            required={"columns": frozenset({"source_id", "transit_id", "band", "time", "flux", "flux_error",
+                                            "rejected_by_photometry", "rejected_by_variability"})},
         ),
     ]
 
