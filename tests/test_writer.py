@@ -212,11 +212,11 @@ def test_a_failing_chunk_is_an_error_not_a_short_file(monkeypatch):
     calls = []
     real = photometry._format_chunk
 
-    def format_chunk(chunk):
+    def format_chunk(chunk, pool=None):
         calls.append(1)
         if len(calls) == 7:
             raise OSError(28, "No space left on device")
-        return real(chunk)
+        return real(chunk, pool)
 
     monkeypatch.setattr(photometry, "_format_chunk", format_chunk)
     with pytest.raises(OSError, match="No space"):
