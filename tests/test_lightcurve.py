@@ -76,6 +76,28 @@ def test_merged_table_from_four_services(stdq, fetched, tmp_path):
     assert only["services"] == {"ztf-fps": len(latest["ztf-fps"])}
 
 
+def test_plot_of_both_kinds_from_the_four_services(stdq, fetched):
+    """`stdq plot --flux-kind both`: every row of `lightcurve --flux-kind both` drawn (none
+    masked here) in two panels, as PNG, PDF, SVG and one HTML page with no network."""
+    pytest.importorskip("plotly")
+    assert stdq.run("lightcurve", SN, "--flux-kind", "both", "-o", "all.csv").returncode == 0
+    rows = len(read_csv(stdq.tmp / "all.csv"))
+    assert rows == sum(int(f["rows_total"]) for f in fetched.values())
+    magic = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "svg": b"<?xml", "html": b"<html"}
+    for fmt, start in magic.items():
+        result = stdq.run("plot", SN, "--flux-kind", "both", "-o", f"all.{fmt}", "--json")
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert (info["view"], info["format"], info["masked"]) == ("flux+mag", fmt, 0)
+        assert info["drawn"] + info["not_drawable"] == rows and info["drawn"] > 0
+        data = Path(info["path"]).read_bytes()
+        assert start in data[:200] and len(data) > 10_000
+    page = (stdq.tmp / "all.html").read_text(encoding="utf-8")
+    assert "<script src" not in page.replace("'", '"').lower() and '"type":"date"' in page.replace(" ", "")
+    default = json.loads(stdq.run("plot", SN, "-o", "diff.png", "--json").stdout)
+    assert default["view"] == "flux"  # difference only by default: total fluxes left aside
+
+
 def test_ecsv_carries_units_and_provenance_and_parquet_reads_back(stdq, fetched, tmp_path):
     from astropy.table import Table
 

@@ -21,8 +21,11 @@ from stdq.cli.common import emit_json, get_state, json_option, message
 @click.option("--t0", metavar="MJD|DATE", help="Top axis in days since this epoch (MJD or ISO date) instead of the calendar date.")
 @click.option("--services", metavar="S1,S2", help="Only these services (default: every service with a light curve of TARGET).")
 @click.option("--clean", is_flag=True, help="Leave out flagged rows (quality_flag != 0); masked rows are never drawn.")
+@click.option("--flux-kind", type=click.Choice(["difference", "total", "both"]), default=None,
+              help="As stdq lightcurve (default: difference when any service gave difference fluxes); both: two panels, difference fluxes above total magnitudes.")
 @json_option
-def plot(target: str, output: str | None, mag: bool | None, t0: str | None, services: str | None, clean: bool) -> None:
+def plot(target: str, output: str | None, mag: bool | None, t0: str | None, services: str | None, clean: bool,
+         flux_kind: str | None) -> None:
     """Draw TARGET's merged light curve (the rows of `stdq lightcurve TARGET`).
 
     Colour by band, marker by survey; non-detections are open down-triangles;
@@ -36,6 +39,7 @@ def plot(target: str, output: str | None, mag: bool | None, t0: str | None, serv
       stdq plot "SN 2023ixf"
       stdq plot "SN 2023ixf" --mag -o ixf.pdf --t0 2023-05-19
       stdq plot "SN 2023ixf" --services atlas,ztf-fps --clean -o ixf.html
+      stdq plot "SN 2023ixf" --flux-kind both -o ixf-all.png
     """
     import tempfile
     from pathlib import Path
@@ -50,12 +54,13 @@ def plot(target: str, output: str | None, mag: bool | None, t0: str | None, serv
             raise click.UsageError("-o -: stdout is a terminal; give a file name (-o FILE.png)")
         with tempfile.TemporaryDirectory(prefix="stdq-plot-") as tmp:
             info = plot_target(state.stdq, target, Path(tmp) / "plot.png", view=view, t0=t0,
-                               services=chosen, clean=clean)
+                               services=chosen, clean=clean, flux_kind=flux_kind)
             sys.stdout.buffer.write(info.path.read_bytes())
             sys.stdout.flush()
         message(f"{info.drawn} rows drawn ({info.view} view)")
         return
-    info = plot_target(state.stdq, target, output, view=view, t0=t0, services=chosen, clean=clean)
+    info = plot_target(state.stdq, target, output, view=view, t0=t0, services=chosen, clean=clean,
+                       flux_kind=flux_kind)
     if state.json:
         emit_json(info.to_json())
         return
