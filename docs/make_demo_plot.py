@@ -9,7 +9,7 @@ It runs ``stdq demo`` (``stdq.demo.run_demo``: the emulators on 127.0.0.1, no
 network) in a temporary folder and copies the PNG plot of SN 2023ixf's merged
 light curve that the demo wrote — one table from its four services, difference
 fluxes above and total magnitudes below — so the picture in the README is exactly
-what ``stdq demo`` (``Stdq.plot("SN 2023ixf", flux_kind="both")``) draws today. The emulators make ATLAS
+what ``stdq demo`` and ``stdq plot "SN 2023ixf" --flux-kind both`` draw today. The emulators make ATLAS
 and ZFPS data up to the present, so the right edge of the plot moves with the
 date it was made.
 """
