@@ -245,3 +245,15 @@ def test_a_registered_band_is_exported(offline_sncosmo):
     rows = [dict(ROWS[2], band="stdqtestw")]
     out, left = exports.sncosmo_table(table(rows))
     assert left == {} and list(out["band"]) == ["stdqtestw"]
+
+
+def test_importing_passbands_loads_neither_numpy_nor_sncosmo():
+    """The names and sources are stdlib only; numpy comes with load(), sncosmo with register."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stdq.passbands as p; p.names(); "
+            "print(sorted(m for m in ('numpy', 'sncosmo', 'pandas', 'astropy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
