@@ -92,6 +92,8 @@ def test_html_is_one_file_that_needs_no_network(tmp_path, table):
     assert "source_row_id" in html and "ATLAS-atlasc-1" in html   # hover data per point
     assert "ATLAS-atlasc-10" not in html                   # a masked row is not in the page
     assert '"groupclick":"togglegroup"' in html.replace(" ", "")
+    # the calendar-date top axis, and a double click that resets both x axes together
+    assert '"type":"date"' in html.replace(" ", "") and '"doubleClick":"reset"' in html.replace(" ", "")
 
 
 @pytest.mark.parametrize("view", ["flux", "mag"])
