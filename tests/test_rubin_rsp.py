@@ -381,3 +381,48 @@ def test_killed_worker_mid_executing_resumes_the_same_job(wq, monkeypatch):
     assert [r.path for r in log(stdq, "DELETE")] == [f"/rsp/api/tap/async/{remote.id}"]
     assert_token_nowhere(stdq, (stdq.tmp / "worker.log").read_text())
     assert math.isfinite(job.rows)
+
+
+@pytest.mark.slow
+def test_killed_worker_mid_detections_job_resumes_it_and_not_the_forced_one(wq, monkeypatch):
+    stdq, emulator = wq
+    held = {"on": True}  # the DiaSource job stays EXECUTING until the test lets it finish
+    original = emulator._advance
+
+    def advance(job):
+        if held["on"] and "DiaSource" in job.query and job.phase in ("QUEUED", "EXECUTING"):
+            job.phase = "EXECUTING"
+            return
+        original(job)
+
+    emulator._advance = advance
+    submitted = stdq.run("query", "rubin-rsp", *POS, "--kind", "both", "--background", env=TOKEN_ENV)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = int(submitted.stdout)
+    with open(stdq.tmp / "worker.log", "wb") as out:
+        worker = stdq.popen("jobs", "worker", stdout=out, stderr=out, env=TOKEN_ENV)
+        try:
+            def detections_polled() -> bool:
+                jobs = list(emulator.jobs.values())
+                return len(jobs) == 2 and jobs[1].phase == "EXECUTING" and len(
+                    log(stdq, "GET", rf"/async/{jobs[1].id}$")) >= 3
+
+            wait_until(detections_polled, what="the detections job to be EXECUTING")
+            worker.kill()  # SIGKILL: no cleanup, no release
+        finally:
+            worker.wait(timeout=15)
+    forced, detections = emulator.jobs.values()
+    assert forced.deleted and not detections.deleted
+    held["on"] = False
+    monkeypatch.setenv("STDQ_RUBIN_RSP_TOKEN", TEST_TOKEN)
+    with Stdq(config=stdq.config_path, data_dir=stdq.data_dir, clock=lambda: time.time() + 60) as later:
+        assert later.run_worker(burst=True) == 0
+        job = later.job(job_id)
+    assert job.state == "succeeded" and job.attempts == 2
+    assert len(log(stdq, "POST", r"/async$")) == 2 and len(emulator.jobs) == 2  # nothing submitted again
+    assert [r.path.rsplit("/", 3)[-3] for r in log(stdq, "GET", r"/results/result$")] == [forced.id, detections.id]
+    assert forced.deleted and detections.deleted
+    with Stdq(stdq.config_path, stdq.data_dir) as s:
+        (product_id,) = job.products
+        names = sorted(r.name for r in s.store.load_product(product_id).raw_files)
+    assert names == ["rsp-detections.csv", "rsp-result.csv"]
