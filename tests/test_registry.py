@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, assert_clean_error
+from conftest import ROOT, assert_clean_error, run_in_process
 from stdq import registry as registry_module
 from stdq.config import Settings, load_settings
 from stdq.errors import ConfigError
@@ -496,3 +496,66 @@ def test_a_broken_emulator_plugin_is_a_config_error(monkeypatch):
     monkeypatch.setitem(BUILTIN[EMULATOR_GROUP], "broken", "broken_service:Emu")
     with pytest.raises(ConfigError, match="emulator 'broken'.*broken on purpose"):
         registry_module.emulator_factories()
+
+
+# -- `stdq query SERVICE --help`: the services without the settings -------------------------------
+
+
+def test_help_services_with_no_settings_file_read_no_settings(tmp_path, fresh_scan, monkeypatch):
+    monkeypatch.setenv("STDQ_CONFIG", str(tmp_path / "absent.toml"))
+
+    def no_settings(*args, **kwargs):
+        raise AssertionError("help_services read the settings")
+
+    monkeypatch.setattr(registry_module, "load_settings", no_settings)
+    services = registry_module.help_services()
+    assert isinstance(services, registry_module.DefaultServices)
+    defaults = Registry(settings_from(tmp_path))  # what the default settings' registry answers
+    before = dict(registry_module.SCANS)
+    for name, path in BUILTIN[SERVICE_GROUP].items():
+        assert services.has_service(name)
+        cls = services.service_class(name)
+        assert cls is services.service_class(name) is defaults.service_class(name)
+        assert f"{cls.__module__}:{cls.__name__}" == path
+    assert dict(registry_module.SCANS) == before  # built-in names: no entry-point scan
+    assert not services.has_service("no-such-service")  # another name: one scan
+    assert registry_module.SCANS.get(SERVICE_GROUP, 0) == before.get(SERVICE_GROUP, 0) + 1
+    with pytest.raises(ConfigError, match="unknown service 'no-such-service'"):
+        services.service_class("no-such-service")
+
+
+def test_help_services_with_a_settings_file_are_the_settings_registry(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    path = tmp_path / "settings.toml"
+    path.write_text('[services.atlas]\nclass = "dummy_service:DummyService"\n', encoding="utf-8")
+    for config, env in ((str(path), None), (None, str(path))):  # --config, or $STDQ_CONFIG
+        if env:
+            monkeypatch.setenv("STDQ_CONFIG", env)
+        services = registry_module.help_services(config, tmp_path / "data")
+        assert isinstance(services, Registry)
+        assert services.service_class("atlas").__name__ == "DummyService"  # the file's class
+    with pytest.raises(ConfigError, match="no such settings file"):  # --config names no file
+        registry_module.help_services(str(tmp_path / "absent.toml"))
+    path.write_text("[services.atlas]\ncolour = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):  # checked as for any command
+        registry_module.help_services(str(path))
+
+
+def test_query_help_shows_the_class_the_settings_name(tmp_path):
+    env = {"STDQ_DATA_DIR": str(tmp_path / "data"), "STDQ_CONFIG": str(tmp_path / "absent.toml"),
+           "PYTHONPATH": str(PLUGINS)}
+
+    def help_of(*args: str):
+        return run_in_process([*args, "query", "atlas", "--help"], env=env, cwd=tmp_path, timeout=60)
+
+    plain = help_of()  # no settings file: the built-in class
+    assert plain.returncode == 0, plain.stderr
+    assert "--reduced" in plain.stdout and "--rows" not in plain.stdout
+    path = tmp_path / "settings.toml"
+    path.write_text('[services.atlas]\nclass = "dummy_service:DummyService"\n', encoding="utf-8")
+    overridden = help_of("--config", str(path))
+    assert overridden.returncode == 0, overridden.stderr
+    assert "--rows" in overridden.stdout and "--reduced" not in overridden.stdout
+    path.write_text("[services.atlas]\ncolour = 1\n", encoding="utf-8")
+    broken = help_of("--config", str(path))
+    assert broken.returncode == 3 and "unknown key 'colour'" in broken.stderr
