@@ -190,7 +190,7 @@ class GaiaService(SingleTargetDataService):
             params = (meta.get("query") or {}).get("params") or {}
             notes = meta.get("service_notes") or {}
             lo, hi = params.get("mjd_min"), params.get("mjd_max")
-            if params.get("release", "dr3") != release or not product.rows:
+            if params.get("release") != release or not product.rows:
                 continue
             if (lo is not None and float(lo) > asked_from) or (hi is not None and float(hi) < end):
                 continue  # the stored product left out part of what the update asks
