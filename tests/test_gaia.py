@@ -612,3 +612,11 @@ def test_update_unchanged_needs_the_same_release_and_a_source_near_the_target():
         empty = product(tmp, 5)
         empty.rows = 0
         assert GaiaService.update_unchanged(here, [empty], 57000.0) is None
+
+
+def test_update_in_the_background_says_no_job_for_an_unchanged_item(named):
+    stdq = named
+    assert update_item(stdq)["state"] == "succeeded"
+    result = stdq.run("update", VARIABLE.name, "--services", "gaia", "--background")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{VARIABLE.name}\tgaia\tno job\tunchanged\n"

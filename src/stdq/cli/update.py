@@ -134,7 +134,8 @@ def update(
         emit_json([item.to_json() for item in items])
     elif background:
         for item in items:
-            click.echo(f"{item.target.label}\t{item.service}\tjob {item.job_id}\t{item.state}")
+            job = f"job {item.job_id}" if item.job_id is not None else "no job"  # unchanged: none needed
+            click.echo(f"{item.target.label}\t{item.service}\t{job}\t{item.state}")
     for item in items:
         if item.error and (state.json or live is not None):  # piped, its line has it already
             message(f"{item.target.label} / {item.service}: {item.state}: {item.error}")
