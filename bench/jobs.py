@@ -11,8 +11,15 @@
    else is: claim, lease heartbeat, progress and checkpoint writes, 4 HTTP
    requests, raw file, processing, photometry.csv and product.json, finish.
    Goal: <= 20 ms per job.
+3. latest.csv of one target and service after each of N products (12 rows each, 2 of
+   them fetched again from the product before): the merge of each new product
+   (stdq.latest.add_product, what a worker does) against a full rebuild from every
+   product (what it did before), median per product over the last 10 of every 100,
+   in process. The merge reads only latest.csv and the new product: its cost follows
+   latest.csv's rows, not the number of products.
 
     python bench/jobs.py [--runs 15] [--jobs 500] [--concurrency 1]
+                         [--only status|worker|latest] [--products 300]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 STDQ = [sys.executable, "-m", "stdq"]
 if (Path(sys.executable).parent / "stdq").exists():
@@ -148,14 +156,74 @@ def bench_worker(n_jobs: int, concurrency: int) -> float:
     return per_job
 
 
+def bench_latest(n_products: int) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from stdq import latest, photometry
+    from stdq.db import Database
+    from stdq.store import Store, atomic_write
+
+    tmp = Path(tempfile.mkdtemp(prefix="stdq-bench-latest-"))
+    store = Store(Database(tmp / "data"))
+    target = {"name": "SN bench", "ra": 10.0, "dec": 20.0}
+    merge: dict[int, list[tuple[float, float]]] = {}
+    full: dict[int, list[tuple[float, float]]] = {}
+
+    def timed(call: Any) -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        call()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    try:
+        for k in range(1, n_products + 1):
+            product = store.create_product(
+                service="slow", data_product_type="slow_photometry", target=target, params={}
+            )
+            ids = [f"r{k - 1}:{i}" for i in (10, 11)] + [f"r{k}:{i}" for i in range(10)]
+            mjd = 60000.0 + k + np.arange(12) / 24 - (2 / 24 if k > 1 else 0)
+            df = photometry.normalize(pd.DataFrame({
+                "mjd": mjd, "survey": "SLOW", "filter": ["o", "c"] * 6, "band": "slowo",
+                "flux_ujy": np.linspace(10, 40, 12), "flux_err_ujy": np.full(12, 2.0),
+                "detected": np.ones(12, dtype=bool), "source_row_id": ids,
+            }), product_id=product.id)
+            atomic_write(product.photometry_path, lambda fh, df=df: photometry.write_table(df, fh, "csv"))
+            photometry.remember_written(product.photometry_path, df)
+            store.mark_product(product.id, state="ready", rows=12)
+            took = timed(lambda: latest.add_product(store, product))  # noqa: B023 (called here)
+            if k in (1, 10) or k % 100 > 90:
+                bucket = k if k in (1, 10) else ((k - 1) // 100 + 1) * 100
+                merge.setdefault(bucket, []).append(took)
+                folder = Path(product.path).parent
+                full.setdefault(bucket, []).append(
+                    timed(lambda: latest.rebuild(store, folder, "slow"))  # noqa: B023
+                )
+    finally:
+        store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    for bucket in sorted(merge):
+        m = [statistics.median(t[i] for t in merge[bucket]) * 1000 for i in (0, 1)]
+        f = [statistics.median(t[i] for t in full[bucket]) * 1000 for i in (0, 1)]
+        print(
+            f"latest.csv after product {bucket:4d} ({bucket * 10 + 2} rows): merge {m[0]:6.1f} ms"
+            f" (cpu {m[1]:5.1f}), full rebuild {f[0]:7.1f} ms (cpu {f[1]:6.1f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--only", choices=("status", "worker", "latest"), help="run one part")
+    parser.add_argument("--products", type=int, default=300, help="products of part 3")
     args = parser.parse_args()
-    bench_status(args.runs)
-    bench_worker(args.jobs, args.concurrency)
+    if args.only in (None, "status"):
+        bench_status(args.runs)
+    if args.only in (None, "worker"):
+        bench_worker(args.jobs, args.concurrency)
+    if args.only in (None, "latest"):
+        bench_latest(args.products)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ def folder_products(store: Store, folder: Path, service: str) -> list[Product]:
         " ORDER BY id",
         (service, pattern),
     ).fetchall()
-    found = [Product.from_row(r) for r in rows]
-    return [p for p in found if Path(p.path).parent == folder]
+    # in FOLDER itself (products/<target>/<service>/<id>), not in a folder below it; the
+    # paths are stored as str(Path): a string test is enough (a Path per row is not cheap)
+    cut = len(prefix)
+    return [Product.from_row(r) for r in rows if os.sep not in str(r["path"])[cut:].rstrip(os.sep)]
 
 
 def row_keys(table: pd.DataFrame) -> pd.Series:
@@ -197,11 +199,16 @@ def _write(
     csv_path, ecsv_path = folder / LATEST_CSV, folder / LATEST_ECSV
     (folder / STATE).unlink(missing_ok=True)  # a crash from here on: the next change rebuilds
     table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
-    atomic_write(csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir)
+    # not fsync'ed (durable=False): a derived file; after a power cut it is at worst behind
+    # or gone, and its state (written after it) then names no such file: rebuilt in full
+    atomic_write(
+        csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir, durable=False
+    )
     if ecsv or ecsv_path.exists():
         meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
         atomic_write(
-            ecsv_path, lambda fh: write_table(table, fh, "ecsv", meta), data_dir=store.data_dir
+            ecsv_path, lambda fh: write_table(table, fh, "ecsv", meta), data_dir=store.data_dir,
+            durable=False,
         )
     ids = [p.id for p in products]
     _write_state(folder, {"products": ids, "csv": _identity(csv_path)})

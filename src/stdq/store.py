@@ -102,9 +102,13 @@ def write_error(exc: OSError, path: Path, data_dir: Path | None = None) -> StdqE
 
 
 def atomic_write(
-    path: Path, data: bytes | str | Callable[[IO[bytes]], None], *, data_dir: Path | None = None
+    path: Path, data: bytes | str | Callable[[IO[bytes]], None], *, data_dir: Path | None = None,
+    durable: bool = True,
 ) -> None:
     """Write to a temporary name in the same folder, fsync, then rename to PATH.
+
+    DURABLE false: no fsync (still atomic for any process crash), for a derived file
+    whose loss in a power cut its writer detects and makes again (latest.csv).
 
     The temporary file is created new (never through an existing name or link). An
     OSError becomes a StdqError (:func:`write_error`): DiskFull when the disk is full.
@@ -131,7 +135,8 @@ def atomic_write(
             else:
                 fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
