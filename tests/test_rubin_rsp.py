@@ -205,19 +205,22 @@ def test_both_resumes_after_the_first_job_without_submitting_it_again(rsp, monke
     assert len(results) == 2  # the forced result was not fetched again either
 
 
-def test_votable_results_read_the_same(rsp):
+@pytest.mark.parametrize("kind", ["forced", "both"])
+def test_votable_results_read_the_same(rsp, kind):
     stdq, _ = rsp
-    first = query(stdq)
+    first = query(stdq, "--kind", kind)
     assert first.returncode == 0, first.stderr
     text = stdq.config_path.read_text().replace(
         "[services.rubin-rsp]\n", '[services.rubin-rsp]\nresult_format = "votable"\n')
     stdq.config_path.write_text(text)
-    second = query(stdq, "--force")  # the same query again: not the earlier job's result
+    second = query(stdq, "--kind", kind, "--force")  # the same query again: not the earlier job's result
     assert second.returncode == 0, second.stderr
     _, rows_csv, _ = product_rows(json.loads(first.stdout))
     _, rows_vot, folder = product_rows(json.loads(second.stdout))
     assert (folder / "raw" / "rsp-result.xml").exists()
-    key = ("source_row_id", "flux_ujy", "flux_err_ujy", "mjd", "band", "quality_flag", "object_id")
+    assert (folder / "raw" / "rsp-detections.xml").exists() == (kind == "both")
+    key = ("source_row_id", "flux_ujy", "flux_err_ujy", "mjd", "band", "quality_flag", "object_id",
+           "rubin_kind", "detected")
     assert [tuple(r[k] for k in key) for r in rows_vot] == [tuple(r[k] for k in key) for r in rows_csv]
 
 
