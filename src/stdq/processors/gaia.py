@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import io
 import math
-import zipfile
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq import photometry
@@ -265,6 +264,8 @@ def votable_error_text(data: bytes) -> str | None:
 def epoch_members(data: bytes) -> list[tuple[str, bytes]]:
     """The files of one DataLink answer: the members of a zip, else the answer itself."""
     if data[:4] == b"PK\x03\x04" or (data[:4] == b"PK\x05\x06"):
+        import zipfile  # here: the registry imports this module to check the settings
+
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 names = sorted(n for n in archive.namelist() if not n.endswith("/"))
