@@ -92,6 +92,8 @@ def test_foreground_query_through_an_autostarted_worker(wq):
 
 @pytest.mark.slow
 def test_killed_worker_resumes_the_same_remote_task(wq):
+    """Killed (SIGKILL) while a poll of its task hangs, so the job is running (between polls
+    it is parked, queued): its lease runs out and a later worker resumes the same task."""
     stdq, emulator = wq
     emulator.hold = True  # the task stays queued until the test lets it run
     result = stdq.run("query", "atlas", *POS, "--background")
@@ -101,12 +103,15 @@ def test_killed_worker_resumes_the_same_remote_task(wq):
     with open(stdq.data_dir / "logs" / "test-worker-1.log", "wb") as out:
         worker = stdq.popen("jobs", "worker", stdout=out, stderr=out)
         try:
-            wait_until(lambda: len(atlas_log(stdq, "GET", r"/queue/\d+/")) >= 3,
+            wait_until(lambda: len(atlas_log(stdq, "GET", r"/queue/\d+/")) >= 2,
                        what="the worker to submit and poll")
+            hang = stdq.server.add_fault("hang", r"/queue/\d+/$", method="GET", seconds=4.0)
+            wait_until(lambda: hang.times == 0, what="the next poll")
             before = db_job(stdq, job_id)
             assert before["state"] == "running" and before["checkpoint"]["task_url"]
             worker.kill()  # SIGKILL: no release; the lease (2 s) must run out
         finally:
+            worker.kill()
             worker.wait(timeout=15)
     emulator.hold = False
     # the lease (2 s) has not run out: a burst worker in this process whose clock is a
@@ -195,3 +200,57 @@ def test_three_workers_share_the_write_limit(wq):
     assert max_in_window([r.time for r in writes], 2.0) <= 4
     assert not [r for r in atlas_log(stdq) if r.status == 429]  # never throttled by the server
     assert max(r.time for r in writes) - min(r.time for r in writes) >= 3 * 2.0  # it had to wait
+
+
+def test_a_polled_atlas_task_frees_the_thread_for_a_job_of_another_service(stdq):
+    """Issue 11: a worker never sleeps idle while a job of another service could run. One worker
+    thread, an ATLAS job whose task stays queued (the emulator holds it) and a Pan-STARRS job
+    queued after it, on an injected clock: between two polls the ATLAS job is parked (queued,
+    due at the next poll, its task and what the polls saw in its checkpoint), the thread runs
+    the Pan-STARRS job to its end meanwhile, and when the clock reaches the next poll the ATLAS
+    job goes on with the same attempt and the same task."""
+    import threading
+
+    from conftest import FakeTime
+
+    emulator = stdq.server.emulator("atlas")
+    emulator.hold = True
+    emulator.queue_seconds = emulator.run_seconds = 0.0
+    emulator.settings_overrides = {"poll_interval": 3.0, "max_poll_interval": 3.0}
+    stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
+    clock = FakeTime(time.time())
+    with Stdq(config=stdq.config_path, data_dir=stdq.data_dir, clock=clock.clock) as lib:
+        atlas_id = lib.submit("atlas", ra=210.910674, dec=54.311650, runner="worker").id
+        other_id = lib.submit("panstarrs", ra=210.910674, dec=54.311650, runner="worker").id
+        worker = threading.Thread(target=lib.run_worker, kwargs={"burst": True, "concurrency": 1})
+        worker.start()
+        try:
+            wait_until(lambda: db_job(stdq, other_id)["state"] == "succeeded",
+                       what="the Pan-STARRS job to run while the ATLAS task is queued")
+            parked = db_job(stdq, atlas_id)
+            assert parked["state"] == "queued" and parked["checkpoint"]["task_url"]
+            assert parked["run_after"] == clock.now + 3.0  # the next poll, on the injected clock
+            assert parked["events"][-1]["kind"] == "waiting"
+            (task,) = emulator.tasks.values()
+            assert task.finished is None  # still queued on the server
+            # the same thread ran both: the Pan-STARRS job after the ATLAS one was parked
+            claims = {j: [e for e in db_job(stdq, j)["events"] if e["kind"] == "claimed"]
+                      for j in (atlas_id, other_id)}
+            owner = claims[atlas_id][0]["message"].split()[2]
+            assert owner.endswith("/t0") and claims[other_id][0]["message"].split()[2] == owner
+            assert claims[other_id][0]["id"] > parked["events"][-1]["id"]  # after the park
+            assert atlas_log(stdq, "GET", rf"/queue/{task.id}/$") == []  # no poll slept out
+            emulator.hold = False
+            clock.now += 3.0
+            worker.join(timeout=60)
+        finally:
+            emulator.hold = False
+            clock.now += 1000.0
+            worker.join(timeout=60)
+    assert not worker.is_alive()
+    done = db_job(stdq, atlas_id)
+    assert done["state"] == "succeeded" and done["rows"] > 0 and done["attempts"] == 1
+    assert [e["kind"] for e in done["events"]].count("claimed") == 1  # one attempt, taken up again
+    assert [r.status for r in atlas_log(stdq, "POST", r"/queue/$")] == [201]
+    assert len(atlas_log(stdq, "GET", rf"/queue/{task.id}/$")) == 1  # polled at once when due
+    assert task.deleted

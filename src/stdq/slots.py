@@ -14,7 +14,8 @@ record), and workers drain the list when they have room. Nothing is lost.
 
 :class:`Postponed` (a TemporaryFailure) asks the worker to queue the job again after
 ``retry_after`` seconds without counting an attempt: a job that cannot go on now (no slot,
-no write budget) gives its thread to a job that can (of any service).
+no write budget) gives its thread to a job that can (of any service). :class:`Waiting` (a
+Postponed) does the same for a job between two polls of its remote task.
 
 Stdlib only.
 """
@@ -33,6 +34,12 @@ FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 class Postponed(TemporaryFailure):
     """Not now: queue the job again after ``retry_after`` seconds (no attempt counted)."""
+
+
+class Waiting(Postponed):
+    """The job waits for its remote task (between two polls): queued again with its checkpoint,
+    due after ``retry_after`` seconds, so its thread runs other jobs meanwhile; the same attempt
+    goes on when it is taken up again (one ``waiting`` event per wait, not one per poll)."""
 
 
 class SlotPool:
@@ -168,6 +175,31 @@ def submissions_ahead(db: Database, service: str, job_id: int, slot_key: str = "
     return int(row[0])
 
 
+def postpone_line(
+    db: Database, service: str, first_due: float, per_window: int, window: float,
+    slot_key: str = "task_url",
+) -> int:
+    """Give every queued job of SERVICE waiting to submit (no SLOT_KEY in its checkpoint) its
+    turn at once, first come first served: the job with A such jobs before it (queued or
+    running, lower id) becomes due at FIRST_DUE + WINDOW * (A // PER_WINDOW) (never earlier
+    than it was due). One statement instead of one claim per job that would only find the
+    budget used up and be postponed. Returns how many jobs were moved."""
+    if per_window <= 0:
+        return 0
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "WITH line AS (SELECT id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS ahead FROM jobs"
+            " WHERE service = :service AND state IN ('queued', 'running') AND (checkpoint_json IS"
+            " NULL OR json_extract(checkpoint_json, '$.' || :key) IS NULL))"
+            " UPDATE jobs SET run_after = :due + :window * (line.ahead / :per) FROM line"
+            " WHERE jobs.id = line.id AND jobs.state = 'queued' AND jobs.cancel_requested = 0"
+            " AND jobs.run_after < :due + :window * (line.ahead / :per)",
+            {"service": service, "key": slot_key, "due": first_due, "window": window,
+             "per": int(per_window)},
+        )
+        return int(cur.rowcount)
+
+
 def clock_of(db: Database) -> Callable[[], float]:
     return getattr(db, "clock", time.time)
 
@@ -182,13 +214,15 @@ def has_deferred(db: Database) -> bool:
 
 
 def postponed_due(db: Database) -> float | None:
-    """When the next job postponed by an account limit (its latest event ``postponed``) is due,
-    None when there is none: a burst worker waits for those instead of exiting."""
+    """When the next job postponed by an account limit (its latest event ``postponed``, or never
+    run: given its turn by :func:`postpone_line`) or waiting for its remote task (``waiting``)
+    is due, None when there is none: a burst worker waits for those instead of exiting."""
     try:
         row: Any = db.conn.execute(
             "SELECT MIN(j.run_after) FROM jobs j WHERE j.state = 'queued' AND"
+            " j.runner = 'worker' AND j.cancel_requested = 0 AND (j.attempts = 0 OR"
             " (SELECT e.kind FROM job_events e WHERE e.job_id = j.id ORDER BY e.id DESC LIMIT 1)"
-            " = 'postponed'"
+            " IN ('postponed', 'waiting'))"
         ).fetchone()
     except Exception:  # an older schema, or no database yet
         return None

@@ -269,8 +269,21 @@ class JobQueue:
                     f"lease of {row['lease_owner']} expired; resumed by {owner}"
                     f" (attempt {claimed['attempts']})"
                 )
-            self._event(conn, row["id"], "claimed", message, now)
+            # a job parked between two polls goes on with the same attempt: no event each poll
+            if resumed or self._last_kind(conn, row["id"]) != "waiting":
+                self._event(conn, row["id"], "claimed", message, now)
         return Job.from_row(claimed)
+
+    @staticmethod
+    def _last_kind(conn: sqlite3.Connection, job_id: int) -> str | None:
+        row = conn.execute(
+            "SELECT kind FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def last_event_kind(self, job_id: int) -> str | None:
+        """The kind of the job's latest event (``waiting``: parked between two polls)."""
+        return self._last_kind(self.conn, job_id)
 
     def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> tuple[bool, bool]:
         """Renew the lease; returns (still ours, cancel requested)."""
@@ -416,6 +429,35 @@ class JobQueue:
                 else:
                     self._event(conn, job_id, "released", f"released by {owner}; queued again", now)
         return bool(cur.rowcount)
+
+    def park(self, job_id: int, owner: str, *, delay: float, why: str) -> bool:
+        """Give back a running job that waits for its remote task (between two polls): queued
+        with its checkpoint, due after DELAY seconds (shown as its ``wait_until``), no attempt
+        counted: its thread runs other jobs meanwhile. One ``waiting`` event per wait: while the
+        job's latest event is one, it is brought up to date instead of adding one per poll."""
+        now = self.now()
+        wait = _finite_wait(delay) or 0.0
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'queued', run_after = ?, wait_until = ?, updated_at = ?,"
+                " lease_owner = NULL, lease_expires = NULL, attempts = MAX(0, attempts - 1)"
+                " WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                (now + wait, now + wait, now, job_id, owner),
+            )
+            if not cur.rowcount:
+                return False
+            message = f"{why}; again in {wait:.1f} s"
+            last = conn.execute(
+                "SELECT id, kind FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+            if last is not None and last["kind"] == "waiting":
+                conn.execute(
+                    "UPDATE job_events SET ts = ?, message = ? WHERE id = ?", (now, message, last["id"])
+                )
+            else:
+                self._event(conn, job_id, "waiting", message, now)
+        return True
 
     def request_cancel(self, job_id: int) -> tuple[Job, str]:
         """Cancel a job; returns (job, what happened).

@@ -7,7 +7,9 @@ products it returns, and ends the job in the state its outcome calls for:
 - success -> succeeded (rows, detections, products);
 - NoData -> succeeded with 0 rows and a note (``jobs result`` exits 5);
 - TemporaryFailure -> queued again with backoff while attempts remain (worker
-  jobs), else failed with exit code 75;
+  jobs), else failed with exit code 75; Postponed (an account limit) -> queued again
+  when it can go on, no attempt counted; Waiting (between two polls of a remote task)
+  -> parked: queued with its checkpoint until the next poll is due, the same attempt;
 - Cancelled because ``stdq jobs cancel`` asked -> the service cleans up
   remotely, then cancelled;
 - the worker stopping (SIGTERM/SIGINT: ``stop_event``) while the service waits
@@ -32,7 +34,7 @@ from stdq.errors import Cancelled, NoData, StdqError, TemporaryFailure
 from stdq.http import redact
 from stdq.jobs.queue import JobQueue, retry_delay
 from stdq.records import Job, JobState, counted
-from stdq.slots import Postponed
+from stdq.slots import Postponed, Waiting
 
 if TYPE_CHECKING:
     from stdq.config import ServiceConfig, Settings
@@ -150,7 +152,8 @@ def run_job(
             )
             if job.cancel_requested or queue.cancel_requested(job_id):
                 raise Cancelled("the job was cancelled")
-            progress("querying")
+            if queue.last_event_kind(job_id) != "waiting":  # parked: its progress line stays
+                progress("querying")
             querying["now"] = True
             products = service.query_service(job.target, dict(job.params), context)
             querying["now"] = False
@@ -166,6 +169,10 @@ def run_job(
             )
         except Cancelled:
             _stopped(job, queue, owner, heartbeat, stop_event, service, context, secrets)
+        except Waiting as exc:  # between two polls of its remote task: the thread is freed
+            queue.park(
+                job_id, owner, delay=float(exc.retry_after or 1.0), why=redact(exc.message, secrets)
+            )
         except Postponed as exc:  # an account limit: queued again, no attempt counted
             queue.release(
                 job_id, owner, delay=float(exc.retry_after or 1.0), why=redact(exc.message, secrets)

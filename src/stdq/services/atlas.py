@@ -268,6 +268,27 @@ class QueueWaits:
         self._changes: list[tuple[float, float, int]] = []  # (poll before, poll after, new position)
         self._blind = shortest  # the growing wait without a position
 
+    def state(self) -> dict[str, Any]:
+        """What the polls saw so far, as JSON (kept in the checkpoint of a parked job)."""
+        return {"first": self._first, "last": self._last, "changes": self._changes,
+                "blind": self._blind}
+
+    @classmethod
+    def restored(cls, shortest: float, longest: float, state: Any) -> QueueWaits:
+        """A QueueWaits that goes on from STATE (:meth:`state`); a fresh one for anything else."""
+        waits = cls(shortest, longest)
+        if not isinstance(state, dict):
+            return waits
+        try:
+            first, last = state.get("first"), state.get("last")
+            waits._first = (float(first[0]), int(first[1])) if first else None
+            waits._last = (float(last[0]), int(last[1])) if last else None
+            waits._changes = [(float(a), float(b), int(p)) for a, b, p in state.get("changes") or []]
+            waits._blind = min(waits.longest, max(shortest, float(state.get("blind") or shortest)))
+        except (TypeError, ValueError, IndexError):
+            return cls(shortest, longest)
+        return waits
+
     def running(self) -> float:
         return self.shortest
 
@@ -485,10 +506,14 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     # (fewer claims that only find the budget used up again)
                     later = 0.0
                     if context.job_id is not None and limiter.writes.limit > 0:
-                        from stdq.slots import submissions_ahead
+                        from stdq.slots import postpone_line, submissions_ahead
 
-                        ahead = submissions_ahead(context.store.db, self.name, int(context.job_id))
+                        database = context.store.db
+                        ahead = submissions_ahead(database, self.name, int(context.job_id))
                         later = limiter.writes.span * (ahead // limiter.writes.limit)
+                        # and every other job in line its turn, in one statement
+                        postpone_line(database, self.name, context.clock() + wait,
+                                      limiter.writes.limit, limiter.writes.span)
                     raise Postponed(
                         f"atlas: the ATLAS write budget is used up for {wait:.1f} s",
                         retry_after=wait + later,
@@ -713,7 +738,10 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         """GET the task until it has finished; returns its final JSON.
 
         SEEN: the task as the submission answered it (the first look: the first
-        GET waits one interval); None when resuming (the first GET is at once)."""
+        GET waits one interval); None when resuming (the first GET is at once).
+        A worker's job does not wait in its thread between two polls: it is parked
+        (:class:`stdq.slots.Waiting`) with what the polls saw (ETag, the task, the
+        queue's fall) in its checkpoint, and goes on from there when the next poll is due."""
         client = context.client
         cp = context.checkpoint
         url, task_id = cp["task_url"], cp.get("task_id")
@@ -722,12 +750,25 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         longest = max(first, float(values["max_poll_interval"]))
         timeout = float(values["task_timeout"])
         started = float(cp.get("submitted_at") or context.clock())
-        waits = QueueWaits(first, longest)
-        etag: str | None = None
-        task: dict[str, Any] | None = None
-        failures = 0
+        saved = cp.get("poll")
+        kept: dict[str, Any] = saved if isinstance(saved, dict) else {}
+        waits = QueueWaits.restored(first, longest, kept.get("waits"))
+        etag: str | None = kept.get("etag") if isinstance(kept.get("etag"), str) else None
+        task: dict[str, Any] | None = kept.get("task") if isinstance(kept.get("task"), dict) else None
+        failures = int(kept.get("failures") or 0)
+
+        def pause(seconds: float, why: str) -> None:
+            """Wait SECONDS before the next poll: parked (a worker's job) or in this thread."""
+            if context.may_postpone and context.job_id is not None:
+                from stdq.slots import Waiting
+
+                context.save_checkpoint(poll={"etag": etag, "task": task, "failures": failures,
+                                              "waits": waits.state()})
+                raise Waiting(f"atlas: {why}; polling again", retry_after=seconds)
+            context.sleep(seconds)
+
         if seen is not None and not seen.get("finishtimestamp"):
-            context.sleep(self._next_wait(seen, waits, task_id, context))
+            pause(self._next_wait(seen, waits, task_id, context), f"ATLAS task {task_id} submitted")
         while True:
             context.check_cancelled()
             headers = dict(JSON_HEADERS)
@@ -746,7 +787,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 context.event("retry", f"{exc.message}; polling again in {delay:.0f} s")
                 context.progress(f"atlas: polling ATLAS task {task_id} failed ({failures}/5);"
                                  " polling again", wait_until=context.clock() + delay)
-                context.sleep(delay)
+                pause(delay, f"polling ATLAS task {task_id} failed ({failures}/5)")
                 continue
             failures = 0
             if response.status_code == 304 and task is not None:
@@ -767,7 +808,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                         f" that is not the server's: {http.first_line(response.text)!r}; the task"
                         " is kept; try again later"
                     )
-                context.save_checkpoint(task_url=None, task_id=None, lost_task=url, **{SUBMIT_SLOT: None})
+                context.save_checkpoint(task_url=None, task_id=None, lost_task=url, poll=None,
+                                        **{SUBMIT_SLOT: None})
                 raise QueryFailed(
                     f"atlas: ATLAS task {task_id} no longer exists on the server ({how});"
                     f" nothing was downloaded; `stdq jobs retry {context.job_id}` submits the"
@@ -777,6 +819,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 self._check(response)
                 raise QueryFailed(f"atlas: unexpected HTTP {response.status_code} polling task {task_id}")
             if task.get("finishtimestamp"):
+                context.checkpoint.pop("poll", None)  # saved with the next checkpoint
                 return task
             if context.clock() - started > timeout:
                 self._delete_task(context, None)
@@ -784,7 +827,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     f"atlas: ATLAS task {task_id} did not finish within {timeout / 3600:.3g} h"
                     " (task_timeout); it was deleted"
                 )
-            context.sleep(self._next_wait(task, waits, task_id, context))
+            where = "running" if task.get("starttimestamp") else "queued"
+            pause(self._next_wait(task, waits, task_id, context), f"ATLAS task {task_id} {where}")
 
     @staticmethod
     def _next_wait(
