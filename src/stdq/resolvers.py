@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from stdq.errors import QueryFailed
-from stdq.records import Target
 
 if TYPE_CHECKING:
     from stdq.config import Settings
     from stdq.http import Client
+    from stdq.records import Target
 
 
 class NameResolver:
@@ -263,6 +263,8 @@ class SesameResolver(NameResolver):
         found = parse_sesame(text)
         if found is None:
             return None
+        from stdq.records import Target  # here: checking the settings imports this module
+
         return Target(ra=found[0], dec=found[1], name=name.strip(), resolver=self.name, canonical=found[2])
 
 
@@ -345,4 +347,6 @@ class MastResolver(NameResolver):
         found = parse_mast_resolver(payload)
         if found is None:
             return None
+        from stdq.records import Target  # here: checking the settings imports this module
+
         return Target(ra=found[0], dec=found[1], name=name.strip(), resolver=self.name, canonical=found[2])

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stdq.errors import ConfigError, QueryFailed, TemporaryFailure
-from stdq.records import Target
 from stdq.resolvers import NameResolver, _position, clean_name
 
 if TYPE_CHECKING:
     from stdq.config import Settings
+    from stdq.records import Target
 
 ENV_API_KEY = "STDQ_TNS_API_KEY"
 DEFAULT_URL = "https://www.wis-tns.org"
@@ -204,4 +204,6 @@ class TnsResolver(NameResolver):
         found = parse_tns_object(payload)
         if found is None:
             return None
+        from stdq.records import Target  # here: checking the settings imports this module
+
         return Target(ra=found[0], dec=found[1], name=name.strip(), resolver=self.name, canonical=found[2])
