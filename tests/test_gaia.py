@@ -620,3 +620,16 @@ def test_update_in_the_background_says_no_job_for_an_unchanged_item(named):
     result = stdq.run("update", VARIABLE.name, "--services", "gaia", "--background")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{VARIABLE.name}\tgaia\tno job\tunchanged\n"
+
+
+def test_a_time_range_outside_the_release_asks_nothing(stdq):
+    # DR3: epochs from 2014-07-25 to 2017-05-28 (MJD 56863-57901); 58000 is 2017-09-04
+    for bounds in (("--mjd-min", "58000"), ("--mjd-max", "56000"), ("--date-min", "2024-01-01")):
+        result = stdq.run("query", "gaia", *COORDS, *bounds)
+        assert result.returncode == 5, (bounds, result.stderr)
+        assert "has epochs between MJD 56862 and 57902 only" in result.stderr
+        assert "nothing was asked" in result.stderr
+    assert stdq.server.log_of(emulator="gaia") == []
+    # a range overlapping the release is asked as before
+    _, _, table, _ = query(stdq, *COORDS, "--mjd-min", "57800")
+    assert table and all(float(r["mjd"]) >= 57800 for r in table)

@@ -235,6 +235,14 @@ class GaiaService(SingleTargetDataService):
         fmt = self.answer_format
         batch = self.batch_size
         label = release.upper()
+        start, end = RELEASE_SPANS[release]
+        lo, hi = params.get("mjd_min"), params.get("mjd_max")
+        if (lo is not None and float(lo) > end) or (hi is not None and float(hi) < start):
+            raise NoData(  # a frozen release has no epoch there: nothing to ask
+                f"Gaia {label} has epochs between MJD {start:g} and {end:g} only; the asked time range"
+                f" (MJD {'' if lo is None else f'{float(lo):g}'}..{'' if hi is None else f'{float(hi):g}'})"
+                " is outside it; nothing was asked"
+            )
         context.progress(f"cone search of Gaia {label} ({radius:g} arcsec)")
         try:
             response = self._post(
