@@ -190,6 +190,32 @@ def test_all_objects_keeps_the_neighbour_and_pages_are_joined(tmp_path):
     assert other.sep_arcsec == pytest.approx(sep_arcsec(TARGET["ra"], TARGET["dec"], 210.91105, 54.31190), abs=1e-6)
 
 
+def test_a_header_only_last_page_leaves_the_columns_typed(tmp_path, monkeypatch):
+    """The header-only page that ends a paged answer (its columns are ``object``) adds no
+    rows and no dtypes: the joined detections keep int64 ids and float fluxes (else every
+    value would be a Python object), and the table is the one of the pages with rows."""
+    from stdq.processors import panstarrs
+
+    seen = []
+    real = PanstarrsProcessor.detection_rows
+
+    def detection_rows(self, product, det, objects):
+        seen.append({name: det[name].dtype.kind for name in ("detectID", "filterID", "psfFlux")})
+        return real(self, product, det, objects)
+
+    monkeypatch.setattr(PanstarrsProcessor, "detection_rows", detection_rows)
+    header_only = (",".join(DETECTION_COLUMNS) + "\n").encode()
+    assert panstarrs.parse_answer(header_only, "detection")["psfFlux"].dtype.kind == "O"
+    raws = {f"detection-{OBJ}-p001.csv": detection_csv(ROWS[:3]),
+            f"detection-{OBJ}-p002.csv": detection_csv(ROWS[3:]),
+            f"detection-{OBJ}-p003.csv": header_only}
+    paged = run(make_product(tmp_path / "a", raws))
+    assert seen == [{"detectID": "i", "filterID": "i", "psfFlux": "f"}]
+    whole = run(make_product(tmp_path / "b", {f"detection-{OBJ}-p001.csv": detection_csv()}))
+    cols = [c for c in paged.columns if c != "product_id"]
+    assert len(paged) == len(GOOD) + 1 and paged[cols].equals(whole[cols])  # + OTHER: no mean answer
+
+
 def test_time_bounds_are_applied_in_utc(tmp_path):
     # 2013-04-... row: obsTime 56400.75 TAI is 56400.75 - 35/86400 UTC; a bound just above that
     # UTC time (but below the TAI value) must leave it out.

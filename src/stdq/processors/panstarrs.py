@@ -768,11 +768,15 @@ def _frame(columns: dict[str, Any], n: int) -> pd.DataFrame:
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The pages one after the other. A page without rows adds none, nor its dtypes: the
+    header-only last page of a paged answer has ``object`` columns, which would make
+    every column of the whole table ``object`` (every value a Python object)."""
     import pandas as pd
 
     if not frames:
         return None
     frames = [f for f in frames if len(f.columns)] or frames[:1]
+    frames = [f for f in frames if len(f)] or frames[:1]
     if len(frames) == 1:
         return frames[0]
     return pd.concat(frames, ignore_index=True)
