@@ -145,3 +145,26 @@ def test_csv_round_trip(tmp_path):
     back = photometry.read_table(path)
     assert back["object_id"][0] == "123456789012345678"  # 64-bit ids never pass through float
     assert back["flux_ujy"].tolist() == [10.0, -3.0]
+
+
+def test_summarize_counts_per_band_by_hand():
+    """Bands sorted, a missing band counted as 'nan' (last), detections per band, objects
+    and flux kinds once each, without missing values."""
+    df = pd.DataFrame(
+        {
+            "band": pd.Series(["ztfr", "ztfg", None, "ztfr", np.nan], dtype=object),
+            "detected": [True, False, True, True, False],
+            "mjd": [60002.0, 60001.5, np.nan, 60000.25, 60003.0],
+            "object_id": pd.Series(["22", None, "1", "22", "1"], dtype=object),
+            "flux_kind": pd.Series(["total"] * 4 + [None], dtype=object),
+        }
+    )
+    summary = photometry.summarize(df)
+    assert summary["bands"] == {"ztfg": {"rows": 1, "detections": 0}, "ztfr": {"rows": 2, "detections": 2},
+                                "nan": {"rows": 2, "detections": 1}}
+    assert list(summary["bands"]) == ["ztfg", "ztfr", "nan"]
+    assert (summary["rows"], summary["detections"]) == (5, 3)
+    assert (summary["mjd_min"], summary["mjd_max"]) == (60000.25, 60003.0)
+    assert summary["objects"] == ["1", "22"] and summary["flux_kind"] == ["total"]
+    empty = photometry.summarize(df.iloc[:0])
+    assert empty["bands"] == {} and empty["rows"] == 0 and empty["mjd_min"] is None

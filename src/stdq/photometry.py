@@ -1048,23 +1048,38 @@ def read_table(path) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts for a summary: rows, detections, per band, time span, objects."""
-    import numpy as np
+    """Counts for a summary: rows, detections, per band (sorted; a missing band as
+    ``nan``, last), time span, objects.
 
+    Counted on the columns' codes (no copy of the table per band: a groupby made one,
+    +31 MiB at peak for 100,000 rows).
+    """
+    import numpy as np
+    import pandas as pd
+
+    n = len(df)
     per_band: dict[str, dict[str, int]] = {}
-    if len(df):
-        for band, group in df.groupby("band", sort=True, dropna=False):
-            per_band[str(band)] = {
-                "rows": int(len(group)),
-                "detections": int(group["detected"].sum()),
-            }
-    mjd = df["mjd"].to_numpy(dtype="float64") if len(df) else np.array([])
+    detected = df["detected"].to_numpy(dtype=bool, na_value=False) if n else np.zeros(0, dtype=bool)
+    if n:
+        codes, uniques = pd.factorize(df["band"], sort=True, use_na_sentinel=True)
+        have = codes >= 0
+        rows = np.bincount(codes[have], minlength=len(uniques))
+        found = np.bincount(codes[have & detected], minlength=len(uniques))
+        for k, band in enumerate(uniques.tolist()):
+            per_band[str(band)] = {"rows": int(rows[k]), "detections": int(found[k])}
+        if not have.all():  # the groupby's NaN group (None and NaN bands), sorted last
+            per_band[str(np.nan)] = {"rows": int((~have).sum()), "detections": int(detected[~have].sum())}
+    mjd = df["mjd"].to_numpy(dtype="float64") if n else np.array([])
+
+    def distinct(name: str) -> list[str]:
+        return sorted({str(v) for v in pd.unique(df[name].dropna())}) if n else []
+
     return {
-        "rows": int(len(df)),
-        "detections": int(df["detected"].sum()) if len(df) else 0,
+        "rows": int(n),
+        "detections": int(detected.sum()),
         "bands": per_band,
         "mjd_min": float(np.nanmin(mjd)) if mjd.size else None,
         "mjd_max": float(np.nanmax(mjd)) if mjd.size else None,
-        "objects": sorted({str(o) for o in df["object_id"].dropna()}) if len(df) else [],
-        "flux_kind": sorted({str(k) for k in df["flux_kind"].dropna()}) if len(df) else [],
+        "objects": distinct("object_id"),
+        "flux_kind": distinct("flux_kind"),
     }
