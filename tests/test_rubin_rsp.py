@@ -429,3 +429,12 @@ def test_killed_worker_mid_detections_job_resumes_it_and_not_the_forced_one(wq, 
         (product_id,) = job.products
         names = sorted(r.name for r in s.store.load_product(product_id).raw_files)
     assert names == ["rsp-detections.csv", "rsp-result.csv"]
+
+
+def test_an_empty_cone_is_no_data_after_both_jobs_and_deletes_them(rsp):
+    stdq, emulator = rsp
+    result = stdq.run("query", "rubin-rsp", "--ra", "53.3", "--dec", "-28.3", "--kind", "both", "--sync",
+                      env=TOKEN_ENV)
+    message = assert_clean_error(result, 5)
+    assert "no DIA forced photometry or DIA detection within 1 arcsec of RA 53.300000" in message
+    assert len(emulator.jobs) == 2 and all(j.deleted for j in emulator.jobs.values())

@@ -310,13 +310,14 @@ class RubinRspService(SingleTargetDataService):
         params = {**params, "release": cp.get("release")}
         product = context.new_product(target, params)
         # from the checkpoint: what an earlier attempt of a resumed job did is there too
-        counts = {p: int(cp.get(key(p, "rows")) or 0) for p in parts}
+        # (None: a result downloaded by a version that did not count it: not taken as empty)
+        counts = {p: None if cp.get(key(p, "rows")) is None else int(cp[key(p, "rows")]) for p in parts}
         product.notes.update({
             "release": params["release"], "radius_arcsec": float(params["radius"]), "kind": params["kind"],
             "tap_jobs": {p: cp.get(key(p, "job_url")) for p in parts}, "result_rows": counts,
             "remote_jobs_deleted": {p: bool(cp.get(key(p, "deleted"))) for p in parts},
         })
-        if not sum(counts.values()):
+        if all(n == 0 for n in counts.values()):
             position = f"RA {target.ra:.6f}, Dec {target.dec:+.6f}"
             asked = " or ".join({"forced": "DIA forced photometry", "detections": "DIA detection"}[p]
                                 for p in parts)
