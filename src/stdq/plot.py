@@ -84,7 +84,7 @@ def plot_format(path: str | Path) -> str:
 
 def default_view(table: pd.DataFrame) -> str:
     """"flux" when any row is difference photometry, else "mag"."""
-    kinds = set(table["flux_kind"].astype(str)) if "flux_kind" in table.columns and len(table) else set()
+    kinds = {str(k) for k in table["flux_kind"].unique()} if "flux_kind" in table.columns and len(table) else set()
     return "flux" if "difference" in kinds or not kinds else "mag"
 
 
@@ -203,7 +203,7 @@ def panels(table: pd.DataFrame, view: str | None = None) -> list[tuple[str | Non
     is the view of every panel."""
     if view is not None and view not in VIEWS:
         raise BadInput(f"view {view!r}: use flux or mag")
-    kinds = set(table["flux_kind"].dropna().astype(str)) if "flux_kind" in table.columns and len(table) else set()
+    kinds = {str(k) for k in table["flux_kind"].dropna().unique()} if "flux_kind" in table.columns else set()
     if {"difference", "total"} <= kinds:
         return [("difference", view or "flux"), ("total", view or "mag")]
     return [(None, view or default_view(table))]
@@ -213,7 +213,7 @@ def panel_rows(table: pd.DataFrame, kind: str | None) -> pd.DataFrame:
     """The rows of TABLE drawn in the panel of flux KIND (None: every row)."""
     if kind is None:
         return table
-    return table[(table["flux_kind"].astype(str) == kind).to_numpy(dtype=bool)]
+    return table[(table["flux_kind"] == kind).to_numpy(dtype=bool, na_value=False)]
 
 
 def combined(preps: list[Prepared], others: int = 0) -> Prepared:
@@ -261,8 +261,9 @@ def figure(
     axes = fig.subplots(len(plan), 1, sharex=True, squeeze=False)[:, 0]
     handles: dict[str, Any] = {}
     preps = []
-    for ax, (kind, panel_view) in zip(axes, plan, strict=True):
-        prep = prepare(panel_rows(table, kind), panel_view, clean=clean)
+    parts = [panel_rows(table, kind) for kind, _ in plan]
+    for ax, (kind, panel_view), part in zip(axes, plan, parts, strict=True):
+        prep = prepare(part, panel_view, clean=clean)
         _draw_panel(ax, prep, panel_view, kind, handles, rasterize)
         preps.append(prep)
         if ax is not axes[-1]:
@@ -283,8 +284,7 @@ def figure(
         keys = [k for k in handles if k not in LEGEND_KEYS] + [k for k in LEGEND_KEYS if k in handles]
         ax.legend(handles=[handles[k] for k in keys], loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   fontsize="small", frameon=False, borderaxespad=0.0)
-    others = len(table) - sum(len(panel_rows(table, kind)) for kind, _ in plan)
-    return fig, combined(preps, others), view_name(plan)
+    return fig, combined(preps, len(table) - sum(len(part) for part in parts)), view_name(plan)
 
 
 def _draw_panel(ax: Any, prep: Prepared, view: str, kind: str | None, handles: dict[str, Any],
@@ -433,8 +433,9 @@ def plotly_figure(
     fig = make_subplots(rows=len(plan), cols=1, shared_xaxes=True, vertical_spacing=0.06)
     preps = []
     lows, highs = [], []
-    for row, (kind, panel_view) in enumerate(plan, start=1):
-        prep = prepare(panel_rows(table, kind), panel_view, clean=clean)
+    parts = [panel_rows(table, kind) for kind, _ in plan]
+    for row, ((kind, panel_view), part) in enumerate(zip(plan, parts, strict=True), start=1):
+        prep = prepare(part, panel_view, clean=clean)
         preps.append(prep)
         _html_panel(fig, go, prep, panel_view, kind, row, t0)
         mjd = _num(prep.table, "mjd")
@@ -456,8 +457,7 @@ def plotly_figure(
         fig.add_trace(go.Scatter(x=layout[top].pop("_x"), y=[None, None], xaxis=f"x{len(plan) + 1}",
                                  yaxis="y", showlegend=False, hoverinfo="skip", mode="markers"))
     fig.update_layout(**layout)
-    others = len(table) - sum(len(panel_rows(table, kind)) for kind, _ in plan)
-    return fig, combined(preps, others), view_name(plan)
+    return fig, combined(preps, len(table) - sum(len(part) for part in parts)), view_name(plan)
 
 
 def mjd_to_iso(mjd: Any) -> Any:
