@@ -8,7 +8,8 @@ subprocess so that peak memory (ru_maxrss) is its own, in one run:
 - stdq: ``Stdq(...).lightcurve(target, flux_kind="both")`` -- reading every latest.csv
   with its dtypes, the masks, the merge, the sort and the summary;
 - plot: the same merge, then ``stdq.plot.plot_table`` of all ROWS to a PNG (magnitude
-  view, as both flux kinds are in: matplotlib, markers and error bars; needs the
+  view; both flux kinds are in, so two panels, difference rows above and total rows
+  below: matplotlib, markers and error bars; needs the
   ``plot`` extra; left out with ``--no-plot``);
 - the baseline: ``pandas.read_csv`` of the same latest.csv files and ``pandas.concat``.
 
