@@ -5,13 +5,17 @@ Measured side by side in one run, alternating, so machine noise hits all alike:
 it with 10,000 jobs) and `stdq query SERVICE --help` for every built-in service,
 with no settings file. Goals: `stdq --help` and every `stdq query SERVICE --help`
 <= 1.5x `import click`; `stdq jobs status` <= 2x. Printed with the spread (min..max)
-of each command. Also printed, with no goal: `stdq query atlas --help` with a
-settings file that has a table for every built-in service (the registry then reads
-and checks it, importing every service and processor the file names).
+of each command. Also printed, with no goal: `stdq query atlas --help` and `stdq
+jobs status` with a settings file that has a table for every built-in service (the
+registry then reads and checks it, importing every service and processor it names).
 
 The commands run with byte-code written ($PYTHONDONTWRITEBYTECODE is dropped), as
 an installed stdq runs: otherwise every module edited since its last .pyc is
 compiled again at each run and the figures measure the compiler.
+
+Beside the goal's ratio (of the medians) each line shows, as a check on the noise of
+a shared machine: "pairwise", the median of each round's ratio to that round's
+`import click`, and "cpu", the ratio of the median CPU times (user + system).
 
     python bench/startup.py [--runs 15]
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,10 +40,17 @@ GOALS = {"stdq --help": 1.5, "stdq jobs status": 2.0}
 QUERY_HELP_GOAL = 1.5
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wall(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall time, CPU time) of one run of CMD, in seconds."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu
 
 
 def builtin_services() -> list[str]:
@@ -67,16 +79,21 @@ def main() -> int:
     }
     for service in builtin_services():
         commands[f"stdq query {service} --help"] = [*STDQ, "query", service, "--help"]
-    info = {"stdq query atlas --help (settings file)": [*STDQ, "query", "atlas", "--help"]}
+    info = {"stdq query atlas --help (settings file)": [*STDQ, "query", "atlas", "--help"],
+            "stdq jobs status (settings file)": [*STDQ, "jobs", "status"]}
     envs = {**dict.fromkeys(commands, env), **dict.fromkeys(info, with_file)}
     commands.update(info)
     for name, cmd in commands.items():  # warm the file cache and write the byte-code
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=envs[name])
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, cmd in commands.items():
-            times[name].append(wall(cmd, envs[name]))
+            took, cpu = wall(cmd, envs[name])
+            times[name].append(took)
+            cpus[name].append(cpu)
     base = statistics.median(times["import click"])
+    base_cpu = statistics.median(cpus["import click"])
     print(f"python -c 'import click': median {base * 1000:.1f} ms over {args.runs} runs "
           f"(spread {min(times['import click']) * 1000:.0f}..{max(times['import click']) * 1000:.0f} ms)")
     missed = []
@@ -85,15 +102,18 @@ def main() -> int:
             continue
         med = statistics.median(times[name])
         ratio = med / base
-        if name in info:
-            print(f"{name:36s} median {med * 1000:6.1f} ms  ratio {ratio:.2f} (no goal)  "
+        pairwise = statistics.median(t / b for t, b in zip(times[name], times["import click"], strict=True))
+        cpu = statistics.median(cpus[name]) / base_cpu if base_cpu > 0 else float("nan")
+        checks = (f"pairwise {pairwise:.2f}  cpu {cpu:.2f}  "
                   f"spread {min(times[name]) * 1000:.0f}..{max(times[name]) * 1000:.0f} ms")
+        if name in info:
+            print(f"{name:40s} median {med * 1000:6.1f} ms  ratio {ratio:.2f} (no goal)  {checks}")
             continue
         goal = GOALS.get(name, QUERY_HELP_GOAL)
         ok = ratio <= goal
         missed += [] if ok else [name]
-        print(f"{name:36s} median {med * 1000:6.1f} ms  ratio {ratio:.2f} (goal <= {goal:g}: "
-              f"{'ok' if ok else 'MISSED'})  spread {min(times[name]) * 1000:.0f}..{max(times[name]) * 1000:.0f} ms")
+        print(f"{name:40s} median {med * 1000:6.1f} ms  ratio {ratio:.2f} (goal <= {goal:g}: "
+              f"{'ok' if ok else 'MISSED'})  {checks}")
     print("all goals met" if not missed else f"goals missed: {', '.join(missed)}")
     return 0 if not missed else 1
 
