@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -229,46 +230,109 @@ def _succeeded(runner) -> int:
         conn.close()
 
 
+KILL_TARGETS = 100
+
+
+def _running(runner) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3")
+    try:
+        return conn.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _jobs_of(runner) -> dict[int, str]:
+    """job id -> target name of RUNNER's data dir."""
+    import sqlite3
+
+    conn = sqlite3.connect(runner.data_dir / "stdq.sqlite3")
+    try:
+        return dict(conn.execute("SELECT id, target_name FROM jobs"))
+    finally:
+        conn.close()
+
+
+def _submissions(entries) -> list[int]:
+    """The job number of each ATLAS task submission in the log ENTRIES (the comment
+    "stdq job N <key>" a submission carries)."""
+    posts = [e for e in entries if e.method == "POST" and e.path.rstrip("/").endswith("queue")]
+    return [int(dict(parse_qsl(e.body))["comment"].split()[2]) for e in posts]
+
+
+def _latest_without_product_ids(path: Path) -> list[dict[str, str]]:
+    rows = latest_rows(path)
+    for row in rows:
+        del row["product_id"]  # which product a row came from: numbered per data directory
+    return rows
+
+
 @pytest.mark.slow
 def test_a_killed_worker_then_update_again_gives_the_uninterrupted_light_curves(stdq):
+    """100 targets: a worker (8 threads) SIGKILLed in the middle of the update, then
+    `stdq update` again: every target's latest.csv has the rows, in the order and with
+    the values, of an uninterrupted run (every column but product_id, which numbers the
+    products of each data directory), and no job submitted its ATLAS task twice."""
     from conftest import stop_workers, wait_until
 
-    targets = "name,ra,dec\n" + "".join(f"T{i},{10 + 7 * i},{5 + i}\n" for i in range(12))
+    n = KILL_TARGETS
+    targets = "name,ra,dec\n" + "".join(f"T{i},{10 + 3.4 * i:.1f},{-30 + 0.6 * i:.1f}\n" for i in range(n))
     emulator = stdq.server.emulator("atlas")
-    emulator.queue_seconds = emulator.run_seconds = 0.05
+    emulator.queue_seconds = emulator.run_seconds = 0.02
+    emulator.anchor_mjd = emulator.last_night()  # one sky for both runs, even across midnight
+    # a shorter history than the emulator's default (84 rows a target instead of 520)
+    emulator.nights = {"first_night": 60000, "last_night": 60030, "cadence": 3}
+    emulator.recent_nights = 10
+    # the server's limits scaled in time (60 writes and 600 reads per 0.5 s), and stdq's too
+    emulator.throttle_window = 0.5
+    emulator.settings_overrides = {"rate_window": 0.5, "poll_interval": 0.05}
     settings = "[tasks]\nautostart_worker = {}\nlease_seconds = 2.0\n"
     stdq.write_settings(settings.format("false"))
     assert stdq.run("targets", "import", "-", "--list", "w", input=targets).returncode == 0
     assert stdq.run("update", "--list", "w", "--services", "atlas", "--background").returncode == 0
     log = stdq.tmp / "worker.log"
     with open(log, "wb") as out:
-        worker = stdq.popen("jobs", "worker", stdout=out, stderr=out)
+        worker = stdq.popen("jobs", "worker", "--concurrency", "8", stdout=out, stderr=out)
         try:
-            wait_until(lambda: _succeeded(stdq) >= 3, timeout=60, what="three jobs done")
-            worker.kill()  # SIGKILL in the middle of the update
+            wait_until(lambda: _succeeded(stdq) >= n // 3 and _running(stdq) > 0, timeout=120,
+                       what="a third of the jobs done and others running")
+            worker.kill()  # SIGKILL in the middle of the update (jobs running)
         finally:
             worker.wait(timeout=15)
-    assert _succeeded(stdq) < 12
+    done_before = _succeeded(stdq)
+    assert done_before < n
     stdq.write_settings(settings.format("true"))
     try:
         items = update_json(stdq, "--list", "w", "--services", "atlas")
     finally:
         stop_workers(stdq)
-    assert len(items) == 12 and all(item["state"] in ("succeeded", "no_data") for item in items)
+    assert len(items) == n and all(item["state"] in ("succeeded", "no_data") for item in items)
+    interrupted_log = list(stdq.server.log_of(emulator="atlas"))
+
     # the same update, uninterrupted, in another data directory
-    other = stdq.tmp / "other"
-    env = {"STDQ_DATA_DIR": str(other)}
+    other = dataclasses.replace(stdq, data_dir=stdq.tmp / "other")
+    env = {"STDQ_DATA_DIR": str(other.data_dir)}
     assert stdq.run("targets", "import", "-", "--list", "w", input=targets, env=env).returncode == 0
+    assert stdq.run("update", "--list", "w", "--services", "atlas", "--background", "--json",
+                    env=env).returncode == 0
     try:
-        result = stdq.run("update", "--list", "w", "--services", "atlas", "--json", env=env)
+        assert stdq.run("jobs", "worker", "--burst", "--concurrency", "8", env=env).returncode == 0
     finally:
-        stop_workers(dataclasses.replace(stdq, data_dir=other))
-    assert result.returncode == 0, result.stderr
-    for i in range(12):
-        mine = latest_rows(stdq.data_dir / "products" / f"T{i}" / "atlas" / "latest.csv")
-        theirs = latest_rows(other / "products" / f"T{i}" / "atlas" / "latest.csv")
-        key = ("source_row_id", "mjd", "flux_ujy", "flux_err_ujy")
-        assert [tuple(r[k] for k in key) for r in mine] == [tuple(r[k] for k in key) for r in theirs]
+        stop_workers(other)
+    uninterrupted_log = stdq.server.log_of(emulator="atlas")[len(interrupted_log):]
+
+    # no job sent its task twice: the killed ones resumed theirs (found by its comment key)
+    jobs = _jobs_of(stdq)
+    sent = _submissions(interrupted_log)
+    assert sorted(sent) == sorted(set(sent)) and set(sent) <= set(jobs)
+    # one job per target, plus one for each target done before the kill (its overlap)
+    assert len(jobs) >= n + done_before and len(sent) == len(jobs)
+    assert sorted(_submissions(uninterrupted_log)) == list(range(1, n + 1))
+    for i in range(n):
+        mine = _latest_without_product_ids(stdq.data_dir / "products" / f"T{i}" / "atlas" / "latest.csv")
+        theirs = _latest_without_product_ids(other.data_dir / "products" / f"T{i}" / "atlas" / "latest.csv")
+        assert mine == theirs, f"T{i}"
         assert len({r["source_row_id"] for r in mine}) == len(mine) > 0
 
 
