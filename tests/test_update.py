@@ -72,6 +72,12 @@ def test_second_run_asks_only_for_the_new_night_and_latest_grows_by_it(stdq, mon
     assert second["job_id"] != first["job_id"]  # every fetch is a product of its own
     products = json.loads(stdq.run("products", "list", SN, "--json").stdout)
     assert len(products) == 2
+    # the second product was merged into latest.csv: the same bytes as a full rebuild
+    # (a reprocess rebuilds from every product)
+    merged = Path(second["latest_path"]).read_bytes()
+    oldest = min(p["id"] for p in products)
+    assert stdq.run("products", "reprocess", str(oldest)).returncode == 0
+    assert Path(second["latest_path"]).read_bytes() == merged
 
     # a third run without a new night: one request, nothing new, exit 0
     (third,) = update_json(stdq, SN, "--services", "ztf")
