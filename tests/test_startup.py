@@ -9,8 +9,9 @@ bench/startup.py measures the wall times against `import click`.
   matplotlib, ssl, and none of the parsers or logging that only the work needs.
 - `stdq query SERVICE --help` of every built-in service and `stdq --help` with no
   settings file (the figure bench/startup.py measures): not even the settings, the
-  records, sqlite3, json, pathlib, or importlib.metadata (a built-in service is found
-  in registry.BUILTIN, without scanning the installed distributions' entry points).
+  records, sqlite3, json, pathlib, shutil (the help width: cli.help_width), or
+  importlib.metadata (a built-in service is found in registry.BUILTIN, without
+  scanning the installed distributions' entry points).
 - `stdq jobs status` with no settings file: no logging, no service, no entry-point scan.
 """
 
@@ -36,7 +37,7 @@ HEAVY = (
 # Nor, by `query SERVICE --help` and `--help` with no settings file, what only reading
 # the settings or the database needs, nor the entry-point scan.
 HELP_LIGHT = (
-    *HEAVY, "sqlite3", "tomllib", "json", "pathlib", "importlib.metadata",
+    *HEAVY, "sqlite3", "tomllib", "json", "pathlib", "importlib.metadata", "shutil",
     "stdq.config", "stdq.records", "stdq.db", "stdq.core",
 )
 # Nor, by `jobs status` with no settings file, any service or the entry-point scan.
@@ -120,3 +121,20 @@ def test_the_probe_sees_an_import(probes):
     settings, args, _ = CONTROL
     code, hits = _result(probes, settings, args)
     assert (code, hits) == (0, ["logging"])
+
+
+@pytest.mark.parametrize("columns", [None, "30", "60", "79", "200", "0", "wide"])
+@pytest.mark.parametrize("forced", [None, 70])
+def test_help_width_is_the_width_click_computes(monkeypatch, columns, forced):
+    """The CLI hands click the help width (so click imports no shutil): the same number as
+    click's own HelpFormatter finds through shutil.get_terminal_size."""
+    from click import formatting
+
+    from stdq.cli import help_width
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(formatting, "FORCED_WIDTH", forced)
+    assert help_width() == formatting.HelpFormatter().width

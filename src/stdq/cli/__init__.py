@@ -239,13 +239,38 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def help_width(max_width: int = 80) -> int:
+    """The width click gives help text: click.formatting.FORCED_WIDTH when set, else the
+    terminal's columns (as shutil.get_terminal_size finds them: $COLUMNS, else stdout's
+    terminal, else 80), at most MAX_WIDTH, less 2, at least 50. The same number as
+    click's HelpFormatter computes, without importing shutil (and with it bz2, lzma
+    and zlib) in every `--help`."""
+    from click import formatting
+
+    if formatting.FORCED_WIDTH is not None:
+        return formatting.FORCED_WIDTH
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+        columns = columns or 80
+    return max(min(columns, max_width) - 2, 50)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; stdq errors become one clear message and their exit code (returned)."""
     from stdq.errors import EXIT_INTERRUPTED, StdqError
 
     verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        code = cli.main(args=argv, prog_name="stdq", standalone_mode=False)
+        # the help width is given (inherited by every subcommand's context): click would
+        # import shutil to find it
+        code = cli.main(args=argv, prog_name="stdq", standalone_mode=False, terminal_width=help_width())
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
