@@ -7,7 +7,9 @@ with no settings file. Goals: `stdq --help` and every `stdq query SERVICE --help
 <= 1.5x `import click`; `stdq jobs status` <= 2x. Printed with the spread (min..max)
 of each command. Also printed, with no goal: `stdq query atlas --help` and `stdq
 jobs status` with a settings file that has a table for every built-in service (the
-registry then reads and checks it, importing every service and processor it names).
+registry then reads and checks it, importing every service and processor it names),
+and `stdq query atlas --help` with no $STDQ_CONFIG (the default settings path is then
+found by platformdirs, whose import is part of the figure; no file is there).
 
 The commands run with byte-code written ($PYTHONDONTWRITEBYTECODE is dropped), as
 an installed stdq runs: otherwise every module edited since its last .pyc is
@@ -72,6 +74,8 @@ def main() -> int:
         encoding="utf-8",
     )
     with_file = dict(env, STDQ_CONFIG=str(settings))
+    default_path = {k: v for k, v in env.items() if k not in ("STDQ_CONFIG", "XDG_CONFIG_HOME")}
+    default_path["HOME"] = tmp  # the platform's default settings path, where no file is
     commands = {
         "import click": [sys.executable, "-c", "import click"],
         "stdq --help": [*STDQ, "--help"],
@@ -80,8 +84,10 @@ def main() -> int:
     for service in builtin_services():
         commands[f"stdq query {service} --help"] = [*STDQ, "query", service, "--help"]
     info = {"stdq query atlas --help (settings file)": [*STDQ, "query", "atlas", "--help"],
-            "stdq jobs status (settings file)": [*STDQ, "jobs", "status"]}
-    envs = {**dict.fromkeys(commands, env), **dict.fromkeys(info, with_file)}
+            "stdq jobs status (settings file)": [*STDQ, "jobs", "status"],
+            "stdq query atlas --help (no $STDQ_CONFIG)": [*STDQ, "query", "atlas", "--help"]}
+    envs = {**dict.fromkeys(commands, env), **dict.fromkeys(info, with_file),
+            "stdq query atlas --help (no $STDQ_CONFIG)": default_path}
     commands.update(info)
     for name, cmd in commands.items():  # warm the file cache and write the byte-code
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=envs[name])
