@@ -216,7 +216,8 @@ def test_a_polled_atlas_task_frees_the_thread_for_a_job_of_another_service(stdq)
     emulator = stdq.server.emulator("atlas")
     emulator.hold = True
     emulator.queue_seconds = emulator.run_seconds = 0.0
-    emulator.settings_overrides = {"poll_interval": 3.0, "max_poll_interval": 3.0}
+    # a wait under slots.PARK_ALWAYS: parked because the one thread is busy and a job is due
+    emulator.settings_overrides = {"poll_interval": 1.0, "max_poll_interval": 1.0}
     stdq.write_settings("\n[tasks]\nautostart_worker = false\n")
     clock = FakeTime(time.time())
     with Stdq(config=stdq.config_path, data_dir=stdq.data_dir, clock=clock.clock) as lib:
@@ -229,7 +230,7 @@ def test_a_polled_atlas_task_frees_the_thread_for_a_job_of_another_service(stdq)
                        what="the Pan-STARRS job to run while the ATLAS task is queued")
             parked = db_job(stdq, atlas_id)
             assert parked["state"] == "queued" and parked["checkpoint"]["task_url"]
-            assert parked["run_after"] == clock.now + 3.0  # the next poll, on the injected clock
+            assert parked["run_after"] == clock.now + 1.0  # the next poll, on the injected clock
             assert parked["events"][-1]["kind"] == "waiting"
             (task,) = emulator.tasks.values()
             assert task.finished is None  # still queued on the server
@@ -241,7 +242,7 @@ def test_a_polled_atlas_task_frees_the_thread_for_a_job_of_another_service(stdq)
             assert claims[other_id][0]["id"] > parked["events"][-1]["id"]  # after the park
             assert atlas_log(stdq, "GET", rf"/queue/{task.id}/$") == []  # no poll slept out
             emulator.hold = False
-            clock.now += 3.0
+            clock.now += 1.0
             worker.join(timeout=60)
         finally:
             emulator.hold = False

@@ -225,3 +225,24 @@ def test_zfps_jobs_share_one_batch_submission(stdq):
         assert (request.ra, request.dec) == (float(ra), float(dec))
     assert rows[ids[0]]["rows"] > 0 and rows[ids[1]]["rows"] > 0  # SN 2023ixf, NGC 3642 have data
     assert max(r["attempts"] for r in rows.values()) == 1
+
+
+def test_a_short_wait_parks_only_when_no_thread_is_free_and_a_job_is_due(database):
+    from stdq.slots import PARK_ALWAYS, park_rather_than_sleep
+
+    clock = {"now": 1000.0}
+    db = Database(database.data_dir, clock=lambda: clock["now"])
+    queue = JobQueue(db)
+    try:
+        assert park_rather_than_sleep(db, PARK_ALWAYS, spare=8)  # a long wait: always parked
+        assert not park_rather_than_sleep(db, 0.5, spare=0)  # nothing else to run: sleeps
+        job = new_job(queue, 1)
+        with db.transaction() as conn:
+            conn.execute("UPDATE jobs SET run_after = 1000.8 WHERE id = ?", (job,))
+        assert not park_rather_than_sleep(db, 0.5, spare=0)  # due after the wait: sleeps
+        assert park_rather_than_sleep(db, 0.9, spare=0)  # due within it, no free thread: parks
+        assert not park_rather_than_sleep(db, 0.9, spare=1)  # a free thread will take it
+        queue.request_cancel(job)
+        assert not park_rather_than_sleep(db, 0.9, spare=0)  # cancelled: nothing to run
+    finally:
+        db.close()

@@ -200,6 +200,31 @@ def postpone_line(
         return int(cur.rowcount)
 
 
+PARK_ALWAYS = 2.0  # a wait at least this long always gives the thread back (seconds)
+
+
+def park_rather_than_sleep(db: Database, seconds: float, spare: int) -> bool:
+    """Whether a worker's job about to wait SECONDS for its remote task gives its thread back
+    (:class:`Waiting`) instead of sleeping in it. Always for a wait of PARK_ALWAYS or more;
+    for a shorter one, when none of this worker's threads is free (SPARE, from
+    ``stdq.jobs.worker.spare_threads``) and some other worker job is due within the wait: a
+    thread sleeps only while a free thread of its worker could take whatever becomes due, so a
+    worker never sleeps idle while a job (of any service) could run, and a short poll does not
+    pay for a park and a claim when it need not."""
+    if seconds >= PARK_ALWAYS:
+        return True
+    if spare > 0:
+        return False
+    try:
+        row: Any = db.conn.execute(
+            "SELECT MIN(run_after) FROM jobs WHERE state = 'queued' AND runner = 'worker'"
+            " AND cancel_requested = 0"
+        ).fetchone()
+    except Exception:  # an older schema: park, as a job that waits long does
+        return True
+    return row is not None and row[0] is not None and float(row[0]) <= clock_of(db)() + seconds
+
+
 def clock_of(db: Database) -> Callable[[], float]:
     return getattr(db, "clock", time.time)
 

@@ -124,10 +124,21 @@ def _database(settings: Settings, clock: Callable[[], float] | None) -> Database
 class _Pool:
     """What the threads of one worker share."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 1) -> None:
         self.lock = threading.Lock()
+        self.size = size
         self.busy = 0  # threads claiming or running a job
         self.done = threading.Event()  # burst: nothing left
+
+
+_POOLS: list[_Pool] = []  # the running workers of this process
+
+
+def spare_threads() -> int:
+    """Threads of this process's workers that wait for a job now (0 outside a worker): a job
+    that would wait in its thread may keep it while another thread is free to take any job
+    that becomes due (stdq.slots.park_rather_than_sleep)."""
+    return sum(max(0, pool.size - pool.busy) for pool in list(_POOLS))
 
 
 def _thread_main(
@@ -275,7 +286,8 @@ def run_worker(
     pid = os.getpid()
     lease = float(settings.tasks.lease_seconds)
     beat_stop = threading.Event()
-    pool = _Pool()
+    pool = _Pool(concurrency)
+    _POOLS.append(pool)
 
     def beat() -> None:
         beat_db = _database(settings, clock)
@@ -331,6 +343,8 @@ def run_worker(
             beater.start()
     finally:
         beat_stop.set()
+        with contextlib.suppress(ValueError):
+            _POOLS.remove(pool)
         with contextlib.suppress(Exception):
             queue.unregister_worker(pid)
         database.close()

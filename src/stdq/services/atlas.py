@@ -365,7 +365,12 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         token = self.config.secret("api_key")
         if not token:
             return None
-        return http.make_host_auth(self.url, headers={"Authorization": f"Token {token}"})
+        cached = getattr(self, "_auth", None)
+        if cached is None or cached[0] != (token, self.url):  # made once: each job's client uses it
+            cached = ((token, self.url),
+                      http.make_host_auth(self.url, headers={"Authorization": f"Token {token}"}))
+            self._auth = cached
+        return cached[1]
 
     def rate_limiter(self, sleep, on_wait=None, database=None):
         """The limiter shared by every process using this data directory and server; it uses
@@ -758,8 +763,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         failures = int(kept.get("failures") or 0)
 
         def pause(seconds: float, why: str) -> None:
-            """Wait SECONDS before the next poll: parked (a worker's job) or in this thread."""
-            if context.may_postpone and context.job_id is not None:
+            """Wait SECONDS before the next poll: parked (a worker's job, when its thread can
+            serve another job: stdq.slots.park_rather_than_sleep) or in this thread."""
+            if context.may_postpone and context.job_id is not None and self._park(context, seconds):
                 from stdq.slots import Waiting
 
                 context.save_checkpoint(poll={"etag": etag, "task": task, "failures": failures,
@@ -829,6 +835,13 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 )
             where = "running" if task.get("starttimestamp") else "queued"
             pause(self._next_wait(task, waits, task_id, context), f"ATLAS task {task_id} {where}")
+
+    @staticmethod
+    def _park(context: QueryContext, seconds: float) -> bool:
+        from stdq.jobs.worker import spare_threads
+        from stdq.slots import park_rather_than_sleep
+
+        return park_rather_than_sleep(context.store.db, seconds, spare_threads())
 
     @staticmethod
     def _next_wait(
