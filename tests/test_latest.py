@@ -210,3 +210,26 @@ def test_two_threads_adding_products_of_one_folder_end_in_the_full_result(store,
     assert latest._read_ids(where) == [p.id for p in products]
     assert (where / "latest.csv").read_bytes() == full_bytes(store)["latest.csv"]
     assert not [p for p in where.iterdir() if p.name.endswith(".tmp")]
+
+
+FIRST = {
+    **{f"night {i}": (rows, EXTRA.get(i)) for i, rows in enumerate(NIGHTS)},
+    "whole floats": (NIGHTS[5], {"atlas_n": [1.0, 2.0]}),  # written 1.0, 2.0 (read back as floats)
+    "a comma in a text": (NIGHTS[5], {"object_id": ["x,1", "y"]}),  # quoted: the table is written
+    "unsorted": (NIGHTS[0][::-1], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIRST))
+def test_the_first_product_of_a_folder_gives_the_bytes_of_a_rebuild(store, case):
+    """The first product's latest.csv is its photometry.csv with the masked column added
+    (not formatted again, when nothing in it is quoted): the bytes of a full rebuild."""
+    rows, extra = FIRST[case]
+    masks.add(store.db, TARGET["name"], [(SERVICE, "c"), (SERVICE, "h")], None)
+    product = add(store, rows, extra)
+    latest.add_product(store, product)
+    where = folder(store)
+    assert (where / "latest.csv").read_bytes() == full_bytes(store)["latest.csv"]
+    lines = (where / "latest.csv").read_text().splitlines()
+    assert lines[0].endswith(",product_id,masked" if not extra or "object_id" in extra else ",masked")
+    assert len(lines) == 1 + len({r[0] or f"~{r[1]}" for r in rows})

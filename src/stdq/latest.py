@@ -168,6 +168,13 @@ def add_product(store: Store, product: Product | Any, *, ecsv: bool = False) -> 
     with _locked(folder):
         products = folder_products(store, folder, service)
         ids = [p.id for p in products]
+        if ids == [product.id]:  # the first product
+            new = read_products(products)
+            table = combine(new)
+            # no row dropped (a repeated one) and none moved (sorted already): its file's lines
+            same = len(table) == len(new) and bool(new["mjd"].is_monotonic_increasing)
+            return _write(store, folder, service, products, table, ecsv,
+                          copy_of=products[0].photometry_path if same else None)
         previous = None
         if len(ids) > 1 and ids[-1] == product.id:
             previous = _current_table(folder, ids[:-1])
@@ -189,9 +196,10 @@ def _rebuild(
 
 def _write(
     store: Store, folder: Path, service: str, products: list[Product], table: pd.DataFrame,
-    ecsv: bool,
+    ecsv: bool, *, copy_of: Path | None = None,
 ) -> Latest:
-    """TABLE (combined) with its masks as latest.csv (and latest.ecsv), then the state."""
+    """TABLE (combined) with its masks as latest.csv (and latest.ecsv), then the state.
+    COPY_OF: the photometry.csv TABLE was written as, row for row (:func:`_with_masked`)."""
     from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
     from stdq.photometry import write_table
     from stdq.store import atomic_write
@@ -199,10 +207,12 @@ def _write(
     csv_path, ecsv_path = folder / LATEST_CSV, folder / LATEST_ECSV
     (folder / STATE).unlink(missing_ok=True)  # a crash from here on: the next change rebuilds
     table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
+    data = _with_masked(copy_of, table) if copy_of is not None else None
     # not fsync'ed (durable=False): a derived file; after a power cut it is at worst behind
     # or gone, and its state (written after it) then names no such file: rebuilt in full
     atomic_write(
-        csv_path, lambda fh: write_table(table, fh, "csv"), data_dir=store.data_dir, durable=False
+        csv_path, data if data is not None else (lambda fh: write_table(table, fh, "csv")),
+        data_dir=store.data_dir, durable=False,
     )
     if ecsv or ecsv_path.exists():
         meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
@@ -213,6 +223,31 @@ def _write(
     ids = [p.id for p in products]
     _write_state(folder, {"products": ids, "csv": _identity(csv_path)})
     return Latest(csv_path, int(len(table)), tuple(ids))
+
+
+def _with_masked(source: Path, table: pd.DataFrame) -> bytes | None:
+    """latest.csv as bytes from SOURCE, the photometry.csv whose rows TABLE (with its masked
+    column) has in the same order: each line and ``,True``/``,False`` -- what write_table
+    gives (one line a row, each column's text its own, booleans True/False) without
+    formatting the table again. None (write the table) when the file has a quoted field (a
+    line break may be inside it) or does not have TABLE's rows and columns."""
+    from stdq.masks import MASKED_COLUMN
+
+    try:
+        data = source.read_bytes()
+    except OSError:
+        return None
+    if b'"' in data or b"\r" in data or not data.endswith(b"\n"):
+        return None
+    lines = data[:-1].split(b"\n")
+    header = lines[0].decode("utf-8", "replace").split(",") + [MASKED_COLUMN]
+    if len(lines) != len(table) + 1 or header != [str(c) for c in table.columns]:
+        return None
+    ends = (b",False", b",True")
+    flags = table[MASKED_COLUMN].to_numpy(dtype=bool).tolist()
+    out = [lines[0] + b"," + MASKED_COLUMN.encode()]
+    out += [line + ends[flag] for line, flag in zip(lines[1:], flags, strict=True)]
+    return b"\n".join(out) + b"\n"
 
 
 def _identity(path: Path) -> list[int] | None:
