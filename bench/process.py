@@ -108,12 +108,16 @@ def normalize_once(path: Path):
 
 
 def whole_path(path: Path, out: Path):
-    """The whole path: parsed, normalized, written as photometry.csv."""
-    from stdq import photometry
+    """The whole path: parsed, normalized, written as photometry.csv (with the C heap's
+    free pages given back between the stages, as process_product does)."""
+    from stdq import memory, photometry
 
+    memory.release()
     table, product = normalize_once(path)
+    memory.release()
     with open(out, "wb") as fh:
         photometry.write_table(table, fh, "csv")
+    memory.release()
     return table, product
 
 

@@ -74,11 +74,14 @@ def process_product(
     writing meets (an overflow, a recursion, a bug) as QueryFailed (exit 1) naming
     the service and the error, never an internal error.
     """
+    from stdq.memory import release
+
     used: tuple[Any, str, str] = (None, "", "")
     try:
         used = processor_for(settings, product.data_product_type, product.service)
         processor = used[0]
         product.left_out = {}
+        release()  # the pages of the answers the query freed (stdq.memory)
         try:
             table: pd.DataFrame = processor.process(product)
             requires = getattr(processor, "requires_errors", None)
@@ -96,7 +99,9 @@ def process_product(
             raise QueryFailed(
                 f"{product.service}: the answer could not be processed ({one_line(exc)})"
             ) from exc
+        release()  # the parsed answers, freed
         atomic_write(product.photometry_path, lambda fh: photometry.write_table(table, fh, "csv"))
+        release()  # the writer's chunks
         photometry.remember_written(product.photometry_path, table)  # not read back (issue 10)
         summary = photometry.summarize(table)
         _write_product_json(product, query, service_info, used, summary, None)
