@@ -233,3 +233,28 @@ def test_the_first_product_of_a_folder_gives_the_bytes_of_a_rebuild(store, case)
     lines = (where / "latest.csv").read_text().splitlines()
     assert lines[0].endswith(",product_id,masked" if not extra or "object_id" in extra else ",masked")
     assert len(lines) == 1 + len({r[0] or f"~{r[1]}" for r in rows})
+
+
+def test_new_rows_of_the_product_merged_last_read_only_that_product(store, reads):
+    """stdq update's new rows (and the hook's new detections) of a merged product come from
+    the keys its merge found already stored, not from reading every earlier product."""
+    expected = [["a", "b", "c", "~"], ["e", "f"], [], ["g"], [], ["h", "i"]]  # by hand
+    for night, rows in enumerate(NIGHTS):
+        product = add(store, rows, EXTRA.get(night))
+        latest.add_product(store, product)
+        reads.clear()
+        fast = latest.new_rows(store, folder(store), SERVICE, [product.id])
+        assert reads == [[product.id]], night
+        got = sorted(r if isinstance(r, str) else "~" for r in fast["source_row_id"])
+        assert got == expected[night], night
+        # the same as reading every earlier product (no state to go by)
+        state = folder(store) / latest.STATE
+        saved = state.read_bytes()
+        state.unlink()
+        slow = latest.new_rows(store, folder(store), SERVICE, [product.id])
+        state.write_bytes(saved)
+        pd.testing.assert_frame_equal(fast, slow)
+    # the state speaks of the last product only: an earlier one reads its earlier ones
+    reads.clear()
+    assert len(latest.new_rows(store, folder(store), SERVICE, [2])) == 2
+    assert reads == [[2], [1]]

@@ -180,8 +180,12 @@ def add_product(store: Store, product: Product | Any, *, ecsv: bool = False) -> 
             previous = _current_table(folder, ids[:-1])
         if previous is None:
             return _rebuild(store, folder, service, products, ecsv)
-        table = combine(concat([previous, read_products([products[-1]])]))
-        return _write(store, folder, service, products, table, ecsv)
+        new = read_products([products[-1]])
+        table = combine(concat([previous, new]))
+        # its rows the earlier products have too (new_rows: the others are new), kept in the state
+        known = sorted(set(row_keys(new)) & set(row_keys(previous))) if len(new) else []
+        return _write(store, folder, service, products, table, ecsv,
+                      added={"product": product.id, "known": known})
 
 
 def _rebuild(
@@ -196,10 +200,11 @@ def _rebuild(
 
 def _write(
     store: Store, folder: Path, service: str, products: list[Product], table: pd.DataFrame,
-    ecsv: bool, *, copy_of: Path | None = None,
+    ecsv: bool, *, copy_of: Path | None = None, added: dict[str, Any] | None = None,
 ) -> Latest:
     """TABLE (combined) with its masks as latest.csv (and latest.ecsv), then the state.
-    COPY_OF: the photometry.csv TABLE was written as, row for row (:func:`_with_masked`)."""
+    COPY_OF: the photometry.csv TABLE was written as, row for row (:func:`_with_masked`).
+    ADDED: the product just merged and the keys of its rows the earlier ones have."""
     from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
     from stdq.photometry import write_table
     from stdq.store import atomic_write
@@ -221,33 +226,29 @@ def _write(
             durable=False,
         )
     ids = [p.id for p in products]
-    _write_state(folder, {"products": ids, "csv": _identity(csv_path)})
+    state: dict[str, Any] = {"products": ids, "csv": _identity(csv_path)}
+    if added is not None:
+        state["added"] = added
+    _write_state(folder, state)
     return Latest(csv_path, int(len(table)), tuple(ids))
 
 
-def _with_masked(source: Path, table: pd.DataFrame) -> bytes | None:
-    """latest.csv as bytes from SOURCE, the photometry.csv whose rows TABLE (with its masked
-    column) has in the same order: each line and ``,True``/``,False`` -- what write_table
-    gives (one line a row, each column's text its own, booleans True/False) without
-    formatting the table again. None (write the table) when the file has a quoted field (a
-    line break may be inside it) or does not have TABLE's rows and columns."""
+def _with_masked(source: Path, table: pd.DataFrame) -> Any:
+    """A writer of latest.csv from SOURCE, the photometry.csv whose rows TABLE (with its
+    masked column) has in the same order: each line and ``,True``/``,False`` -- what
+    write_table gives (one line a row, each column's text its own, booleans True/False)
+    without formatting the table again, streamed (photometry.csv_with_flag_column; the
+    file and its lines as bytes in memory: +180 MiB for 100,000 rows). None (write the
+    table) when the file has a quoted field (a line break may be inside it) or does not
+    have TABLE's rows and columns."""
     from stdq.masks import MASKED_COLUMN
+    from stdq.photometry import csv_with_flag_column
 
-    try:
-        data = source.read_bytes()
-    except OSError:
+    columns = [str(c) for c in table.columns]
+    if columns[-1:] != [MASKED_COLUMN]:
         return None
-    if b'"' in data or b"\r" in data or not data.endswith(b"\n"):
-        return None
-    lines = data[:-1].split(b"\n")
-    header = lines[0].decode("utf-8", "replace").split(",") + [MASKED_COLUMN]
-    if len(lines) != len(table) + 1 or header != [str(c) for c in table.columns]:
-        return None
-    ends = (b",False", b",True")
-    flags = table[MASKED_COLUMN].to_numpy(dtype=bool).tolist()
-    out = [lines[0] + b"," + MASKED_COLUMN.encode()]
-    out += [line + ends[flag] for line, flag in zip(lines[1:], flags, strict=True)]
-    return b"\n".join(out) + b"\n"
+    flags = table[MASKED_COLUMN].to_numpy(dtype=bool)
+    return csv_with_flag_column(source, columns[:-1], MASKED_COLUMN, flags)
 
 
 def _identity(path: Path) -> list[int] | None:
@@ -379,8 +380,24 @@ def new_rows(store: Store, folder: Path, service: str, product_ids: Iterable[int
     earlier = [p for p in products if p.id < ids[0]]
     if not earlier:
         return table
-    known = set(row_keys(read_products(earlier)))
+    known = _known_keys(folder, ids, [p.id for p in earlier])
+    if known is None:  # not the product merged last: read every earlier product
+        known = set(row_keys(read_products(earlier)))
     return table[~row_keys(table).isin(known)].reset_index(drop=True)
+
+
+def _known_keys(folder: Path, ids: list[int], earlier: list[int]) -> set[str] | None:
+    """The keys of the rows of product IDS (one) that the products EARLIER have too, from
+    the state of its merge (what latest.csv held before it); None when the state is of
+    another product or other earlier products."""
+    state = _read_state(folder)
+    added = state.get("added") if state else None
+    if len(ids) != 1 or not isinstance(added, dict) or added.get("product") != ids[0]:
+        return None
+    if state is None or state.get("products") != [*earlier, ids[0]]:
+        return None
+    known = added.get("known")
+    return {str(k) for k in known} if isinstance(known, list) else None
 
 
 # -- removing products ------------------------------------------------------------------------
