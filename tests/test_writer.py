@@ -223,6 +223,51 @@ def test_a_failing_chunk_is_an_error_not_a_short_file(monkeypatch):
         photometry.write_csv(df, io.BytesIO(), engine="arrow")
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["none", "all", "some"])
+def test_csv_with_flag_column_gives_the_bytes_of_the_table_with_it(tmp_path, monkeypatch, engine, kind):
+    """photometry.csv plus a True/False column, copied line for line in small blocks (every
+    block boundary inside a line), equals write_csv of the table with that column."""
+    monkeypatch.setattr(photometry, "COPY_BLOCK", 97)
+    n = 500
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": 60000.0 + np.arange(n) / 7, "flux_ujy": np.arange(n) / 3.0,
+                      "flux_err_ujy": np.ones(n), "band": ["ztfg"] * n}),
+        product_id=1,
+    )
+    source = tmp_path / "photometry.csv"
+    source.write_bytes(written(df, tmp_path, engine))
+    flags = {"none": np.zeros(n, bool), "all": np.ones(n, bool), "some": np.arange(n) % 7 == 3}[kind]
+    with_flags = df.copy()
+    with_flags["masked"] = flags
+    writer = photometry.csv_with_flag_column(source, list(df.columns), "masked", flags)
+    assert writer is not None
+    out = io.BytesIO()
+    writer(out)
+    assert out.getvalue() == written(with_flags, tmp_path, engine)
+
+
+def test_csv_with_flag_column_refuses_what_it_cannot_copy_line_by_line(tmp_path):
+    header = "a,b\n"
+    cases = {
+        "quoted": (header + '1,"x, y"\n', 1),
+        "carriage return": (header + "1,x\r\n", 1),
+        "no final line break": (header + "1,x", 1),
+        "rows not flags": (header + "1,x\n2,y\n", 3),
+        "header": ("a,c\n1,x\n", 1),
+    }
+    for label, (text, rows) in cases.items():
+        path = tmp_path / "t.csv"
+        path.write_text(text, newline="")
+        assert photometry.csv_with_flag_column(path, ["a", "b"], "masked", np.zeros(rows, bool)) is None, label
+    assert photometry.csv_with_flag_column(tmp_path / "gone.csv", ["a", "b"], "m", []) is None
+    path.write_text(header)
+    writer = photometry.csv_with_flag_column(path, ["a", "b"], "masked", [])
+    out = io.BytesIO()
+    writer(out)
+    assert out.getvalue() == b"a,b,masked\n"
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=20))
 def test_any_float_reads_back_equal(values):

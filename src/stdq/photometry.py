@@ -1020,6 +1020,67 @@ def copy_table_file(src: Any, dest: Any) -> None:
         raise write_error(exc, dest, None) from exc
 
 
+COPY_BLOCK = 1 << 20  # bytes read at a time by csv_with_flag_column
+
+
+def csv_with_flag_column(
+    source: Any, columns: list[str], name: str, flags: Any
+) -> Callable[[IO[bytes]], None] | None:
+    """A writer of the CSV file SOURCE (as write_csv writes it) with one more column NAME,
+    ``True``/``False`` per row by FLAGS (booleans, one a row): each line of SOURCE and
+    ``,True`` or ``,False`` -- the bytes write_csv gives for the table with that column,
+    without formatting the table again -- streamed COPY_BLOCK bytes at a time (never the
+    file in memory). None when SOURCE cannot be copied line for line: it cannot be read,
+    has a quoted field (a line break may be inside it) or a carriage return, does not end
+    in a line break, its header is not COLUMNS, or it has not one line per flag."""
+    import numpy as np
+
+    flags = np.asarray(flags, dtype=bool)
+    try:
+        with open(source, "rb") as fh:
+            header = fh.readline()
+            if header[-1:] != b"\n" or b'"' in header or b"\r" in header:
+                return None
+            if header[:-1].decode("utf-8", "replace").split(",") != [str(c) for c in columns]:
+                return None
+            rows, last = 0, b"\n"
+            while block := fh.read(COPY_BLOCK):
+                if b'"' in block or b"\r" in block:
+                    return None
+                rows += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    if last != b"\n" or rows != len(flags):
+        return None
+    ends = (b",False", b",True")
+
+    def write(dest: IO[bytes]) -> None:
+        with open(source, "rb") as fh:
+            dest.write(fh.readline()[:-1] + b"," + name.encode("utf-8") + b"\n")
+            done, rest = 0, b""
+            while block := fh.read(COPY_BLOCK):
+                block = rest + block
+                cut = block.rfind(b"\n") + 1
+                lines, rest = block[:cut], block[cut:]
+                count = lines.count(b"\n")
+                part = flags[done : done + count]
+                if len(part) != count:
+                    raise ValueError(f"{source}: changed while it was copied")
+                if not part.any():
+                    dest.write(lines.replace(b"\n", b",False\n"))
+                elif part.all():
+                    dest.write(lines.replace(b"\n", b",True\n"))
+                else:
+                    pieces = lines[:-1].split(b"\n")
+                    dest.write(b"".join(line + ends[flag] + b"\n" for line, flag in zip(pieces, part.tolist(), strict=True)))
+                done += count
+            if rest or done != len(flags):
+                raise ValueError(f"{source}: changed while it was copied")
+
+    return write
+
+
 def read_table(path) -> pd.DataFrame:
     """Read a normalized photometry.csv back, with its dtypes (the table itself, when this
     process has just written it and the file is unchanged: remember_written)."""
