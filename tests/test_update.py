@@ -193,10 +193,18 @@ def test_background_submits_worker_jobs_and_returns(stdq):
     assert again["new_rows"] == 0 and again["rows_total"] > 0
 
 
-def test_ecsv_format_writes_latest_ecsv(stdq):
+def test_ecsv_format_writes_latest_ecsv_and_later_runs_keep_it_up_to_date(stdq, monkeypatch):
     (item,) = update_json(stdq, SN, "--services", "ztf", "--format", "ecsv")
     path = Path(item["latest_path"]).with_name("latest.ecsv")
     assert path.read_text().startswith("# %ECSV")
+
+    def data_lines() -> int:  # the ECSV's rows: after its "# " header and the column names
+        return sum(1 for line in path.read_text().splitlines() if not line.startswith("#")) - 1
+
+    assert data_lines() == item["rows_total"]
+    add_night(monkeypatch)
+    (second,) = update_json(stdq, SN, "--services", "ztf")  # no --format: kept all the same
+    assert second["new_rows"] == 2 and data_lines() == second["rows_total"] == item["rows_total"] + 2
 
 
 def test_atlas_through_a_worker_asks_from_the_newest_epoch_and_joins_queued_jobs(stdq):

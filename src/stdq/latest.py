@@ -327,25 +327,29 @@ def rebuild_for(store: Store, product: Product | Any) -> Latest | None:
         return None
 
 
-def current(store: Store, folder: Path, service: str) -> Path | None:
+def current(store: Store, folder: Path, service: str, *, ecsv: bool = False) -> Path | None:
     """FOLDER's latest.csv, rebuilt first when it is missing or was not built from exactly
-    today's ready products (a worker killed between a product and its merge); None when
-    there is no ready product."""
+    today's ready products (a worker killed between a product and its merge), or, with
+    ECSV, when latest.ecsv is not there yet; None when there is no ready product."""
     from stdq.store import check_inside
 
     products = folder_products(store, folder, service)
     if not products:
         return None
     path = folder / LATEST_CSV
-    if _state_matches(folder, [p.id for p in products]):  # read only: no lock needed
+
+    def up_to_date(ids: list[int]) -> bool:
+        return _state_matches(folder, ids) and (not ecsv or (folder / LATEST_ECSV).is_file())
+
+    if up_to_date([p.id for p in products]):  # read only: no lock needed
         return path
     check_inside(store.data_dir, folder)
     try:
         with _locked(folder):
             products = folder_products(store, folder, service)
-            if _state_matches(folder, [p.id for p in products]):
+            if up_to_date([p.id for p in products]):
                 return path
-            return _rebuild(store, folder, service, products, False).path
+            return _rebuild(store, folder, service, products, ecsv).path
     except Exception as exc:  # a read-only data directory: the file as it is
         if not path.is_file():
             raise

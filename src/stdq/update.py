@@ -217,7 +217,7 @@ def submit(
 
 def settle(sdq: Stdq, item: UpdateItem, job: Job, *, ecsv: bool = False) -> None:
     """Fill ITEM from its ended (or retry-waiting) JOB: state, new rows, totals, the hook."""
-    from stdq.latest import LATEST_CSV, folder_products, new_rows, rebuild
+    from stdq.latest import current, new_rows
 
     now = sdq.clock()
     if not job.settled(now):
@@ -238,12 +238,12 @@ def settle(sdq: Stdq, item: UpdateItem, job: Job, *, ecsv: bool = False) -> None
         item.exit_code = job.exit_code or errors.EXIT_FAILED
         if outcome is None:  # an in-process job whose process died: resumable
             item.state, item.exit_code = "abandoned", errors.EXIT_FAILED
-    if folder_products(sdq.store, item.folder, item.service):
-        built = rebuild(sdq.store, item.folder, item.service, ecsv=ecsv) if ecsv else None
-        path = built.path if built else item.folder / LATEST_CSV
-        if path is not None and path.is_file():
-            item.latest_path = str(path)
-            item.rows_total = _count_rows(path)
+    # latest.csv as its worker left it (merged), rebuilt only when behind its products (a
+    # worker killed in between) or, the first time --format ecsv is asked, for latest.ecsv
+    path = current(sdq.store, item.folder, item.service, ecsv=ecsv)
+    if path is not None and path.is_file():
+        item.latest_path = str(path)
+        item.rows_total = _count_rows(path)
     row = sdq.store.conn.execute(
         "SELECT hook, hook_state FROM update_jobs WHERE job_id = ?", (job.id,)
     ).fetchone()
