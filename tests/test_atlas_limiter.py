@@ -196,3 +196,18 @@ def test_the_http_client_settles_its_slots_when_answers_arrive(tmp_path):
     stored = sorted(r[0] - start for r in writes.db.conn.execute("SELECT ts FROM limiter WHERE scope = 'w'"))
     assert stored == [6.0, 66.0]  # the first left the window (removed); the third settled at 66
     both.close()
+
+
+def test_turns_of_a_line_of_requests(tmp_path):
+    """3 per 10 s, slots taken at 0 and 2, now 5: the next request may go now, then at 10 and
+    12 (those slots a window on), then a window after each of those three."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(tmp_path, "w", 3, 10.0, margin=0, sleep=clock.sleep, clock=clock)
+    limiter.acquire()
+    clock.now = 2.0
+    limiter.acquire()
+    clock.now = 5.0
+    turn_at = limiter.turns()
+    assert [turn_at(k) for k in range(7)] == [5.0, 10.0, 12.0, 15.0, 20.0, 22.0, 25.0]
+    assert RateLimiter(tmp_path, "off", 0, 10.0, clock=clock).turns()(50) == 5.0
+    limiter.close()

@@ -246,3 +246,22 @@ def test_a_short_wait_parks_only_when_no_thread_is_free_and_a_job_is_due(databas
         assert not park_rather_than_sleep(db, 0.9, spare=0)  # cancelled: nothing to run
     finally:
         db.close()
+
+
+def test_postpone_line_gives_each_waiting_job_its_turn(database):
+    from stdq.slots import postpone_line
+
+    queue = JobQueue(database)
+    ids = [new_job(queue, i) for i in range(5)]
+    queue.save_checkpoint(ids[0], {"task_url": "http://h/queue/1/"})  # submitted: not in line
+    claimed = queue.claim("me", 30.0)  # ids[0], the oldest due
+    assert claimed is not None and claimed.id == ids[0]
+    second = queue.claim("me", 30.0)  # ids[1] runs: in line (first), not moved
+    assert second is not None and second.id == ids[1]
+    with database.transaction() as conn:
+        conn.execute("UPDATE jobs SET run_after = 500 WHERE id = ?", (ids[4],))  # due later already
+    moved = postpone_line(database, "atlas", lambda k: 100.0 + 10.0 * k, 1.0)
+    due = {r[0]: r[1] for r in database.conn.execute("SELECT id, run_after FROM jobs")}
+    # in line: ids[1] (0 ahead, running), ids[2] (1), ids[3] (2), ids[4] (3); LEAD 1 s early
+    assert (due[ids[2]], due[ids[3]], due[ids[4]]) == (109.0, 119.0, 500.0)
+    assert moved == 2

@@ -144,6 +144,22 @@ class RateLimiter:
             return 0.0
         return max(0.01, float(rows[-1][0]) + self.span - now)
 
+    def turns(self) -> Callable[[int], float]:
+        """When (clock time) the K-th next slot frees (K = 0: the next one), if every slot is taken
+        again as soon as it frees: the free slots now, then each slot in the window a span after
+        it was taken, then the same a span later, and so on. What a line of waiting requests
+        uses to come back just before its turn."""
+        now = self._clock()
+        if self.limit <= 0 or self.window <= 0:
+            return lambda k: now
+        rows = self.db.conn.execute(
+            "SELECT ts FROM limiter WHERE scope = ? AND ts > ? ORDER BY ts DESC LIMIT ?",
+            (self.scope, now - self.span, self.limit),
+        ).fetchall()
+        frees = sorted([now] * (self.limit - len(rows)) + [float(r[0]) + self.span for r in rows])
+        limit, span = self.limit, self.span
+        return lambda k: frees[k % limit] + span * (k // limit)
+
     def in_window(self) -> int:
         """How many slots of this scope lie within the window now (for tests and display)."""
         row = self.db.conn.execute(

@@ -176,28 +176,28 @@ def submissions_ahead(db: Database, service: str, job_id: int, slot_key: str = "
 
 
 def postpone_line(
-    db: Database, service: str, first_due: float, per_window: int, window: float,
+    db: Database, service: str, turn_at: Callable[[int], float], lead: float,
     slot_key: str = "task_url",
 ) -> int:
     """Give every queued job of SERVICE waiting to submit (no SLOT_KEY in its checkpoint) its
     turn at once, first come first served: the job with A such jobs before it (queued or
-    running, lower id) becomes due at FIRST_DUE + WINDOW * (A // PER_WINDOW) (never earlier
-    than it was due). One statement instead of one claim per job that would only find the
-    budget used up and be postponed. Returns how many jobs were moved."""
-    if per_window <= 0:
-        return 0
+    running, lower id) becomes due LEAD seconds before TURN_AT(A) (never earlier than it was
+    due). One transaction instead of one claim per job that would only find the budget used up
+    and be postponed. Returns how many jobs were moved."""
     with db.transaction() as conn:
-        cur = conn.execute(
-            "WITH line AS (SELECT id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS ahead FROM jobs"
-            " WHERE service = :service AND state IN ('queued', 'running') AND (checkpoint_json IS"
-            " NULL OR json_extract(checkpoint_json, '$.' || :key) IS NULL))"
-            " UPDATE jobs SET run_after = :due + :window * (line.ahead / :per) FROM line"
-            " WHERE jobs.id = line.id AND jobs.state = 'queued' AND jobs.cancel_requested = 0"
-            " AND jobs.run_after < :due + :window * (line.ahead / :per)",
-            {"service": service, "key": slot_key, "due": first_due, "window": window,
-             "per": int(per_window)},
-        )
-        return int(cur.rowcount)
+        rows = conn.execute(
+            "SELECT id, state, run_after, cancel_requested FROM jobs WHERE service = ? AND state"
+            " IN ('queued', 'running') AND (checkpoint_json IS NULL OR"
+            " json_extract(checkpoint_json, '$.' || ?) IS NULL) ORDER BY id",
+            (service, slot_key),
+        ).fetchall()
+        moves = []
+        for ahead, (job_id, state, run_after, cancel) in enumerate(rows):
+            due = turn_at(ahead) - lead
+            if state == "queued" and not cancel and due > float(run_after or 0.0) + 0.05:
+                moves.append((due, job_id))
+        conn.executemany("UPDATE jobs SET run_after = ? WHERE id = ? AND state = 'queued'", moves)
+        return len(moves)
 
 
 PARK_ALWAYS = 2.0  # a wait at least this long always gives the thread back (seconds)
@@ -229,10 +229,19 @@ def clock_of(db: Database) -> Callable[[], float]:
     return getattr(db, "clock", time.time)
 
 
-def has_deferred(db: Database) -> bool:
-    """Whether any deferred DELETE waits (cheap: the worker asks it when idle)."""
+DELETE_TRIES = 5  # a burst worker stays for a deferred DELETE that failed fewer times than this
+
+
+def has_deferred(db: Database, *, retried_below: int | None = None) -> bool:
+    """Whether any deferred DELETE waits (cheap: the worker asks it when idle); with
+    RETRIED_BELOW, only one that failed fewer times than that."""
     try:
-        row: Any = db.conn.execute("SELECT 1 FROM deferred_deletes LIMIT 1").fetchone()
+        if retried_below is None:
+            row: Any = db.conn.execute("SELECT 1 FROM deferred_deletes LIMIT 1").fetchone()
+        else:
+            row = db.conn.execute(
+                "SELECT 1 FROM deferred_deletes WHERE tries < ? LIMIT 1", (retried_below,)
+            ).fetchone()
     except Exception:  # an older schema, or no database yet
         return False
     return row is not None

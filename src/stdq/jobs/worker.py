@@ -167,7 +167,8 @@ def _thread_main(
                 with pool.lock:
                     pool.busy -= 1
                     idle = pool.busy == 0
-                if burst and idle and not _claimable(queue) and not _postponed(database):
+                if (burst and idle and not _claimable(queue) and not _postponed(database)
+                        and not _deletes_left(database)):
                     pool.done.set()
                     break
                 stop.wait(_idle_wait(queue, burst))
@@ -208,9 +209,17 @@ def _postponed(database: Database) -> bool:
     return postponed_due(database) is not None
 
 
+def _deletes_left(database: Database) -> bool:
+    """Whether a deferred DELETE (stdq.slots) is still to be sent: a burst worker stays for it
+    (one that failed DELETE_TRIES times is left for a later worker)."""
+    from stdq.slots import DELETE_TRIES, has_deferred
+
+    return has_deferred(database, retried_below=DELETE_TRIES)
+
+
 def _drain_deferred(settings: Settings, database: Database, *, most: int) -> None:
     """An idle thread DELETEs remote tasks whose DELETE was deferred (stdq.slots; the ATLAS
-    write budget), when any wait; never raises."""
+    write budget), as many as the budget has room for now, when any wait; never raises."""
     from stdq.slots import has_deferred
 
     if not has_deferred(database):

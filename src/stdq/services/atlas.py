@@ -79,6 +79,8 @@ CREATE_GRACE_MAX = 60.0  # ... but at most this many seconds
 LIST_PAGESIZE = 100  # the server's max_page_size
 MAX_LIST_PAGES = 10  # the newest 1000 tasks are searched for a key
 PAGE_NOT_FOUND = "Page not found"  # the body of the 404 of an archived task
+TURN_HORIZON = 1.0  # a submission whose write slot frees within this waits for it in its thread
+TURN_LEAD = 0.5  # a postponed submission comes back this long before its turn
 
 
 class AtlasQueryForm(QueryForm):
@@ -495,8 +497,15 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             return
 
     def _before_submit(self, context: QueryContext) -> None:
-        """Wait (in-process) or postpone (a worker's job) until a submission may go: a write
-        slot free now and fewer than max_queued of the account's tasks unstarted."""
+        """Wait (in-process) or postpone (a worker's job) until a submission may go: its turn
+        for a write slot near and fewer than max_queued of the account's tasks unstarted.
+
+        A worker's job waits in line, first come first served: with A submissions of the
+        account before it (lower job ids, not yet submitted), its turn is when the (A+1)-th
+        next write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A turn more than
+        TURN_HORIZON away postpones the job -- and gives every job in line its own turn, in
+        one transaction -- to come back TURN_LEAD before it; a nearer one is waited for in
+        the thread (the limiter), so each slot is taken as soon as it frees."""
         from stdq.slots import Postponed
 
         look = max(0.05, float(self.config.values["poll_interval"]))
@@ -504,25 +513,20 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         try:
             while True:
                 context.check_cancelled()
-                wait = limiter.writes.wait_time()
-                if wait > 1.0 and context.may_postpone:
-                    # first come, first served: a job with more than a window's worth of
-                    # submissions ahead of it comes back a window later per window's worth
-                    # (fewer claims that only find the budget used up again)
-                    later = 0.0
-                    if context.job_id is not None and limiter.writes.limit > 0:
-                        from stdq.slots import postpone_line, submissions_ahead
+                if context.may_postpone and context.job_id is not None and limiter.writes.limit > 0:
+                    from stdq.slots import postpone_line, submissions_ahead
 
-                        database = context.store.db
-                        ahead = submissions_ahead(database, self.name, int(context.job_id))
-                        later = limiter.writes.span * (ahead // limiter.writes.limit)
-                        # and every other job in line its turn, in one statement
-                        postpone_line(database, self.name, context.clock() + wait,
-                                      limiter.writes.limit, limiter.writes.span)
-                    raise Postponed(
-                        f"atlas: the ATLAS write budget is used up for {wait:.1f} s",
-                        retry_after=wait + later,
-                    )
+                    database = context.store.db
+                    turn_at = limiter.writes.turns()
+                    ahead = submissions_ahead(database, self.name, int(context.job_id))
+                    start = turn_at(ahead) - context.clock()
+                    if start > TURN_HORIZON:
+                        postpone_line(database, self.name, turn_at, TURN_LEAD)
+                        raise Postponed(
+                            f"atlas: the ATLAS write budget is used up; {ahead} submission(s)"
+                            f" before this one; its turn in {start:.1f} s",
+                            retry_after=start - TURN_LEAD,
+                        )
                 if context.job_id is None or self._slots(context).take(int(context.job_id)):
                     return
                 limit = min(500, int(self.config.values["max_queued"]))
@@ -564,8 +568,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             product.notes["remote_task_deleted"] = "deferred"
 
     def drain_deferred(self, database: Any, *, client: Client | None = None, most: int = 1000) -> int:
-        """DELETE deferred finished tasks while the write budget has room after every waiting
-        submission; returns how many were deleted."""
+        """DELETE deferred finished tasks while the write budget has room now after every
+        waiting submission (a thread never waits in the limiter for one: an idle worker asks
+        again later); returns how many were deleted."""
         from stdq import http
         from stdq.limiter import settle_on_answer
         from stdq.slots import DeferredDeletes, waiting_submissions
@@ -582,9 +587,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             )
             settle_on_answer(client, limiter)
 
-        def room() -> bool:  # no submission waits (the DELETE waits its turn), or room for all
-            waiting = waiting_submissions(database, self.name)
-            return waiting == 0 or limiter.writes.free() > waiting
+        def room() -> bool:  # a write free now beyond every waiting submission: never a wait
+            return limiter.writes.free() > waiting_submissions(database, self.name)
 
         def delete(url: str) -> bool:
             assert client is not None
