@@ -821,20 +821,30 @@ def _constant_columns(df: pd.DataFrame, whole: set[str]) -> dict[str, Any]:
             continue
         values = column.to_numpy()
         first = values[0]
+        sample = values[:: max(1, len(values) // 64)]  # most columns differ here already
+        if column.dtype == np.float64:
+            sample = sample.view("u8") == sample[:1].view("u8")
+        if not _all_equal(sample, first):
+            continue
         if column.dtype == np.float64:  # the same bits (0.0 and -0.0 are written apart)
             if np.isfinite(first) and (values.view("u8") == values[:1].view("u8")).all():
                 out[name] = pa.scalar(float(first), type=pa.float64())
         elif column.dtype == np.int64:
             if (values == first).all():
                 out[name] = pa.scalar(int(first), type=pa.int64())
-        elif type(first) is str and not any(c in first for c in ',"\r\n'):
-            try:
-                same = bool((values == first).all())
-            except (TypeError, ValueError):  # pd.NA and the like: not one text
-                same = False
-            if same:
-                out[name] = pa.scalar(first, type=pa.string())
+        elif type(first) is str and not any(c in first for c in ',"\r\n') and _all_equal(values, first):
+            out[name] = pa.scalar(first, type=pa.string())
     return out
+
+
+def _all_equal(values: Any, first: Any) -> bool:
+    """Whether every value equals FIRST (a boolean array: whether all are true)."""
+    try:
+        if values.dtype == bool:
+            return bool(values.all())
+        return bool((values == first).all())
+    except (TypeError, ValueError):  # pd.NA and the like: not one value
+        return False
 
 
 def _chunk_arrays(
