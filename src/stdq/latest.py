@@ -9,9 +9,14 @@ filter), the newest product winning for a row fetched more than once, sorted by 
   before it give (``.latest.json`` beside it records the product ids and the file's
   identity) and the new product is the newest; else, and after a reprocess or a removal,
   a full :func:`rebuild` from every product. Both give the same bytes.
+  A folder's first product: its photometry.csv lines with the masked column added.
 - Written atomically, under a lock file of the folder (two workers adding products of
-  the same folder take turns). A crash between writing latest.csv and ``.latest.json``
-  leaves a state that no longer matches the file: the next change rebuilds in full.
+  the same folder take turns), not fsync'ed (derived). ``.latest.json`` is removed
+  before and written after latest.csv: a crash or a power cut in between leaves no
+  state that matches the file, and the next product, ``stdq update`` or
+  ``Stdq.latest`` (:func:`current`) rebuilds in full.
+- The state also keeps which rows of the product merged last were stored already, so
+  that :func:`new_rows` of that product reads no other product.
 - ``latest.ecsv`` is written beside it when it was asked for once (``stdq update
   --format ecsv``) and kept up to date from then on.
 """
