@@ -211,3 +211,13 @@ def test_turns_of_a_line_of_requests(tmp_path):
     assert [turn_at(k) for k in range(7)] == [5.0, 10.0, 12.0, 15.0, 20.0, 22.0, 25.0]
     assert RateLimiter(tmp_path, "off", 0, 10.0, clock=clock).turns()(50) == 5.0
     limiter.close()
+
+
+def test_an_answer_within_the_margin_needs_no_settling(tmp_path):
+    clock = FakeClock()
+    limiter = RateLimiter(tmp_path, "w", 1, 10.0, margin=0.5, sleep=clock.sleep, clock=clock)
+    limiter.acquire()
+    clock.now += 0.4  # answered within the 0.5 s margin: the slot stays as taken
+    limiter.settle()
+    assert abs(limiter.acquire() - 10.1) < 1e-6  # 10.5 after the taking, 0.4 of which passed
+    limiter.close()

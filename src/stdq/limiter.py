@@ -108,22 +108,25 @@ class RateLimiter:
             ).fetchall()
             if len(rows) < self.limit:
                 cur = conn.execute("INSERT INTO limiter (scope, ts) VALUES (?, ?)", (self.scope, now))
-                self._local.slot = cur.lastrowid  # settled when the answer arrives
+                self._local.slot = (cur.lastrowid, now)  # settled when the answer arrives
                 return 0.0
             # the LIMIT-th most recent slot must leave the window first
             return max(0.01, float(rows[-1][0]) + self.span - now)
 
     def settle(self) -> None:
         """The answer to the request of this thread's last slot has arrived: the slot counts
-        from now (never earlier than it was taken). A no-op without an unsettled slot."""
+        from now (never earlier than it was taken). A no-op without an unsettled slot, or when
+        the answer came within the margin (which covers that much already)."""
         slot = getattr(self._local, "slot", None)
         if slot is None:
             return
         self._local.slot = None
+        rowid, taken = slot
+        now = self._clock()
+        if now - taken <= self.margin:
+            return  # answered within the margin: the window's widening covers it, no write
         with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE limiter SET ts = MAX(ts, ?) WHERE rowid = ?", (self._clock(), slot)
-            )
+            conn.execute("UPDATE limiter SET ts = MAX(ts, ?) WHERE rowid = ?", (now, rowid))
 
     def free(self) -> int:
         """Slots free now (without taking one); a very large number when there is no limit."""

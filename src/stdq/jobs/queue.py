@@ -224,6 +224,16 @@ class JobQueue:
             marks = ",".join(f":s{i}" for i in range(len(services)))
             extra += f" AND service IN ({marks})"
             args.update({f"s{i}": s for i, s in enumerate(services)})
+        # a look without the write lock first: idle threads of many workers ask often, and a
+        # BEGIN IMMEDIATE each would queue every other writer (a submission's rate-limit slot)
+        # behind them
+        if not self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= :now"
+            f" AND cancel_requested = 0{extra}) OR EXISTS (SELECT 1 FROM jobs WHERE"
+            f" state = 'running' AND lease_expires < :now{extra})",
+            args,
+        ).fetchone()[0]:
+            return None
         with self._tx() as conn:
             while True:
                 row = conn.execute(
@@ -316,6 +326,11 @@ class JobQueue:
         if wait_until is not None:
             left = _finite_wait(float(wait_until) - now) if math.isfinite(wait_until) else None
             until = None if left is None else now + left
+        seen = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if seen is not None and seen["progress"] == text and (
+            "wait_until" not in seen.keys() or seen["wait_until"] == until  # noqa: SIM118
+        ):
+            return  # unchanged: no write lock taken
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:

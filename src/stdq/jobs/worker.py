@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stdq.worker")
 
 IDLE_POLL = 1.0  # seconds between claims of an idle (non-burst) worker thread
+LOOKER_WAIT = 0.5  # an idle thread that is not the pool's looker claims again after this at most
 # Jobs an autostarted worker runs at once: remote services queue the work, so a
 # worker mostly polls; one at a time would run a night's ATLAS queries in series.
 AUTOSTART_CONCURRENCY = 4
@@ -126,6 +127,8 @@ class _Pool:
 
     def __init__(self, size: int = 1) -> None:
         self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)  # idle threads wait on it (_idle)
+        self.looker = False  # an idle thread watches the queue for the next due job
         self.size = size
         self.busy = 0  # threads claiming or running a job
         self.done = threading.Event()  # burst: nothing left
@@ -170,9 +173,13 @@ def _thread_main(
                 if (burst and idle and not _claimable(queue) and not _postponed(database)
                         and not _deletes_left(database)):
                     pool.done.set()
+                    with pool.cond:
+                        pool.cond.notify_all()
                     break
-                stop.wait(_idle_wait(queue, burst))
+                _idle(pool, queue, burst, stop)
                 continue
+            with pool.cond:  # another idle thread watches the queue while this one runs the job
+                pool.cond.notify()
             try:
                 log.info("job %s (%s) claimed, attempt %s", job.id, job.service, job.attempts)
                 warm_imports(settings, job.service)
@@ -192,6 +199,23 @@ def _thread_main(
                     pool.busy -= 1
     finally:
         database.close()
+
+
+def _idle(pool: _Pool, queue: JobQueue, burst: bool, stop: threading.Event) -> None:
+    """Wait for work: one idle thread of the pool (the looker) waits until the next job is due
+    and claims it; the others wait until the looker, having claimed one, calls the next (or
+    LOOKER_WAIT passes), so a due job is not raced for by every idle thread (each claim would
+    queue on the database's write lock ahead of the jobs' own writes)."""
+    with pool.cond:
+        if pool.looker:
+            pool.cond.wait(timeout=LOOKER_WAIT)
+            return
+        pool.looker = True
+    try:
+        stop.wait(_idle_wait(queue, burst))
+    finally:
+        with pool.cond:
+            pool.looker = False
 
 
 def _forget_written_tables() -> None:
