@@ -17,6 +17,7 @@ ZFPS: the same N targets; prints the number of submissions (goal: ceil(N / batch
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -197,11 +198,17 @@ def bench_atlas(args: argparse.Namespace, targets: list[tuple[float, float]]) ->
     atlas.queue_seconds, atlas.run_seconds, atlas.queue_ahead = 0.2, 0.2, 0
     atlas.recent_nights = 5
     with tempfile.TemporaryDirectory() as name, FakeServer([atlas, ZfpsEmulator()]) as server:
-        tmp = Path(name)
+        tmp = Path(args.keep or name)
+        tmp.mkdir(parents=True, exist_ok=True)
         config = write_settings(tmp, server, args.window, args.max_queued)
         submit_all(config, "atlas", targets)
         took, peaks = run_workers(config, args.workers, args.concurrency, stop_when_done=not args.drain)
         log = server.log_of(emulator="atlas")
+        if args.keep:  # the data directory and the emulator's log, to look into afterwards
+            with open(tmp / "atlas-log.jsonl", "w") as out:
+                for r in log:
+                    out.write(json.dumps({"t": r.time - STARTED, "method": r.method, "path": r.path,
+                                          "status": r.status}) + "\n")
         posts = [r for r in log if r.method == "POST" and r.path.rstrip("/").endswith("queue")]
         writes = [r.time for r in log if r.method in ("POST", "DELETE")]
         reads = [r.time for r in log if r.method == "GET"]
@@ -280,6 +287,8 @@ def main() -> None:
     parser.add_argument("--max-queued", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--services", default="atlas,ztf-fps")
+    parser.add_argument("--keep", metavar="DIR", help="ATLAS: keep the data directory and the"
+                        " emulator's log (atlas-log.jsonl) in DIR")
     parser.add_argument("--drain", action="store_true",
                         help="ATLAS: let the workers run on until every deferred DELETE is sent")
     args = parser.parse_args()

@@ -265,3 +265,15 @@ def test_postpone_line_gives_each_waiting_job_its_turn(database):
     # in line: ids[1] (0 ahead, running), ids[2] (1), ids[3] (2), ids[4] (3); LEAD 1 s early
     assert (due[ids[2]], due[ids[3]], due[ids[4]]) == (109.0, 119.0, 500.0)
     assert moved == 2
+
+
+def test_a_submission_on_its_way_is_not_waiting_for_a_later_slot(database):
+    from stdq.slots import submissions_ahead
+
+    queue = JobQueue(database)
+    ids = [new_job(queue, i) for i in range(3)]
+    queue.save_checkpoint(ids[0], {"atlas_submit": {"key": "k0", "state": "sending"}})
+    queue.save_checkpoint(ids[1], {"atlas_submit": {"key": "k1", "state": "refused"}})
+    assert submissions_ahead(database, "atlas", ids[2]) == 2
+    # ids[0] holds (or is taking) its slot: only ids[1] waits for one before ids[2]
+    assert submissions_ahead(database, "atlas", ids[2], sending="atlas_submit") == 1

@@ -165,31 +165,44 @@ def waiting_submissions(db: Database, service: str, slot_key: str = "task_url") 
     return int(row[0])
 
 
-def submissions_ahead(db: Database, service: str, job_id: int, slot_key: str = "task_url") -> int:
-    """Jobs of SERVICE waiting to submit that came before JOB_ID (lower id): its place in line."""
-    row = db.conn.execute(
+def submissions_ahead(
+    db: Database, service: str, job_id: int, slot_key: str = "task_url",
+    sending: str | None = None,
+) -> int:
+    """Jobs of SERVICE waiting to submit that came before JOB_ID (lower id): its place in line.
+    SENDING: the create-once record (stdq.remote) of a job whose submission is on its way (state
+    ``sending``: it holds its rate-limit slot already, or is about to take the next one); such
+    jobs are not counted as waiting for a later slot."""
+    sql = (
         "SELECT COUNT(*) FROM jobs WHERE service = ? AND state IN ('queued', 'running') AND id < ?"
-        " AND (checkpoint_json IS NULL OR json_extract(checkpoint_json, '$.' || ?) IS NULL)",
-        (service, job_id, slot_key),
-    ).fetchone()
+        " AND (checkpoint_json IS NULL OR json_extract(checkpoint_json, '$.' || ?) IS NULL)"
+    )
+    args: list[Any] = [service, job_id, slot_key]
+    if sending:
+        sql += (" AND (checkpoint_json IS NULL OR"
+                " json_extract(checkpoint_json, '$.' || ? || '.state') IS NOT 'sending')")
+        args.append(sending)
+    row = db.conn.execute(sql, args).fetchone()
     return int(row[0])
 
 
 def postpone_line(
     db: Database, service: str, turn_at: Callable[[int], float], lead: float,
-    slot_key: str = "task_url",
+    slot_key: str = "task_url", sending: str | None = None,
 ) -> int:
     """Give every queued job of SERVICE waiting to submit (no SLOT_KEY in its checkpoint) its
     turn at once, first come first served: the job with A such jobs before it (queued or
-    running, lower id) becomes due LEAD seconds before TURN_AT(A) (never earlier than it was
-    due). One transaction instead of one claim per job that would only find the budget used up
+    running, lower id; SENDING as in :func:`submissions_ahead`) becomes due LEAD seconds before
+    TURN_AT(A) (never earlier than it was due). One transaction instead of one claim per job that would only find the budget used up
     and be postponed. Returns how many jobs were moved."""
     with db.transaction() as conn:
         rows = conn.execute(
             "SELECT id, state, run_after, cancel_requested FROM jobs WHERE service = ? AND state"
             " IN ('queued', 'running') AND (checkpoint_json IS NULL OR"
-            " json_extract(checkpoint_json, '$.' || ?) IS NULL) ORDER BY id",
-            (service, slot_key),
+            " json_extract(checkpoint_json, '$.' || ?) IS NULL) AND (? IS NULL OR checkpoint_json"
+            " IS NULL OR json_extract(checkpoint_json, '$.' || ? || '.state') IS NOT 'sending')"
+            " ORDER BY id",
+            (service, slot_key, sending, sending),
         ).fetchall()
         moves = []
         for ahead, (job_id, state, run_after, cancel) in enumerate(rows):
