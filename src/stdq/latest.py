@@ -67,17 +67,28 @@ def folder_products(store: Store, folder: Path, service: str) -> list[Product]:
     """The ready products stored in FOLDER, oldest first."""
     from stdq.records import Product
 
+    return [Product.from_row(r) for r in _folder_rows(store, folder, service, "*")]
+
+
+def folder_index(store: Store, folder: Path, service: str) -> list[tuple[int, str]]:
+    """(id, target) of the ready products stored in FOLDER, oldest first: what
+    :func:`folder_products` gives without making a record of each (a worker asks this
+    after every job, and a folder may hold thousands of products)."""
+    return [(int(r["id"]), str(r["target"])) for r in _folder_rows(store, folder, service, "id, target, path")]
+
+
+def _folder_rows(store: Store, folder: Path, service: str, columns: str) -> list[Any]:
     prefix = str(folder) + os.sep
     pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     rows = store.conn.execute(
-        "SELECT * FROM products WHERE service = ? AND state = 'ready' AND path LIKE ? ESCAPE '\\'"
-        " ORDER BY id",
+        f"SELECT {columns} FROM products WHERE service = ? AND state = 'ready'"
+        " AND path LIKE ? ESCAPE '\\' ORDER BY id",
         (service, pattern),
     ).fetchall()
     # in FOLDER itself (products/<target>/<service>/<id>), not in a folder below it; the
     # paths are stored as str(Path): a string test is enough (a Path per row is not cheap)
     cut = len(prefix)
-    return [Product.from_row(r) for r in rows if os.sep not in str(r["path"])[cut:].rstrip(os.sep)]
+    return [r for r in rows if os.sep not in str(r["path"])[cut:].rstrip(os.sep)]
 
 
 def row_keys(table: pd.DataFrame) -> pd.Series:
@@ -171,25 +182,26 @@ def add_product(store: Store, product: Product | Any, *, ecsv: bool = False) -> 
     service = product.service
     check_inside(store.data_dir, folder)
     with _locked(folder):
-        products = folder_products(store, folder, service)
-        ids = [p.id for p in products]
-        if ids == [product.id]:  # the first product
-            new = read_products(products)
+        index = folder_index(store, folder, service)
+        ids = [i for i, _ in index]
+        if not ids or ids[-1] != product.id:  # not the newest ready one (or not ready)
+            return _rebuild(store, folder, service, folder_products(store, folder, service), ecsv)
+        target = index[0][1]
+        if len(ids) == 1:  # the first product
+            new = read_products([product])
             table = combine(new)
             # no row dropped (a repeated one) and none moved (sorted already): its file's lines
             same = len(table) == len(new) and bool(new["mjd"].is_monotonic_increasing)
-            return _write(store, folder, service, products, table, ecsv,
-                          copy_of=products[0].photometry_path if same else None)
-        previous = None
-        if len(ids) > 1 and ids[-1] == product.id:
-            previous = _current_table(folder, ids[:-1])
+            return _write(store, folder, service, ids, target, table, ecsv,
+                          copy_of=Path(product.photometry_path) if same else None)
+        previous = _current_table(folder, ids[:-1])
         if previous is None:
-            return _rebuild(store, folder, service, products, ecsv)
-        new = read_products([products[-1]])
+            return _rebuild(store, folder, service, folder_products(store, folder, service), ecsv)
+        new = read_products([product])
         table = combine(concat([previous, new]))
         # its rows the earlier products have too (new_rows: the others are new), kept in the state
         known = sorted(set(row_keys(new)) & set(row_keys(previous))) if len(new) else []
-        return _write(store, folder, service, products, table, ecsv,
+        return _write(store, folder, service, ids, target, table, ecsv,
                       added={"product": product.id, "known": known})
 
 
@@ -200,14 +212,16 @@ def _rebuild(
         for name in (LATEST_CSV, LATEST_ECSV, STATE):
             (folder / name).unlink(missing_ok=True)
         return Latest(None, 0, ())
-    return _write(store, folder, service, products, combine(read_products(products)), ecsv)
+    return _write(store, folder, service, [p.id for p in products], products[0].target,
+                  combine(read_products(products)), ecsv)
 
 
 def _write(
-    store: Store, folder: Path, service: str, products: list[Product], table: pd.DataFrame,
+    store: Store, folder: Path, service: str, ids: list[int], target: str, table: pd.DataFrame,
     ecsv: bool, *, copy_of: Path | None = None, added: dict[str, Any] | None = None,
 ) -> Latest:
-    """TABLE (combined) with its masks as latest.csv (and latest.ecsv), then the state.
+    """TABLE (combined from the products IDS of TARGET) with its masks as latest.csv (and
+    latest.ecsv), then the state.
     COPY_OF: the photometry.csv TABLE was written as, row for row (:func:`_with_masked`).
     ADDED: the product just merged and the keys of its rows the earlier ones have."""
     from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
@@ -216,7 +230,7 @@ def _write(
 
     csv_path, ecsv_path = folder / LATEST_CSV, folder / LATEST_ECSV
     (folder / STATE).unlink(missing_ok=True)  # a crash from here on: the next change rebuilds
-    table = masks.apply(table, masks.masked_ids(store.db, products[0].target, service))
+    table = masks.apply(table, masks.masked_ids(store.db, target, service))
     data = _with_masked(copy_of, table) if copy_of is not None else None
     # not fsync'ed (durable=False): a derived file; after a power cut it is at worst behind
     # or gone, and its state (written after it) then names no such file: rebuilt in full
@@ -225,13 +239,12 @@ def _write(
         data_dir=store.data_dir, durable=False,
     )
     if ecsv or ecsv_path.exists():
-        meta: dict[str, Any] = {"service": service, "products": [p.id for p in products]}
+        meta: dict[str, Any] = {"service": service, "products": list(ids)}
         atomic_write(
             ecsv_path, lambda fh: write_table(table, fh, "ecsv", meta), data_dir=store.data_dir,
             durable=False,
         )
-    ids = [p.id for p in products]
-    state: dict[str, Any] = {"products": ids, "csv": _identity(csv_path)}
+    state: dict[str, Any] = {"products": list(ids), "csv": _identity(csv_path)}
     if added is not None:
         state["added"] = added
     _write_state(folder, state)
@@ -338,15 +351,15 @@ def current(store: Store, folder: Path, service: str, *, ecsv: bool = False) -> 
     ECSV, when latest.ecsv is not there yet; None when there is no ready product."""
     from stdq.store import check_inside
 
-    products = folder_products(store, folder, service)
-    if not products:
+    index = folder_index(store, folder, service)
+    if not index:
         return None
     path = folder / LATEST_CSV
 
     def up_to_date(ids: list[int]) -> bool:
         return _state_matches(folder, ids) and (not ecsv or (folder / LATEST_ECSV).is_file())
 
-    if up_to_date([p.id for p in products]):  # read only: no lock needed
+    if up_to_date([i for i, _ in index]):  # read only: no lock needed
         return path
     check_inside(store.data_dir, folder)
     try:
@@ -381,17 +394,18 @@ def new_rows(store: Store, folder: Path, service: str, product_ids: Iterable[int
     """The rows of PRODUCT_IDS that no earlier product of FOLDER has (by source_row_id,
     else epoch and filter), once each."""
     ids = sorted(set(product_ids))
-    products = folder_products(store, folder, service)
-    mine = [p for p in products if p.id in ids]
+    stored = [i for i, _ in folder_index(store, folder, service)]
+    mine = [p for p in (store.get_product(i) for i in stored if i in ids) if p is not None]
     table = combine(read_products(mine)) if mine else read_products([])
     if not ids or not len(table):
         return table
-    earlier = [p for p in products if p.id < ids[0]]
+    earlier = [i for i in stored if i < ids[0]]
     if not earlier:
         return table
-    known = _known_keys(folder, ids, [p.id for p in earlier])
+    known = _known_keys(folder, ids, earlier)
     if known is None:  # not the product merged last: read every earlier product
-        known = set(row_keys(read_products(earlier)))
+        before = [p for p in folder_products(store, folder, service) if p.id < ids[0]]
+        known = set(row_keys(read_products(before)))
     return table[~row_keys(table).isin(known)].reset_index(drop=True)
 
 
