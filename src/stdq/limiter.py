@@ -77,6 +77,10 @@ class RateLimiter:
     def data_dir(self) -> Path:
         return self._data_dir
 
+    def now(self) -> float:
+        """The limiter's clock (the database's, unless one was given)."""
+        return self._clock()
+
     @property
     def span(self) -> float:
         """The window the limiter counts in: the server's window plus the margin."""

@@ -469,8 +469,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         seen = None
         try:
             if not cp.get("task_url"):
-                self._before_submit(context)
-                seen = self._submit(target, params, context)
+                turn = self._before_submit(context)
+                seen = self._submit(target, params, context, turn)
             task = self._poll(context, seen)
             return self._finish(task, target, params, context)
         finally:
@@ -496,7 +496,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         except StdqError:  # a read-only or busy database: the next take frees it
             return
 
-    def _before_submit(self, context: QueryContext) -> None:
+    def _before_submit(self, context: QueryContext) -> float | None:
         """Wait (in-process) or postpone (a worker's job) until a submission may go: its turn
         for a write slot near and fewer than max_queued of the account's tasks unstarted.
 
@@ -504,12 +504,14 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         account before it (lower job ids, not yet submitted), its turn is when the (A+1)-th
         next write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A turn more than
         TURN_HORIZON away postpones the job -- and gives every job in line its own turn, in
-        one transaction -- to come back TURN_LEAD before it; a nearer one is waited for in
-        the thread (the limiter), so each slot is taken as soon as it frees."""
+        one transaction -- to come back TURN_LEAD before it; a nearer one is returned (clock
+        time) and waited for in the thread right before the POST (:meth:`_submit`), so each
+        slot is taken as soon as it frees, with no other write between."""
         from stdq.slots import Postponed
 
         look = max(0.05, float(self.config.values["poll_interval"]))
         limiter = self.rate_limiter(time.sleep, database=context.store.db)
+        turn: float | None = None
         try:
             while True:
                 context.check_cancelled()
@@ -520,7 +522,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     turn_at = limiter.writes.turns()
                     ahead = submissions_ahead(database, self.name, int(context.job_id),
                                               sending=SUBMIT_SLOT)
-                    start = turn_at(ahead) - context.clock()
+                    start = turn_at(ahead) - limiter.writes.now()
                     if start > TURN_HORIZON:
                         postpone_line(database, self.name, turn_at, TURN_LEAD, sending=SUBMIT_SLOT)
                         raise Postponed(
@@ -528,10 +530,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                             f" before this one; its turn in {start:.1f} s",
                             retry_after=start - TURN_LEAD,
                         )
-                    if start > 0.02:  # wait for its own turn, not with every waiter for the next
-                        context.sleep(start - 0.01)
+                    turn = limiter.writes.now() + start
                 if context.job_id is None or self._slots(context).take(int(context.job_id)):
-                    return
+                    return turn
                 limit = min(500, int(self.config.values["max_queued"]))
                 why = f"atlas: {limit} ATLAS tasks of this account are waiting to start (max_queued)"
                 if context.may_postpone:
@@ -606,7 +607,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 client.close()
 
     def _submit(
-        self, target: Target, params: dict[str, Any], context: QueryContext
+        self, target: Target, params: dict[str, Any], context: QueryContext,
+        turn: float | None = None,
     ) -> dict[str, Any]:
         """POST the task once (stdq.remote.create_once) and checkpoint its URL.
 
@@ -620,6 +622,9 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         def send(key: str) -> dict[str, Any]:
             context.check_cancelled()
             context.progress("submitting the ATLAS task")
+            left = (turn or 0.0) - context.store.db.clock()  # the limiter's clock
+            if left > 0.01:  # its own turn (_before_submit), not with every waiter for the next
+                context.sleep(left - 0.005)
             form = task_form(target, params, f"stdq job {context.job_id or 0} {key}")
             response = client.request(
                 "POST", queue_url, policy=_submit_policy(), data=form, headers=JSON_HEADERS
