@@ -154,6 +154,12 @@ class LoggedRequest:
         return dict(self.__dict__)
 
 
+class _Server(ThreadingHTTPServer):
+    # a listen backlog like a real server's (the default 5 made bursts of new connections --
+    # dozens of worker threads at once -- wait for SYN retries, 1 s and 3 s, or be reset)
+    request_queue_size = 128
+
+
 class FakeServer:
     """The emulators behind one ThreadingHTTPServer on 127.0.0.1."""
 
@@ -163,7 +169,7 @@ class FakeServer:
         self.requests: list[LoggedRequest] = []
         self.lock = threading.RLock()
         self.host = host
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd = _Server((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.handle_error = _report_error  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
