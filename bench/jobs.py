@@ -18,7 +18,7 @@
    in process. The merge reads only latest.csv and the new product: its cost follows
    latest.csv's rows, not the number of products.
 
-    python bench/jobs.py [--runs 15] [--jobs 500] [--concurrency 1]
+    python bench/jobs.py [--runs 15] [--jobs 500] [--concurrency 1] [--same-target]
                          [--only status|worker|latest] [--products 300]
 """
 
@@ -130,7 +130,7 @@ def bench_status(runs: int) -> float:
     return ratio
 
 
-def bench_worker(n_jobs: int, concurrency: int) -> float:
+def bench_worker(n_jobs: int, concurrency: int, *, same_target: bool = False) -> float:
     from stdq.jobs.queue import JobQueue
     from stdq.testing import slow
     from stdq.testing.fakeserver import FakeServer, settings_toml
@@ -144,7 +144,10 @@ def bench_worker(n_jobs: int, concurrency: int) -> float:
             config.write_text(settings_toml(server, slow.settings_extra(autostart_worker=False)))
             queue = JobQueue(tmp / "data")
             for i in range(n):
-                queue.submit("slow", {"name": None, "ra": 10.0 + i * 1e-3, "dec": 20.0}, {})
+                if same_target:  # one folder: each job adds a product (12 new rows) to latest.csv
+                    queue.submit("slow", {"name": "T", "ra": 10.0, "dec": 20.0}, {"mjd_min": 50000 + i})
+                else:
+                    queue.submit("slow", {"name": None, "ra": 10.0 + i * 1e-3, "dec": 20.0}, {})
             queue.close()
             env = base_env(STDQ_DATA_DIR=str(tmp / "data"), STDQ_CONFIG=str(config), NO_COLOR="1")
             cmd = [*STDQ, "jobs", "worker", "--burst", "--concurrency", str(concurrency)]
@@ -161,7 +164,8 @@ def bench_worker(n_jobs: int, concurrency: int) -> float:
     per_job = (walls[n_jobs] - walls[1]) / (n_jobs - 1)
     cpu_per_job = (cpus[n_jobs] - cpus[1]) / (n_jobs - 1)
     print(
-        f"worker --burst --concurrency {concurrency}: {n_jobs} jobs in {walls[n_jobs]:.2f} s,"
+        f"worker --burst --concurrency {concurrency}{' (one target)' if same_target else ''}:"
+        f" {n_jobs} jobs in {walls[n_jobs]:.2f} s,"
         f" 1 job in {walls[1]:.2f} s -> {per_job * 1000:.1f} ms per job"
         f" (goal <= 20): {'ok' if per_job <= 0.020 else 'MISSED'};"
         f" worker CPU {cpu_per_job * 1000:.1f} ms per job"
@@ -230,11 +234,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--only", choices=("status", "worker", "latest"), help="run one part")
     parser.add_argument("--products", type=int, default=300, help="products of part 3")
+    parser.add_argument("--same-target", action="store_true",
+                        help="part 2 with every job for one target (products pile up in one folder)")
     args = parser.parse_args()
     if args.only in (None, "status"):
         bench_status(args.runs)
     if args.only in (None, "worker"):
-        bench_worker(args.jobs, args.concurrency)
+        bench_worker(args.jobs, args.concurrency, same_target=args.same_target)
     if args.only in (None, "latest"):
         bench_latest(args.products)
 
