@@ -277,3 +277,29 @@ def test_a_submission_on_its_way_is_not_waiting_for_a_later_slot(database):
     assert submissions_ahead(database, "atlas", ids[2]) == 2
     # ids[0] holds (or is taking) its slot: only ids[1] waits for one before ids[2]
     assert submissions_ahead(database, "atlas", ids[2], sending="atlas_submit") == 1
+
+
+def test_a_batch_knows_its_latest_join_and_wakes_its_members_when_sent(tmp_path):
+    from stdq.batches import BatchBoard
+
+    clock = {"now": 100.0}
+    db = Database(tmp_path / "data", clock=lambda: clock["now"])
+    queue = JobQueue(db)
+    try:
+        ids = [new_job(queue, i) for i in range(3)]
+        board = BatchBoard(db, "ztf-fps:x")
+        batch, leads = board.join("k", ids[0], {"ra": 1.0}, 500, {"jdend": 2.0})
+        assert leads and board.last_join(batch.id) == 100.0
+        for i, job in enumerate(ids[1:], start=1):
+            clock["now"] = 100.0 + 2.5 * i  # each within a 3 s window of the one before
+            again, leads = board.join("k", job, {"ra": 1.0 + i}, 500, {})
+            assert again.id == batch.id and not leads
+        assert board.last_join(batch.id) == 105.0  # the leader sends 3 s after this, not 103
+        with db.transaction() as conn:  # the two members postponed far ahead; one ended
+            conn.execute("UPDATE jobs SET run_after = 130 WHERE id IN (?, ?)", (ids[1], ids[2]))
+            conn.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (ids[2],))
+        clock["now"] = 109.0
+        assert board.wake_members(batch.id) == 1
+        assert db.conn.execute("SELECT run_after FROM jobs WHERE id = ?", (ids[1],)).fetchone()[0] == 109.0
+    finally:
+        db.close()

@@ -3,10 +3,11 @@
 ZFPS counts requests, not positions: many positions go in one batch submission. Jobs of the
 same batch window join one row of ``batches`` (migration 6): the first job to join opens the
 batch and leads it; the others join it (``batch_members``, each with its index) and are
-postponed (their threads run other jobs). After ``batch_window`` seconds (or when the batch is
-full) the leader closes it, submits every member's position at once, and marks it sent; each
-member then finds its own request in the service's listing by its position and JD range, as a
-single job does. A batch whose leader ended without sending it is failed: its members join a
+postponed (their threads run other jobs). When the batch is full, or ``batch_window`` seconds
+after its latest member joined (at most MAX_OPEN_WINDOWS windows after it opened), the leader
+closes it, submits every member's position at once, marks it sent and makes its waiting members
+due; each member then finds its own request in the service's listing by its position and JD
+range, as a single job does. A batch whose leader ended without sending it is failed: its members join a
 new one (nothing was sent for them). Stdlib only.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from stdq.db import Database
 
 OPEN, SENDING, SENT, FAILED = "open", "sending", "sent", "failed"
+MAX_OPEN_WINDOWS = 10  # a batch that keeps getting members is sent this many windows after it opened
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,30 @@ class BatchBoard:
                 "INSERT INTO batch_members (batch_id, job_id, idx, request_json) VALUES (?, ?, ?, ?)",
                 (batch.id, job_id, int(count), json.dumps(request)),
             )
+            conn.execute(  # when the latest member joined (the leader waits batch_window after it)
+                "UPDATE batches SET info_json = json_set(COALESCE(info_json, '{}'), '$.last_join', ?)"
+                " WHERE id = ?",
+                (self.db.clock(), batch.id),
+            )
             return batch, batch.leader == job_id
+
+    def last_join(self, batch_id: int) -> float | None:
+        """When the latest member of the batch joined (None for a batch from before this)."""
+        row = self.db.conn.execute(
+            "SELECT json_extract(info_json, '$.last_join') FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def wake_members(self, batch_id: int) -> int:
+        """Make the batch's members that wait (postponed, queued) due now: it has been sent."""
+        with self.db.transaction() as conn:
+            now = self.db.clock()
+            cur = conn.execute(
+                "UPDATE jobs SET run_after = ? WHERE state = 'queued' AND run_after > ? AND id IN"
+                " (SELECT job_id FROM batch_members WHERE batch_id = ?)",
+                (now, now, batch_id),
+            )
+            return int(cur.rowcount)
 
     def get(self, batch_id: int) -> Batch | None:
         row = self.db.conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()

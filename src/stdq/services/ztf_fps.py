@@ -217,7 +217,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         " (0 = no limit of stdq's own)",
         "batch_size": "at most this many positions in one batch submission of several jobs (1 = no"
         " batches)",
-        "batch_window": "seconds the first job of a batch waits for others to join it",
+        "batch_window": "a batch is sent this many seconds after its latest job joined (or when"
+        " full; at most 10 windows after it opened)",
     }
     secret_fields: ClassVar[tuple[str, ...]] = ("email", "userpass")
     secret_env: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -489,10 +490,11 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
 
     def _batch_step(self, context: QueryContext, creds: dict[str, str]) -> None:
         """Go on with the job's batch: a member waits (postponed) until the leader has sent it;
-        the leader waits batch_window for members, closes the batch and submits every position
-        once. Returns with the job's checkpoint "submitted"."""
+        the leader (postponed too meanwhile) sends it when it is full or batch_window seconds
+        after its latest member joined (at most MAX_OPEN_WINDOWS windows after it opened),
+        submitting every position once. Returns with the job's checkpoint "submitted"."""
         from stdq import remote
-        from stdq.batches import FAILED, OPEN, SENDING, SENT
+        from stdq.batches import FAILED, MAX_OPEN_WINDOWS, OPEN, SENDING, SENT
         from stdq.slots import Postponed
 
         board = self._board(context)
@@ -513,14 +515,21 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                                     zfps_submitted_at=batch.sent_at or time.time())
             context.event("submitted", f"ZFPS batch {batch.id} was submitted by job {batch.leader}")
             return
+        latest = batch.opened_at + MAX_OPEN_WINDOWS * window  # sent by then at the latest
         if batch.leader != job_id:
+            # the leader makes the members due when it has sent the batch (wake_members); until
+            # then a member looks again only now and then (its leader may have ended)
             raise Postponed(f"ztf-fps: in ZFPS batch {batch.id}; waiting for job {batch.leader} to submit it",
-                            retry_after=max(0.1, window / 2))
+                            retry_after=max(0.1, min(latest - time.time(), 3 * window) + 0.5))
         size = int(self.config.values["batch_size"])
         if batch.state == OPEN:
-            context.progress(f"ZFPS batch {batch.id}: waiting {window:g} s for other jobs to join")
-            while time.time() < batch.opened_at + window and board.count(batch.id) < size:
-                context.sleep(min(0.2, max(0.01, batch.opened_at + window - time.time())))
+            context.progress(f"ZFPS batch {batch.id}: waiting for other jobs to join"
+                             f" ({window:g} s after the latest)")
+            until = min(latest, (board.last_join(batch.id) or batch.opened_at) + window)
+            if board.count(batch.id) < size and time.time() < until:
+                # not in its thread: the leader comes back when the batch may be sent
+                raise Postponed(f"ztf-fps: ZFPS batch {batch.id} waits for other jobs to join",
+                                retry_after=max(0.05, until - time.time()))
             board.set_state(batch.id, SENDING)  # closed: later jobs open a new batch
         self._take_pending_slot(context)  # the batch is one request of the account
         members = board.members(batch.id)
@@ -548,6 +557,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             look_every=look_every,
         )
         board.set_state(batch.id, SENT)
+        board.wake_members(batch.id)
         context.event("submitted", f"ZFPS batch {batch.id}: {len(requests)} position(s) in one submission")
         updates: dict[str, Any] = {"zfps_state": "submitted", "zfps_known": known,
                                    "zfps_submitted_at": time.time()}
