@@ -258,3 +258,50 @@ def test_new_rows_of_the_product_merged_last_read_only_that_product(store, reads
     reads.clear()
     assert len(latest.new_rows(store, folder(store), SERVICE, [2])) == 2
     assert reads == [[2], [1]]
+
+
+@pytest.mark.slow
+def test_two_worker_processes_adding_products_of_one_target_end_in_the_full_result(tmp_path):
+    """Two `stdq jobs worker` processes (3 threads each) run 24 jobs of one target and
+    service: every product is in latest.csv, with the bytes of a full rebuild."""
+    import os
+    import subprocess
+
+    from conftest import STDQ_BIN
+    from stdq.jobs.queue import JobQueue
+    from stdq.testing import slow
+    from stdq.testing.fakeserver import FakeServer, settings_toml
+
+    # remote tasks of 0.5 s: one worker alone would take seconds, so both take jobs
+    server = FakeServer([slow.SlowServiceEmulator(default_seconds=0.5)]).start()
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text(settings_toml(server, slow.settings_extra(autostart_worker=False)))
+        queue = JobQueue(tmp_path / "data")
+        for i in range(24):  # one target; a job each (its own mjd_min), 12 new rows each
+            queue.submit("slow", {"name": "T", "ra": 10.0, "dec": 20.0}, {"mjd_min": 50000 + i})
+        queue.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STDQ_")}
+        env.update(STDQ_DATA_DIR=str(tmp_path / "data"), STDQ_CONFIG=str(config), NO_COLOR="1")
+        workers = [
+            subprocess.Popen([str(STDQ_BIN), "jobs", "worker", "--burst", "--concurrency", "3"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(2)
+        ]
+        assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    finally:
+        server.stop()
+    own = Store(Database(tmp_path / "data"))
+    try:
+        where = latest.folder_for(own, "T", "slow")
+        ids = [p.id for p in latest.folder_products(own, where, "slow")]
+        assert len(ids) == 24 and latest._read_ids(where) == ids
+        claimed = own.conn.execute("SELECT message FROM job_events WHERE kind = 'claimed'").fetchall()
+        pids = {str(m[0]).split()[2].split(":")[1] for m in claimed}  # "claimed by host:pid:..."
+        assert len(pids) == 2  # both workers took jobs
+        merged = (where / "latest.csv").read_bytes()
+        assert merged.count(b"\n") == 1 + 24 * 12
+        latest.rebuild(own, where, "slow")
+        assert (where / "latest.csv").read_bytes() == merged
+    finally:
+        own.close()
