@@ -305,3 +305,14 @@ def test_two_worker_processes_adding_products_of_one_target_end_in_the_full_resu
         assert (where / "latest.csv").read_bytes() == merged
     finally:
         own.close()
+
+
+def test_new_rows_past_the_keys_a_state_keeps_read_the_earlier_products(store, reads, monkeypatch):
+    monkeypatch.setattr(latest, "MAX_STATE_KEYS", 1)
+    latest.add_product(store, add(store, NIGHTS[0]))
+    second = add(store, NIGHTS[1])  # 2 of its keys stored before, 2 new: more than 1 to keep
+    latest.add_product(store, second)
+    assert "added" not in latest._read_state(folder(store))
+    reads.clear()
+    fresh = latest.new_rows(store, folder(store), SERVICE, [second.id])
+    assert sorted(fresh["source_row_id"]) == ["e", "f"] and reads == [[2], [1]]

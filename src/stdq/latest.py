@@ -45,6 +45,7 @@ LATEST_CSV = "latest.csv"
 LATEST_ECSV = "latest.ecsv"
 LOCK = ".latest.lock"
 STATE = ".latest.json"  # what latest.csv was built from: product ids and the file's identity
+MAX_STATE_KEYS = 20_000  # row keys of the product merged last kept in the state, at most
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,20 @@ def add_product(store: Store, product: Product | Any, *, ecsv: bool = False) -> 
             return _rebuild(store, folder, service, folder_products(store, folder, service), ecsv)
         new = read_products([product])
         table = combine(concat([previous, new]))
-        # its rows the earlier products have too (new_rows: the others are new), kept in the state
-        known = sorted(set(row_keys(new)) & set(row_keys(previous))) if len(new) else []
         return _write(store, folder, service, ids, target, table, ecsv,
-                      added={"product": product.id, "known": known})
+                      added=_added(product.id, new, previous))
+
+
+def _added(product_id: int, new: pd.DataFrame, previous: pd.DataFrame) -> dict[str, Any] | None:
+    """For the state: which keys of NEW (product PRODUCT_ID) PREVIOUS (latest.csv before it)
+    had ("known") or had not ("new"), whichever list is shorter; None past MAX_STATE_KEYS
+    (a re-fetch of a long history: new_rows then reads the products)."""
+    keys = set(row_keys(new)) if len(new) else set()
+    known = keys & set(row_keys(previous)) if keys else set()
+    kind, chosen = ("known", known) if len(known) <= len(keys) - len(known) else ("new", keys - known)
+    if len(chosen) > MAX_STATE_KEYS:
+        return None
+    return {"product": product_id, kind: sorted(chosen)}
 
 
 def _rebuild(
@@ -223,7 +234,7 @@ def _write(
     """TABLE (combined from the products IDS of TARGET) with its masks as latest.csv (and
     latest.ecsv), then the state.
     COPY_OF: the photometry.csv TABLE was written as, row for row (:func:`_with_masked`).
-    ADDED: the product just merged and the keys of its rows the earlier ones have."""
+    ADDED: the product just merged and which of its rows were stored before (:func:`_added`)."""
     from stdq import masks  # stdq mask: a `masked` column, kept across re-fetches
     from stdq.photometry import write_table
     from stdq.store import atomic_write
@@ -402,25 +413,31 @@ def new_rows(store: Store, folder: Path, service: str, product_ids: Iterable[int
     earlier = [i for i in stored if i < ids[0]]
     if not earlier:
         return table
-    known = _known_keys(folder, ids, earlier)
-    if known is None:  # not the product merged last: read every earlier product
-        before = [p for p in folder_products(store, folder, service) if p.id < ids[0]]
-        known = set(row_keys(read_products(before)))
-    return table[~row_keys(table).isin(known)].reset_index(drop=True)
+    keys = row_keys(table)
+    merged = _merged_keys(folder, ids, earlier)
+    if merged is not None:
+        kind, listed = merged
+        return table[keys.isin(listed) == (kind == "new")].reset_index(drop=True)
+    # not the product merged last: read every earlier product
+    before = [p for p in folder_products(store, folder, service) if p.id < ids[0]]
+    return table[~keys.isin(set(row_keys(read_products(before))))].reset_index(drop=True)
 
 
-def _known_keys(folder: Path, ids: list[int], earlier: list[int]) -> set[str] | None:
-    """The keys of the rows of product IDS (one) that the products EARLIER have too, from
-    the state of its merge (what latest.csv held before it); None when the state is of
-    another product or other earlier products."""
+def _merged_keys(folder: Path, ids: list[int], earlier: list[int]) -> tuple[str, set[str]] | None:
+    """("known", keys of product IDS (one) that the products EARLIER have too) or ("new",
+    those they have not), from the state of its merge (latest.csv before it); None when the
+    state is of another product or other earlier products."""
     state = _read_state(folder)
     added = state.get("added") if state else None
     if len(ids) != 1 or not isinstance(added, dict) or added.get("product") != ids[0]:
         return None
     if state is None or state.get("products") != [*earlier, ids[0]]:
         return None
-    known = added.get("known")
-    return {str(k) for k in known} if isinstance(known, list) else None
+    for kind in ("known", "new"):
+        listed = added.get(kind)
+        if isinstance(listed, list):
+            return kind, {str(k) for k in listed}
+    return None
 
 
 # -- removing products ------------------------------------------------------------------------
