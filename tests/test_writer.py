@@ -268,6 +268,25 @@ def test_csv_with_flag_column_refuses_what_it_cannot_copy_line_by_line(tmp_path)
     assert out.getvalue() == b"a,b,masked\n"
 
 
+def test_read_table_keeps_one_text_object_per_distinct_text(tmp_path):
+    """A text column read back holds one str per distinct text (survey, band, ... of 100,000
+    rows: 8 bytes a row, not a str a row), with the values and None as written."""
+    n = 3000
+    df = photometry.normalize(
+        pd.DataFrame({"mjd": 60000.0 + np.arange(n), "flux_ujy": np.ones(n), "flux_err_ujy": np.ones(n),
+                      "band": ["ztfg", "ztfr", "ztfi"] * (n // 3),
+                      "source_row_id": [str(10**12 + i) for i in range(n)]}),
+        product_id=1,
+    )
+    df["survey"] = pd.Series(["ZTF"] * (n - 1) + [None], dtype=object)
+    written(df, tmp_path, ENGINES[-1])
+    back = photometry.read_table(tmp_path / f"t-{ENGINES[-1]}.csv")
+    assert back["band"].dtype == object and back["band"].tolist() == df["band"].tolist()
+    assert len({id(v) for v in back["band"]}) == 3
+    assert len({id(v) for v in back["survey"].iloc[:-1]}) == 1 and back["survey"].iloc[-1] is None
+    assert back["source_row_id"].tolist() == df["source_row_id"].tolist()
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=20))
 def test_any_float_reads_back_equal(values):
