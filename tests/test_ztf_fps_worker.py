@@ -119,3 +119,45 @@ def test_foreground_query_through_an_autostarted_worker_keeps_secrets_out(wq):
 
 def _live_worker_pids(runner) -> list[int]:
     return [pid for pid in worker_pids(runner) if process_alive(pid)]
+
+
+def test_a_polled_zfps_request_frees_the_thread_for_a_job_of_another_service(wq, monkeypatch):
+    """One worker thread, a ZFPS job whose request runs until the test ends it and a Pan-STARRS
+    job queued after it, on an injected clock: between two looks at the listing the ZFPS job is
+    parked (queued, due at the next look), the thread runs the Pan-STARRS job meanwhile, and the
+    ZFPS job goes on with the same attempt and its one submission."""
+    import threading
+
+    from conftest import FakeTime
+
+    emulator = wq.server.emulator("zfps")
+    emulator.delay = math.inf
+    for name, value in CREDS_ENV.items():
+        monkeypatch.setenv(name, value)
+    clock = FakeTime(time.time())
+    with Stdq(config=wq.config_path, data_dir=wq.data_dir, clock=clock.clock) as lib:
+        zfps_id = lib.submit("ztf-fps", ra=SN[2], dec=SN[4], runner="worker").id
+        other_id = lib.submit("panstarrs", ra=210.910674, dec=54.311650, runner="worker").id
+        worker = threading.Thread(target=lib.run_worker, kwargs={"burst": True, "concurrency": 1})
+        worker.start()
+        try:
+            wait_until(lambda: db_job(wq, other_id)["state"] == "succeeded",
+                       what="the Pan-STARRS job to run while the ZFPS request runs")
+            parked = db_job(wq, zfps_id)
+            assert parked["state"] == "queued" and parked["checkpoint"]["zfps_state"] == "submitted"
+            assert parked["events"][-1]["kind"] == "waiting"
+            assert parked["run_after"] == clock.now + 0.2  # the first wait: poll_interval
+            looks = emulator.status_queries
+            emulator.finish_now()
+            clock.now += 0.2
+            worker.join(timeout=60)
+        finally:
+            emulator.finish_now()
+            clock.now += 1000.0
+            worker.join(timeout=60)
+    assert not worker.is_alive()
+    done = db_job(wq, zfps_id)
+    assert done["state"] == "succeeded" and done["rows"] > 0 and done["attempts"] == 1
+    assert [e["kind"] for e in done["events"]].count("claimed") == 1
+    assert len(emulator.submissions) == 1
+    assert emulator.status_queries > looks  # looked again when due, found it ended

@@ -442,7 +442,7 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                 if state is None:
                     self._take_pending_slot(context)
                 self._create(target, params, context, creds)
-            else:
+            elif not cp.get("zfps_interval"):  # a job parked between two looks goes on quietly
                 context.event("resumed", f"resuming ZFPS request {cp.get('zfps_reqid') or '(not yet listed)'}")
             row = self._wait(context, creds)
             self._give_back_slot(context)  # the request has ended: no longer pending
@@ -637,12 +637,15 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             context.save_checkpoint(zfps_state="submitted", zfps_submitted_at=time.time())
 
     def _wait(self, context: QueryContext, creds: dict[str, str]) -> dict[str, str]:
-        """Poll the listing until our request has ended; its row."""
+        """Poll the listing until our request has ended; its row. A worker's job waits
+        between two looks parked, as ATLAS's does (stdq.slots.park_rather_than_sleep)."""
         values = self.config.values
-        interval = max(0.05, float(values["poll_interval"]))
-        max_interval = max(interval, float(values["max_poll_interval"]))
+        first = max(0.05, float(values["poll_interval"]))
+        max_interval = max(first, float(values["max_poll_interval"]))
         max_wait = float(values["max_wait"])
-        started = time.monotonic()
+        kept = context.checkpoint.get("zfps_interval")  # a parked job goes on from its last wait
+        interval = min(max_interval, max(first, float(kept))) if isinstance(kept, (int, float)) else first
+        started = float(context.checkpoint.get("zfps_submitted_at") or time.time())
         last_status = None
         while True:
             context.check_cancelled()
@@ -676,14 +679,28 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             if status != last_status:
                 context.progress(status)
                 last_status = status
-            if time.monotonic() - started > max_wait:
+            if time.time() - started > max_wait:
                 label = f"ZFPS request {cp['zfps_reqid']}" if cp.get("zfps_reqid") else "the ZFPS request"
                 raise QueryFailed(
                     f"ztf-fps: {label} has not finished after {max_wait / 3600:.1f} h; its checkpoint"
                     f" is kept: stdq jobs retry {context.job_id} polls it again"
                 )
+            grown = min(max_interval, interval * POLL_GROWTH)
+            if context.may_postpone and context.job_id is not None and self._park(context, interval):
+                from stdq.slots import Waiting
+
+                # not in its thread: queued until the next look, which goes on from here
+                context.save_checkpoint(zfps_interval=grown)
+                raise Waiting(f"ztf-fps: {status}; polling again", retry_after=interval)
             context.sleep(interval)
-            interval = min(max_interval, interval * POLL_GROWTH)
+            interval = grown
+
+    @staticmethod
+    def _park(context: QueryContext, seconds: float) -> bool:
+        from stdq.jobs.worker import spare_threads
+        from stdq.slots import park_rather_than_sleep
+
+        return park_rather_than_sleep(context.store.db, seconds, spare_threads())
 
     def _download(self, target: Target, params: dict[str, Any], context: QueryContext,
                   row: dict[str, str]) -> DataProduct:
