@@ -9,8 +9,11 @@
    time of the same worker with 1 job) / (N - 1): start-up and the one-time
    imports of the first job (pandas, httpx) are not per-job costs. Everything
    else is: claim, lease heartbeat, progress and checkpoint writes, 4 HTTP
-   requests, raw file, processing, photometry.csv and product.json, finish.
-   Goal: <= 20 ms per job.
+   requests, raw file, processing, photometry.csv and product.json, latest.csv,
+   finish. Goal: <= 20 ms per job. Each job is a target of its own (one product per
+   folder); --same-target makes them one target (products pile up in one folder).
+   Also printed: the worker's CPU time per job, the same difference (steadier than
+   the wall time on a shared machine).
 3. latest.csv of one target and service after each of N products (12 rows each, 2 of
    them fetched again from the product before): the merge of each new product
    (stdq.latest.add_product, what a worker does) against a full rebuild from every
