@@ -90,6 +90,9 @@ class RateLimiter:
         """Wait for a free slot and take it; returns the seconds waited."""
         if self.limit <= 0 or self.window <= 0:
             return 0.0
+        if getattr(self._local, "prepaid", False):  # taken already by take_now()
+            self._local.prepaid = False
+            return 0.0
         waited = 0.0
         while True:
             wait = self.try_acquire()
@@ -116,6 +119,17 @@ class RateLimiter:
                 return 0.0
             # the LIMIT-th most recent slot must leave the window first
             return max(0.01, float(rows[-1][0]) + self.span - now)
+
+    def take_now(self) -> bool:
+        """Take a slot now if one is free (True) for this thread's next :meth:`acquire`, which
+        then returns at once: the check and the taking are one transaction, so two threads that
+        both saw a free slot never both count on it."""
+        if self.limit <= 0 or self.window <= 0:
+            return True
+        if self.try_acquire() > 0:
+            return False
+        self._local.prepaid = True
+        return True
 
     def settle(self) -> None:
         """The answer to the request of this thread's last slot has arrived: the slot counts

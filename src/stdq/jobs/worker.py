@@ -178,8 +178,8 @@ def _thread_main(
                     break
                 _idle(pool, queue, burst, stop)
                 continue
-            with pool.cond:  # another idle thread watches the queue while this one runs the job
-                pool.cond.notify()
+            with pool.cond:  # idle threads take up the watch (two: jobs come due in bunches, and
+                pool.cond.notify(2)  # each that claims one calls two more, so a bunch fans out)
             try:
                 log.info("job %s (%s) claimed, attempt %s", job.id, job.service, job.attempts)
                 warm_imports(settings, job.service)
@@ -203,9 +203,10 @@ def _thread_main(
 
 def _idle(pool: _Pool, queue: JobQueue, burst: bool, stop: threading.Event) -> None:
     """Wait for work: one idle thread of the pool (the looker) waits until the next job is due
-    and claims it; the others wait until the looker, having claimed one, calls the next (or
+    and claims it; the others wait until a thread that has claimed one calls the next two (or
     LOOKER_WAIT passes), so a due job is not raced for by every idle thread (each claim would
-    queue on the database's write lock ahead of the jobs' own writes)."""
+    queue on the database's write lock ahead of the jobs' own writes), and a bunch of due jobs
+    is taken up by a fan of threads rather than one after another."""
     with pool.cond:
         if pool.looker:
             pool.cond.wait(timeout=LOOKER_WAIT)

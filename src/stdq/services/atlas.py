@@ -80,7 +80,7 @@ LIST_PAGESIZE = 100  # the server's max_page_size
 MAX_LIST_PAGES = 10  # the newest 1000 tasks are searched for a key
 PAGE_NOT_FOUND = "Page not found"  # the body of the 404 of an archived task
 TURN_HORIZON = 1.0  # a submission whose write slot frees within this waits for it in its thread
-TURN_LEAD = 0.5  # a postponed submission comes back this long before its turn
+TURN_LEAD = 0.7  # a postponed submission comes back this long before its turn (its claim's time)
 
 
 class AtlasQueryForm(QueryForm):
@@ -417,6 +417,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             on_retry=context.report_retry,
         )
         settle_on_answer(client, limiter)  # a slot counts from its answer's arrival
+        setattr(client, "atlas_limiter", limiter)  # noqa: B010 (_before_submit takes its slot)
         return client
 
     def _check(self, response: httpx.Response) -> None:
@@ -469,8 +470,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         seen = None
         try:
             if not cp.get("task_url"):
-                turn = self._before_submit(context)
-                seen = self._submit(target, params, context, turn)
+                self._before_submit(context)
+                seen = self._submit(target, params, context)
             task = self._poll(context, seen)
             return self._finish(task, target, params, context)
         finally:
@@ -496,51 +497,52 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         except StdqError:  # a read-only or busy database: the next take frees it
             return
 
-    def _before_submit(self, context: QueryContext) -> float | None:
-        """Wait (in-process) or postpone (a worker's job) until a submission may go: its turn
-        for a write slot near and fewer than max_queued of the account's tasks unstarted.
+    def _before_submit(self, context: QueryContext) -> None:
+        """Wait (in-process) or postpone (a worker's job) until a submission may go: fewer than
+        max_queued of the account's tasks unstarted, and (a worker's job) its write slot taken.
 
-        A worker's job waits in line, first come first served: with A submissions of the
-        account before it (lower job ids, not yet submitted), its turn is when the (A+1)-th
-        next write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A turn more than
+        A worker's job takes a write slot that is free now (the check and the taking in one
+        transaction; the POST then uses it, :meth:`stdq.limiter.RateLimiter.take_now`). When
+        none is, it waits in line, first come first served: with A submissions of the account
+        before it (lower job ids, not yet on their way), its turn is when the (A+1)-th next
+        write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A turn more than
         TURN_HORIZON away postpones the job -- and gives every job in line its own turn, in
-        one transaction -- to come back TURN_LEAD before it; a nearer one is returned (clock
-        time) and waited for in the thread right before the POST (:meth:`_submit`), so each
-        slot is taken as soon as it frees, with no other write between."""
+        one transaction -- to come back TURN_LEAD before it; a nearer one is slept for in the
+        thread, then the slot is taken (or the turn counted again). An in-process query waits
+        in the HTTP client's limiter."""
         from stdq.slots import Postponed
 
         look = max(0.05, float(self.config.values["poll_interval"]))
-        limiter = self.rate_limiter(time.sleep, database=context.store.db)
-        turn: float | None = None
-        try:
-            while True:
-                context.check_cancelled()
-                if context.may_postpone and context.job_id is not None and limiter.writes.limit > 0:
-                    from stdq.slots import postpone_line, submissions_ahead
+        while context.job_id is not None and not self._slots(context).take(int(context.job_id)):
+            limit = min(500, int(self.config.values["max_queued"]))
+            why = f"atlas: {limit} ATLAS tasks of this account are waiting to start (max_queued)"
+            if context.may_postpone:
+                raise Postponed(why, retry_after=look)
+            context.progress(why, wait_until=context.clock() + look)
+            context.sleep(look)
+            context.check_cancelled()
+        while True:  # the max_queued slot is held: the write slot
+            context.check_cancelled()
+            limiter = getattr(context.client, "atlas_limiter", None)
+            if not context.may_postpone or context.job_id is None or limiter is None:
+                return
+            writes = limiter.writes
+            if writes.limit <= 0 or writes.take_now():
+                return
+            from stdq.slots import postpone_line, submissions_ahead
 
-                    database = context.store.db
-                    turn_at = limiter.writes.turns()
-                    ahead = submissions_ahead(database, self.name, int(context.job_id),
-                                              sending=SUBMIT_SLOT)
-                    start = turn_at(ahead) - limiter.writes.now()
-                    if start > TURN_HORIZON:
-                        postpone_line(database, self.name, turn_at, TURN_LEAD, sending=SUBMIT_SLOT)
-                        raise Postponed(
-                            f"atlas: the ATLAS write budget is used up; {ahead} submission(s)"
-                            f" before this one; its turn in {start:.1f} s",
-                            retry_after=start - TURN_LEAD,
-                        )
-                    turn = limiter.writes.now() + start
-                if context.job_id is None or self._slots(context).take(int(context.job_id)):
-                    return turn
-                limit = min(500, int(self.config.values["max_queued"]))
-                why = f"atlas: {limit} ATLAS tasks of this account are waiting to start (max_queued)"
-                if context.may_postpone:
-                    raise Postponed(why, retry_after=look)
-                context.progress(why, wait_until=context.clock() + look)
-                context.sleep(look)
-        finally:
-            limiter.close()
+            database = context.store.db
+            turn_at = writes.turns()
+            ahead = submissions_ahead(database, self.name, int(context.job_id), sending=SUBMIT_SLOT)
+            start = turn_at(ahead) - writes.now()
+            if start > TURN_HORIZON:
+                postpone_line(database, self.name, turn_at, TURN_LEAD, sending=SUBMIT_SLOT)
+                raise Postponed(
+                    f"atlas: the ATLAS write budget is used up; {ahead} submission(s) before"
+                    f" this one; its turn in {start:.1f} s",
+                    retry_after=start - TURN_LEAD,
+                )
+            context.sleep(max(0.01, start))  # its own turn, not with every waiter for the next
 
     def _delete_or_defer(self, context: QueryContext, product: DataProduct | None) -> None:
         """DELETE a finished task now when the write budget has room after every waiting
@@ -607,8 +609,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                 client.close()
 
     def _submit(
-        self, target: Target, params: dict[str, Any], context: QueryContext,
-        turn: float | None = None,
+        self, target: Target, params: dict[str, Any], context: QueryContext
     ) -> dict[str, Any]:
         """POST the task once (stdq.remote.create_once) and checkpoint its URL.
 
@@ -622,9 +623,6 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         def send(key: str) -> dict[str, Any]:
             context.check_cancelled()
             context.progress("submitting the ATLAS task")
-            left = (turn or 0.0) - context.store.db.clock()  # the limiter's clock
-            if left > 0.01:  # its own turn (_before_submit), not with every waiter for the next
-                context.sleep(left - 0.005)
             form = task_form(target, params, f"stdq job {context.job_id or 0} {key}")
             response = client.request(
                 "POST", queue_url, policy=_submit_policy(), data=form, headers=JSON_HEADERS
