@@ -221,6 +221,23 @@ def test_a_failing_chunk_is_an_error_not_a_short_file(monkeypatch):
     monkeypatch.setattr(photometry, "_format_chunk", format_chunk)
     with pytest.raises(OSError, match="No space"):
         photometry.write_csv(df, io.BytesIO(), engine="arrow")
+    monkeypatch.setattr(photometry, "_format_chunk", real)
+
+    class Full(io.RawIOBase):  # the disk fills up under the writer thread
+        writes = 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            Full.writes += 1
+            if Full.writes > 5:
+                raise OSError(28, "No space left on device")
+            return len(b)
+
+    with pytest.raises(OSError, match="No space"):
+        photometry.write_csv(df, Full(), engine="arrow")
+    assert Full.writes == 6  # nothing written after the failed write
 
 
 @pytest.mark.parametrize("engine", ENGINES)
