@@ -502,14 +502,14 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         max_queued of the account's tasks unstarted, and (a worker's job) its write slot taken.
 
         A worker's job takes a write slot that is free now (the check and the taking in one
-        transaction; the POST then uses it, :meth:`stdq.limiter.RateLimiter.take_now`). When
-        none is, it waits in line, first come first served: with A submissions of the account
-        before it (lower job ids, not yet on their way), its turn is when the (A+1)-th next
-        write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A turn more than
-        TURN_HORIZON away postpones the job -- and gives every job in line its own turn, in
-        one transaction -- to come back TURN_LEAD before it; a nearer one is slept for in the
-        thread, then the slot is taken (or the turn counted again). An in-process query waits
-        in the HTTP client's limiter."""
+        transaction, right before the POST, which uses it: :meth:`stdq.limiter.RateLimiter.
+        take_now`). When none is, it waits in line, first come first served: with A
+        submissions of the account before it (lower job ids, not yet on their way), its turn
+        is when the (A+1)-th next write slot frees (:meth:`stdq.limiter.RateLimiter.turns`). A
+        turn more than TURN_HORIZON away postpones the job -- and gives every job in line its
+        own turn, in one transaction -- to come back TURN_LEAD before it; a nearer one is
+        slept for in the thread, then the slot is taken (or the turn counted again). An
+        in-process query waits in the HTTP client's limiter."""
         from stdq.slots import Postponed
 
         look = max(0.05, float(self.config.values["poll_interval"]))
@@ -521,13 +521,22 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
             context.progress(why, wait_until=context.clock() + look)
             context.sleep(look)
             context.check_cancelled()
-        while True:  # the max_queued slot is held: the write slot
+        self._write_turn(context, take=False)
+
+    def _write_turn(self, context: QueryContext, *, take: bool) -> None:
+        """A worker's job: postpone it (its turn over TURN_HORIZON away) or sleep until its turn;
+        with TAKE, also take the write slot (the POST then uses it). Without TAKE, return as
+        soon as a slot is free or the turn is near (the slot is taken right before the POST,
+        so nothing is written between its taking and the send)."""
+        from stdq.slots import Postponed
+
+        while True:
             context.check_cancelled()
             limiter = getattr(context.client, "atlas_limiter", None)
             if not context.may_postpone or context.job_id is None or limiter is None:
                 return
             writes = limiter.writes
-            if writes.limit <= 0 or writes.take_now():
+            if writes.limit <= 0 or (writes.take_now() if take else writes.free() > 0):
                 return
             from stdq.slots import postpone_line, submissions_ahead
 
@@ -542,6 +551,8 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
                     f" this one; its turn in {start:.1f} s",
                     retry_after=start - TURN_LEAD,
                 )
+            if not take:
+                return
             context.sleep(max(0.01, start))  # its own turn, not with every waiter for the next
 
     def _delete_or_defer(self, context: QueryContext, product: DataProduct | None) -> None:
@@ -623,6 +634,7 @@ class AtlasForcedPhotometryService(SingleTargetDataService):
         def send(key: str) -> dict[str, Any]:
             context.check_cancelled()
             context.progress("submitting the ATLAS task")
+            self._write_turn(context, take=True)  # nothing sent: a Postponed here is safe
             form = task_form(target, params, f"stdq job {context.job_id or 0} {key}")
             response = client.request(
                 "POST", queue_url, policy=_submit_policy(), data=form, headers=JSON_HEADERS
