@@ -3,15 +3,20 @@
 ATLAS: N targets (default 200; the issue's run is --targets 1000), submitted as background jobs
 and run by WORKERS burst workers (processes) of CONCURRENCY threads, against the ATLAS emulator
 enforcing 60 writes and 600 reads per WINDOW seconds (default 6: the server's minute / 10),
-stdq configured with the same limits. Printed: total time / the least time the write limit
-allows for N submissions (goal <= 1.1), windows over a limit counted from the emulator's log
-(goal 0), HTTP 429s, duplicate submissions (goal 0), tasks left on the server, deferred DELETEs,
-peak RSS of each worker process.
+stdq configured with the same limits. Printed: the time until every job has ended (from the
+workers' start) / the least time the limits allow -- the N-th submission can go floor((N-1)/60)
+windows after the first at the earliest, and its task then queues and runs (goal <= 1.1) --;
+where the time went (first and last accepted submission, each 60th, the tail after the last);
+windows over a limit counted from the emulator's log (goal 0), HTTP 429s, duplicate
+submissions (goal 0, with the jobs' events if any), the deferred DELETEs and tasks left on the
+server, peak RSS of each worker process. The workers are stopped once every job has ended: the
+finished tasks' DELETEs deferred behind the submissions stay in deferred_deletes (checked:
+tasks left = deferred); --drain lets them run on until they are all sent (about N writes more).
 
 ZFPS: the same N targets; prints the number of submissions (goal: ceil(N / batch_size)).
 
     python bench/watchlist.py [--targets N] [--window S] [--workers W] [--concurrency C]
-                              [--services atlas,ztf-fps]
+                              [--services atlas,ztf-fps] [--drain] [--keep DIR]
 """
 
 from __future__ import annotations
