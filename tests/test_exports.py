@@ -120,12 +120,12 @@ def offline_sncosmo(monkeypatch, tmp_path):
 
 
 def test_the_guard_catches_a_download(offline_sncosmo):
-    """atlasc is only a loader in sncosmo (stdq ships no ATLAS curve): getting it tries to
+    """sdssg is only a loader in sncosmo (stdq ships no SDSS curve): getting it tries to
     download, which the guard refuses, so the tests below would see any download."""
     import sncosmo
 
     with pytest.raises(RuntimeError, match="network access"):
-        sncosmo.get_bandpass("atlasc")
+        sncosmo.get_bandpass("sdssg")
     assert offline_sncosmo
 
 
@@ -136,8 +136,8 @@ def test_register_sncosmo_gives_every_shipped_band_with_no_network(offline_sncos
     loaders_before = dict(registry._loaders)
     others_before = {k: v for k, v in registry._instances.items() if k[0] not in passbands.PASSBANDS}
     registered = passbands.register_sncosmo()
-    assert registered == passbands.names() and len(registered) == 18
-    assert set(registered) >= {"ztfg", "ztfr", "ztfi", *(f"ps1::{f}" for f in "grizy")}
+    assert registered == passbands.names() and len(registered) == 20
+    assert set(registered) >= {"atlasc", "atlaso", "ztfg", "ztfr", "ztfi", *(f"ps1::{f}" for f in "grizy")}
     for name in registered:
         band = sncosmo.get_bandpass(name)
         wave, trans = passbands.load(name)
@@ -146,7 +146,7 @@ def test_register_sncosmo_gives_every_shipped_band_with_no_network(offline_sncos
     # nothing else in sncosmo's registry changed: the same loaders, the same other instances
     assert registry._loaders == loaders_before
     assert {k: v for k, v in registry._instances.items() if k[0] not in passbands.PASSBANDS} == others_before
-    assert ("atlasc", None) not in registry._instances and passbands.register_sncosmo() == []  # all loaded now
+    assert ("sdssg", None) not in registry._instances and passbands.register_sncosmo() == []  # all loaded now
 
 
 def test_register_sncosmo_leaves_a_band_already_loaded(offline_sncosmo):
@@ -161,8 +161,10 @@ def test_register_sncosmo_leaves_a_band_already_loaded(offline_sncosmo):
 
 
 # Values of the source files read by hand: pyphot 2.1.1 ZTF_g.csv "480.0,90.99446694" (percent,
-# nm), PS1_r.csv "6.2e+03,6.42e-01"; speclite 1.0.0 gaiadr3-G.ecsv "3400.0 0.0868837415".
-BY_HAND = {("ztfg", 4800.0): 0.9099446694, ("ps1::r", 6200.0): 0.642, ("gaia::g", 3400.0): 0.0868837415}
+# nm), PS1_r.csv "6.2e+03,6.42e-01"; speclite 1.0.0 gaiadr3-G.ecsv "3400.0 0.0868837415"; SNooPy
+# 2.7.4 ATLAS/ATLAS/filter1 (cyan) "5460 80.8" and filter2 (orange) "5680 80.5" (percent, Angstrom).
+BY_HAND = {("ztfg", 4800.0): 0.9099446694, ("ps1::r", 6200.0): 0.642, ("gaia::g", 3400.0): 0.0868837415,
+           ("atlasc", 5460.0): 0.808, ("atlaso", 5680.0): 0.805}
 
 
 def test_shipped_curves_are_in_angstrom_and_fractions_on_a_10_angstrom_grid():
@@ -182,17 +184,18 @@ def test_shipped_curves_are_in_angstrom_and_fractions_on_a_10_angstrom_grid():
         assert trans[wave == at] == pytest.approx([value], rel=1e-5)
     notice = (Path(passbands.__file__).parent / "data" / "NOTICE.md").read_text(encoding="utf-8")
     assert "Copyright (c) 2016 Morgan Fouesneau" in notice and "Copyright (c) 2015-2025, Speclite" in notice
+    assert "Copyright (c) 2015 Christopher R. Burns" in notice
     for band in passbands.PASSBANDS.values():
         assert band.file.endswith(".dat") and (Path(passbands.__file__).parent / "data" / band.file).is_file()
 
 
-def test_sncosmo_reads_the_export_and_fits_it_in_ztf_and_ps1_bands(tmp_path, offline_sncosmo):
-    """The round trip, offline: stdq's ZTF and PS1 curves registered by stdq, a model built
+def test_sncosmo_reads_the_export_and_fits_it_in_atlas_ztf_and_ps1_bands(tmp_path, offline_sncosmo):
+    """The round trip, offline: stdq's ATLAS, ZTF and PS1 curves registered by stdq, a model built
     here (a Gaussian in time times a smooth spectrum), an export of its noisy band fluxes
     read back by sncosmo.read_lc and fitted with sncosmo.fit_lc."""
     import sncosmo
 
-    assert passbands.register_sncosmo(["ztfg", "ztfr", "ztfi", *(f"ps1::{f}" for f in "grizy")])
+    assert passbands.register_sncosmo(["atlasc", "atlaso", "ztfg", "ztfr", "ztfi", *(f"ps1::{f}" for f in "grizy")])
     phase = np.linspace(-40.0, 80.0, 121)
     wave = np.linspace(2500.0, 12000.0, 191)
     shape = np.exp(-0.5 * (phase / 12.0) ** 2)
@@ -204,8 +207,8 @@ def test_sncosmo_reads_the_export_and_fits_it_in_ztf_and_ps1_bands(tmp_path, off
     rng = np.random.default_rng(12)
     times = np.arange(60070.0, 60160.0, 3.0)
     rows = []
-    survey = {"ztf": ("ZTF", "ztf-fps"), "ps1": ("PS1", "panstarrs")}
-    for band in ("ztfg", "ztfr", "ztfi", "ps1::g", "ps1::r", "ps1::i", "ps1::z", "ps1::y"):
+    survey = {"atl": ("ATLAS", "atlas"), "ztf": ("ZTF", "ztf-fps"), "ps1": ("PS1", "panstarrs")}
+    for band in ("atlasc", "atlaso", "ztfg", "ztfr", "ztfi", "ps1::g", "ps1::r", "ps1::i", "ps1::z", "ps1::y"):
         flux = model.bandflux(band, times, zp=23.9, zpsys="ab")
         err = np.full_like(flux, 0.02 * flux.max())
         noisy = flux + rng.normal(0.0, err)
@@ -225,14 +228,14 @@ def test_sncosmo_reads_the_export_and_fits_it_in_ztf_and_ps1_bands(tmp_path, off
     data = sncosmo.read_lc(str(path))
     assert data.meta["name"] == "test"
     assert set(data.colnames) == set(exports.SNCOSMO_COLUMNS)
-    assert len(data) == len(rows) - 1 == 8 * 30  # the masked outlier is not exported
+    assert len(data) == len(rows) - 1 == 10 * 30  # the masked outlier is not exported
     assert sorted(set(data["band"])) == sorted({r["band"] for r in rows})
     fit_model = sncosmo.Model(source=source)
     fit_model.set(z=0.0, t0=60094.0, amplitude=1.0)
     result, fitted = sncosmo.fit_lc(data, fit_model, ["t0", "amplitude"])
     assert result.success
     # tolerances: 0.2 d and 1 % of the truth, and within 4 sigma of the fit's own errors
-    # (8 bands x 30 epochs at 2 % of each band's peak give sigma(t0) ~ 0.05 d, ~0.3 %)
+    # (10 bands x 30 epochs at 2 % of each band's peak give sigma(t0) ~ 0.05 d, ~0.3 %)
     assert fitted["t0"] == pytest.approx(truth["t0"], abs=0.2)
     assert fitted["amplitude"] == pytest.approx(truth["amplitude"], rel=0.01)
     assert abs(fitted["t0"] - truth["t0"]) < 4 * result.errors["t0"]

@@ -5,11 +5,11 @@ writes bytes; the column mappings are in docs/photometry.md "Community formats".
 Masked rows are never exported (they are counted in the LightCurve's left_aside).
 
 sncosmo: stdq writes sncosmo's own band names (``atlasc``, ``ztfg``, ``ps1::g``, ...).
-sncosmo downloads those transmission curves on first use; stdq ships the ZTF, PS1, LSST
-and Gaia curves (:mod:`stdq.passbands`), which ``stdq.passbands.register_sncosmo()``
-registers offline. No ATLAS curve is shipped: ``atlasc``/``atlaso`` stay sncosmo's own
-(downloaded), and ``atlasw`` (not in sncosmo) is left out of the sncosmo export with a
-note unless a curve was registered (:func:`register_band`). The file's ``#`` lines say
+sncosmo downloads those transmission curves on first use; stdq ships the ATLAS c/o, ZTF,
+PS1, LSST and Gaia curves (:mod:`stdq.passbands`), which
+``stdq.passbands.register_sncosmo()`` registers offline. ``atlasw`` (not in sncosmo, and
+no curve shipped) is left out of the sncosmo export with a note unless a curve was
+registered (:func:`register_band`). The file's ``#`` lines say
 which of its bands are which.
 """
 
@@ -41,7 +41,6 @@ ATLASW_NOTE = (
     " its rows are left out (register one: stdq.exports.register_band('atlasw', wave, trans))"
 )
 SHIPPED_NOTE = "bands registered offline by stdq.passbands.register_sncosmo() (curves shipped with stdq): {}"
-DOWNLOADED_NOTE = "bands stdq ships no curve for (no permissive ATLAS curve; sncosmo downloads its own on first use): {}"
 _PREFIXES = ("ps1::", "gaia::", "atlas", "ztf", "lsst")
 
 
@@ -119,15 +118,12 @@ def write_sncosmo(table: pd.DataFrame, dest: IO[bytes], meta: dict[str, Any] | N
 
 def sncosmo_notes(bands: Any, left: dict[str, int]) -> list[str]:
     """The ``#`` lines of an sncosmo export with BANDS (and LEFT out): which bands stdq
-    registers offline, which sncosmo would download, why atlasw is left out."""
+    registers offline, why atlasw is left out."""
     from stdq import passbands
 
     present = sorted({str(b) for b in bands})
     shipped = [b for b in passbands.names() if b in present]
-    others = [b for b in present if b in passbands.NOT_SHIPPED]  # atlasc, atlaso
     notes = [SHIPPED_NOTE.format(" ".join(shipped))] if shipped else []
-    if others:
-        notes.append(DOWNLOADED_NOTE.format(" ".join(others)))
     if "atlasw" in left:
         notes.append(ATLASW_NOTE)
     return notes

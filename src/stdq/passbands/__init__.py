@@ -3,13 +3,13 @@
 sncosmo knows the survey bands stdq writes (``ztfg``, ``ps1::g``, ``lsstr``,
 ``gaia::g`` ...) but downloads their transmission curves on first use. stdq ships
 the curves of the bands in :data:`PASSBANDS` as package data (``data/*.dat``, from
-pyphot 2.1.1 and speclite 1.0.0; sources, licences and the only changes made to
-them in ``data/NOTICE.md``), and :func:`register_sncosmo` registers them
+pyphot 2.1.1, speclite 1.0.0 and SNooPy 2.7.4; sources, licences and the only changes
+made to them in ``data/NOTICE.md``), and :func:`register_sncosmo` registers them
 under sncosmo's own names with no network access, for names sncosmo has not
 already loaded, leaving the rest of its registry alone.
 
-ATLAS ``atlasc``, ``atlaso`` and ``atlasw`` are not shipped (:data:`NOT_SHIPPED`):
-no curve with a licence that allows it was found offline.
+ATLAS ``atlasw`` is not shipped (:data:`NOT_SHIPPED`): no curve with a licence that
+allows it was found offline, and sncosmo has no such band.
 
 numpy is imported only by :func:`load`; sncosmo only by :func:`register_sncosmo`.
 """
@@ -33,6 +33,7 @@ class Passband:
 
 _PYPHOT = "pyphot 2.1.1 (MIT)"
 _SPECLITE = "speclite 1.0.0 (BSD-3-Clause)"
+_SNPY = "SNooPy 2.7.4 (MIT)"
 
 #: The shipped curves by sncosmo band name (the names stdq's ``band`` column holds).
 PASSBANDS: dict[str, Passband] = {p.name: p for p in (
@@ -44,13 +45,14 @@ PASSBANDS: dict[str, Passband] = {p.name: p for p in (
       for f in "ugrizy"),
     *(Passband(f"gaia::{n}", f"gaia_{n}.dat", f"{_SPECLITE}: gaiadr3-{b}.ecsv, Gaia (E)DR3 passband (ESA)")
       for n, b in (("g", "G"), ("gbp", "BP"), ("grp", "RP"))),
+    *(Passband(f"atlas{f}", f"atlas{f}.dat", f"{_SNPY}: filters/ATLAS/ATLAS/{file}, ATLAS {f} (Tonry et al. 2018)")
+      for f, file in (("c", "filter1"), ("o", "filter2"))),
 )}
 
 #: Bands stdq writes but ships no curve for, and why.
 NOT_SHIPPED: dict[str, str] = {
-    name: "no ATLAS transmission curve with a licence that allows shipping it was found offline"
-    + ("; sncosmo downloads its own on first use" if name != "atlasw" else "; sncosmo has no atlasw band")
-    for name in ("atlasc", "atlaso", "atlasw")
+    "atlasw": "no ATLAS transmission curve with a licence that allows shipping it was found"
+    " offline; sncosmo has no atlasw band",
 }
 
 
@@ -86,7 +88,7 @@ def register_sncosmo(bands: Iterable[str] | None = None) -> list[str]:
     one sncosmo read from its cache) is left as it is. For a name that sncosmo only knows
     by its loader (which would download the curve) stdq's curve is registered in its
     place, for this process only; no other entry of sncosmo's registry is touched.
-    KeyError for a band stdq does not ship (``atlasc``: see :data:`NOT_SHIPPED`).
+    KeyError for a band stdq does not ship (``atlasw``: see :data:`NOT_SHIPPED`).
     """
     import sncosmo
 

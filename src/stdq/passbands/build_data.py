@@ -2,15 +2,15 @@
 
 A maintenance script, never imported by stdq::
 
-    pip download --no-deps -d /tmp/pkgs pyphot==2.1.1 speclite==1.0.0
+    pip download --no-deps -d /tmp/pkgs pyphot==2.1.1 speclite==1.0.0 snpy==2.7.4
     python -m stdq.passbands.build_data /tmp/pkgs/pyphot-2.1.1-py3-none-any.whl \
-        /tmp/pkgs/speclite-1.0.0-py3-none-any.whl
+        /tmp/pkgs/speclite-1.0.0-py3-none-any.whl /tmp/pkgs/snpy-2.7.4.tar.gz
 
-It reads the curves straight out of the two wheels (zip files) and writes one file per
-band. The only changes to a curve (data/NOTICE.md says the same):
+It reads the curves straight out of the two wheels (zip files) and SNooPy's source
+archive (a tar.gz: SNooPy publishes no wheel) and writes one file per band. The only changes to a curve (data/NOTICE.md says the same):
 
 1. units: wavelength to Angstrom (pyphot's ZTF and speclite's LSST curves are in nm);
-   pyphot's ZTF throughput is in percent and is divided by 100;
+   pyphot's ZTF and SNooPy's ATLAS throughputs are in percent and are divided by 100;
 2. order: sorted by wavelength (pyphot's ZTF i is descending); a wavelength listed
    twice (620 in pyphot's ZTF g, a rounding to 0.1 nm) gets the mean of its values;
 3. the three negative values of pyphot's ZTF i (at most 3e-16 percent) are set to 0;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class Source:
     """One curve: stdq's (sncosmo's) band name, the wheel, the file in it, units."""
 
     name: str
-    wheel: str          # "pyphot" or "speclite"
+    wheel: str          # "pyphot", "speclite" or "snpy"
     member: str
     wave_unit_aa: float  # Angstrom per unit of the file's wavelength
     trans_scale: float   # multiply the throughput by this (percent -> fraction)
@@ -50,6 +51,7 @@ class Source:
 
 PYPHOT = "pyphot/libs/ascii_sources/"
 SPECLITE = "speclite/data/filters/"
+SNPY = "snpy-2.7.4/snpy/filters/filters/ATLAS/ATLAS/"
 SOURCES = (
     *(Source(f"ps1::{f}", "pyphot", f"{PYPHOT}PS1_{f}.csv", 1.0, 1.0, f"Pan-STARRS1 {f}") for f in "grizyw"),
     *(Source(f"ztf{f}", "pyphot", f"{PYPHOT}ZTF_{f}.csv", 10.0, 0.01, f"ZTF {f} (filter only)") for f in "gri"),
@@ -57,6 +59,9 @@ SOURCES = (
       for f in "ugrizy"),
     *(Source(f"gaia::{n}", "speclite", f"{SPECLITE}gaiadr3-{b}.ecsv", 1.0, 1.0, f"Gaia DR3 {b}")
       for n, b in (("g", "G"), ("gbp", "BP"), ("grp", "RP"))),
+    # SNooPy's filters.dat: filter1 "ATgr" (ATLAS g+r: cyan), filter2 "ATri" (r+i: orange)
+    Source("atlasc", "snpy", f"{SNPY}filter1", 1.0, 0.01, "ATLAS c (cyan)"),
+    Source("atlaso", "snpy", f"{SNPY}filter2", 1.0, 0.01, "ATLAS o (orange)"),
 )
 
 
@@ -76,6 +81,18 @@ def read_curve(text: str, member: str) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or len(data) < 10:
         raise SystemExit(f"{member}: no curve read")
     return data[:, 0], data[:, 1]
+
+
+def read_member(archive: Path, member: str) -> str:
+    """The text of MEMBER in ARCHIVE, a wheel (zip) or a source archive (tar.gz)."""
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tf:
+            fh = tf.extractfile(member)
+            if fh is None:
+                raise SystemExit(f"{archive}: {member} is not a file")
+            return fh.read().decode("utf-8")
+    with zipfile.ZipFile(archive) as zf:
+        return io.TextIOWrapper(zf.open(member), encoding="utf-8").read()
 
 
 def wave_eff(wave: np.ndarray, trans: np.ndarray) -> float:
@@ -124,12 +141,11 @@ def header(src: Source, version: str, licence: str, changes: dict[str, int], bef
 
 
 def build(wheels: dict[str, Path]) -> None:
-    versions = {"pyphot": "2.1.1", "speclite": "1.0.0"}
-    licences = {"pyphot": "MIT", "speclite": "BSD-3-Clause"}
+    versions = {"pyphot": "2.1.1", "speclite": "1.0.0", "snpy": "2.7.4"}
+    licences = {"pyphot": "MIT", "speclite": "BSD-3-Clause", "snpy": "MIT"}
     DATA.mkdir(exist_ok=True)
     for src in SOURCES:
-        with zipfile.ZipFile(wheels[src.wheel]) as zf:
-            text = io.TextIOWrapper(zf.open(src.member), encoding="utf-8").read()
+        text = read_member(wheels[src.wheel], src.member)
         wave, trans, changes = clean(src, *read_curve(text, src.member))
         grid, values = resample(wave, trans)
         before, after = wave_eff(wave, trans), wave_eff(grid, values)
@@ -146,7 +162,7 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         name = Path(arg).name.split("-")[0]
         wheels[name] = Path(arg)
-    if set(wheels) != {"pyphot", "speclite"}:
+    if set(wheels) != {"pyphot", "speclite", "snpy"}:
         print(__doc__)
         return 2
     build(wheels)
