@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 from stdq.testing import sky
-from stdq.testing.atlas import RECENT_NIGHTS, AtlasEmulator, last_night_mjd, result_text
+from stdq.testing.atlas import AtlasEmulator, result_text
+from stdq.testing.sky import RECENT_NIGHTS, last_night_mjd
 
 SN = sky.find("SN 2023ixf")
 assert SN is not None
@@ -79,7 +80,7 @@ def zfps_file(emulator, ra: float, dec: float, jdstart: float) -> list[str]:
 
 
 def test_zfps_recent_nights_and_add_night():
-    from stdq.testing.zfps import RECENT_NIGHTS, ZfpsEmulator
+    from stdq.testing.zfps import ZfpsEmulator
 
     emulator = ZfpsEmulator()
     emulator.anchor_mjd = 61000

@@ -158,15 +158,6 @@ def model_flux(ra: float, dec: float, mjd: float, band: str, reduced: bool) -> f
     return flux + (host if reduced else 0.0)
 
 
-# Nights of data up to the present (issue 11 item 7), after the hand-checked 2023 history.
-RECENT_NIGHTS = 30
-
-
-def last_night_mjd(unix_time: float) -> int:
-    """The MJD (integer) of last night: the day before the current UTC date."""
-    return int(unix_time // 86400.0 + 40587) - 1
-
-
 def has_data(ra: float, dec: float) -> bool:
     """False for the "Empty Field" (no survey has data there)."""
     empty = sky.find("Empty Field")
@@ -280,7 +271,7 @@ class Task:
         return self.archived or self.removed
 
 
-class AtlasEmulator(Emulator):
+class AtlasEmulator(sky.RecentNights, Emulator):
     """The ATLAS forced photometry server (see the module docstring)."""
 
     name = "atlas"
@@ -308,11 +299,7 @@ class AtlasEmulator(Emulator):
         self.result_base: str | None = None  # serve result_url from another base URL
         self.list_origin: str | None = None  # the task list's next/previous links on this origin
         self.nights = {"first_night": 60000, "last_night": 60300, "cadence": 3}
-        # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
-        # anchor_mjd (None: last night, from the emulator's clock); add_night() adds one more
-        self.recent_nights = RECENT_NIGHTS if recent_nights is None else int(recent_nights)
-        self.anchor_mjd: int | None = anchor_mjd
-        self.recent_first: int | None = None  # set by add_night(): the first night stays put
+        self.init_recent(recent_nights, anchor_mjd)  # data up to the present (sky.RecentNights)
         self.settings_overrides: dict[str, Any] = {}
         self._history: dict[tuple[str, str], list[float]] = {}
         self.lock = threading.RLock()
@@ -321,12 +308,6 @@ class AtlasEmulator(Emulator):
 
     def now(self) -> float:
         return self.clock() if self.clock is not None else time.time()
-
-    def last_night(self) -> int:
-        """The newest night with data: anchor_mjd, else last night by the emulator's clock."""
-        if self.anchor_mjd is not None:
-            return int(self.anchor_mjd)
-        return last_night_mjd(self.now())
 
     def result_file(
         self, ra: float, dec: float, mjd_min: float | None, mjd_max: float | None, reduced: bool
@@ -337,15 +318,6 @@ class AtlasEmulator(Emulator):
             recent_nights=self.recent_nights, anchor_mjd=self.last_night(),
             recent_first=self.recent_first,
         )
-
-    def add_night(self) -> int:
-        """One more night of epochs (the anchor moves on by a night); the new night's MJD."""
-        with self.lock:
-            last = self.last_night()
-            if self.recent_first is None:
-                self.recent_first = last - self.recent_nights + 1
-            self.anchor_mjd = last + 1
-            return self.anchor_mjd
 
     # -- settings for stdq -------------------------------------------------------------
     @property

@@ -8,6 +8,8 @@ has data there; "Nowhere Object" resolves nowhere.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 
 
@@ -52,3 +54,52 @@ def offset(ra: float, dec: float, east_arcsec: float, north_arcsec: float) -> tu
     dec2 = dec + north_arcsec / 3600.0
     ra2 = ra + east_arcsec / 3600.0 / math.cos(math.radians(dec))
     return ra2 % 360.0, dec2
+
+
+# -- data up to the present (issue 11 item 7) ----------------------------------------------
+#: The recent nights an emulator serves after its hand-checked history.
+RECENT_NIGHTS = 30
+
+
+def last_night_mjd(unix_time: float) -> int:
+    """The MJD (integer) of last night: the day before the current UTC date."""
+    return int(unix_time // 86400.0 + 40587) - 1
+
+
+class RecentNights:
+    """An emulator's data up to the present: the last ``recent_nights`` nights ending with
+    ``anchor_mjd`` (None: last night by :meth:`now`); :meth:`add_night` adds one more, the
+    first night staying put. A mixin of the ATLAS and ZFPS emulators (their ``lock``)."""
+
+    lock: threading.RLock
+
+    def init_recent(self, recent_nights: int | None, anchor_mjd: int | None) -> None:
+        self.recent_nights = RECENT_NIGHTS if recent_nights is None else int(recent_nights)
+        self.anchor_mjd: int | None = anchor_mjd
+        self.recent_first: int | None = None  # set by add_night(): the first night stays put
+
+    def now(self) -> float:
+        return time.time()
+
+    def last_night(self) -> int:
+        """The newest night with data: anchor_mjd, else last night by the emulator's clock."""
+        if self.anchor_mjd is not None:
+            return int(self.anchor_mjd)
+        return last_night_mjd(self.now())
+
+    def recent(self) -> tuple[int, int] | None:
+        """(first, last) night of the recent data, None when there is none."""
+        if self.recent_nights <= 0:
+            return None
+        last = self.last_night()
+        first = self.recent_first if self.recent_first is not None else last - self.recent_nights + 1
+        return first, last
+
+    def add_night(self) -> int:
+        """One more night of epochs (the anchor moves on by a night); the new night's MJD."""
+        with self.lock:
+            last = self.last_night()
+            if self.recent_first is None:
+                self.recent_first = last - self.recent_nights + 1
+            self.anchor_mjd = last + 1
+            return self.anchor_mjd

@@ -327,15 +327,6 @@ def _flat_epochs(field_: int, ccdid: int, qid: int, flux: float) -> list[Epoch]:
             for i in range(5)]
 
 
-# Nights of data up to the present (issue 11 item 7), after the hand-checked history.
-RECENT_NIGHTS = 30
-
-
-def last_night_mjd(unix_time: float) -> int:
-    """The MJD (integer) of last night: the day before the current UTC date."""
-    return int(unix_time // 86400.0 + 40587) - 1
-
-
 def _recent_epochs(field_: int, ccdid: int, qid: int, flux: float, zp: float, rfid: int,
                    nights: range) -> list[Epoch]:
     """One i epoch a night (Palomar: 0.33 d after the MJD of the night's date), each from its
@@ -450,7 +441,7 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-class ZfpsEmulator(Emulator):
+class ZfpsEmulator(sky.RecentNights, Emulator):
     """The ZFPS batch submission, status listing and result/log files."""
 
     name = "zfps"
@@ -472,11 +463,7 @@ class ZfpsEmulator(Emulator):
         self.submissions: list[dict[str, str]] = []  # the form of every accepted submission
         self.status_queries = 0
         self._next_id = 15270
-        # data up to the present (issue 11 item 7): the last RECENT_NIGHTS nights ending with
-        # anchor_mjd (None: last night); add_night() adds one more (the first stays put)
-        self.recent_nights = RECENT_NIGHTS if recent_nights is None else int(recent_nights)
-        self.anchor_mjd: int | None = anchor_mjd
-        self.recent_first: int | None = None
+        self.init_recent(recent_nights, anchor_mjd)  # data up to the present (sky.RecentNights)
 
     # what `stdq demo` adds to [services.ztf-fps] (the same as service_settings_lines)
     demo_settings = {"poll_interval": 0.2, "max_poll_interval": 1.0, "email": TEST_EMAIL,
@@ -492,27 +479,6 @@ class ZfpsEmulator(Emulator):
         ]
 
     # -- knobs ---------------------------------------------------------------------------
-    def last_night(self) -> int:
-        """The newest night with data: anchor_mjd, else last night."""
-        return int(self.anchor_mjd) if self.anchor_mjd is not None else last_night_mjd(time.time())
-
-    def recent(self) -> tuple[int, int] | None:
-        """(first, last) night of the recent data, None when there is none."""
-        if self.recent_nights <= 0:
-            return None
-        last = self.last_night()
-        first = self.recent_first if self.recent_first is not None else last - self.recent_nights + 1
-        return first, last
-
-    def add_night(self) -> int:
-        """One more night of epochs; the new night's MJD."""
-        with self.lock:
-            last = self.last_night()
-            if self.recent_first is None:
-                self.recent_first = last - self.recent_nights + 1
-            self.anchor_mjd = last + 1
-            return self.anchor_mjd
-
     def finish_now(self) -> None:
         """Every pending request is done from now on."""
         with self.lock:
