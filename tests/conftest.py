@@ -503,6 +503,8 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
+    __call__ = clock  # the clock itself, where a callable is asked for
+
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds

@@ -7,21 +7,9 @@ import sys
 import textwrap
 import threading
 
+from conftest import FakeTime
 from stdq.db import Database
 from stdq.limiter import RateLimiter, ReadWriteLimiter
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0):
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -36,7 +24,7 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 def test_burst_then_waits_for_the_oldest_slot(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     limiter = RateLimiter(tmp_path, "s", 3, 10.0, margin=0.5, sleep=clock.sleep, clock=clock)
     taken = []
     for _ in range(3):  # a burst up to the limit passes at once
@@ -46,7 +34,7 @@ def test_burst_then_waits_for_the_oldest_slot(tmp_path):
     # the 4th must wait until the first slot (t0) is 10.5 s old: t0 + 10.5 - (t0 + 3)
     assert limiter.acquire() == 7.5
     taken.append(clock.now)
-    assert clock.slept == [7.5]
+    assert clock.sleeps == [7.5]
     for _ in range(20):
         limiter.acquire()
         taken.append(clock.now)
@@ -55,17 +43,17 @@ def test_burst_then_waits_for_the_oldest_slot(tmp_path):
 
 
 def test_scopes_are_separate_and_zero_means_no_limit(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     a = RateLimiter(tmp_path, "a", 1, 60.0, sleep=clock.sleep, clock=clock)
     b = RateLimiter(tmp_path, "b", 1, 60.0, sleep=clock.sleep, clock=clock)
     assert a.acquire() == 0.0 and b.acquire() == 0.0
     off = RateLimiter(tmp_path, "c", 0, 60.0, sleep=clock.sleep, clock=clock)
     assert all(off.acquire() == 0.0 for _ in range(100))
-    assert clock.slept == []
+    assert clock.sleeps == []
 
 
 def test_methods_go_to_their_limiter(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     writes = RateLimiter(tmp_path, "w", 1, 60.0, margin=0, sleep=clock.sleep, clock=clock)
     reads = RateLimiter(tmp_path, "r", 2, 60.0, margin=0, sleep=clock.sleep, clock=clock)
     waits = []
@@ -76,25 +64,25 @@ def test_methods_go_to_their_limiter(tmp_path):
         both.before_request(method, "http://atlas/queue/")
     both.before_request("POST", "http://elsewhere/")  # not the limited host: no slot, no wait
     # DELETE waits for the POST's slot (1 write per 60 s); HEAD for the first GET's (2 reads)
-    assert waits == ["write", "read"] and clock.slept == [60.0, 60.0]
+    assert waits == ["write", "read"] and clock.sleeps == [60.0, 60.0]
 
 
 def test_a_shared_database_gives_its_clock_and_connection(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     database = Database(tmp_path, clock=clock)
     a = RateLimiter(database, "s", 2, 30.0, margin=0, sleep=clock.sleep)
     b = RateLimiter(database, "s", 2, 30.0, margin=0, sleep=clock.sleep)
     assert a.db is database and b.db is database
     assert a.acquire() == 0.0 and b.acquire() == 0.0
     assert a.acquire() == 30.0  # the two slots are shared, and time is the database's clock
-    assert clock.slept == [30.0] and b.in_window() == 1  # the first two left the window
+    assert clock.sleeps == [30.0] and b.in_window() == 1  # the first two left the window
     # every row is the injected time: nothing read the real clock
     assert [r[0] for r in database.conn.execute("SELECT ts FROM limiter")] == [1_000_030.0]
     database.close()
 
 
 def test_a_limiter_used_from_two_threads_opens_one_connection_per_thread(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     limiter = RateLimiter(tmp_path, "t", 10, 60.0, sleep=clock.sleep, clock=clock)
     limiter.acquire()
     errors: list[BaseException] = []
@@ -152,13 +140,13 @@ def test_a_slot_counts_from_its_answer(tmp_path):
     """A request that took 4 s to be answered (a busy machine): the server counted it at some
     moment up to 4 s after the slot was taken, so the next slot of a 1-per-10-s limit waits
     until 10 s after the answer (t = 14), not after the taking (t = 10)."""
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     limiter = RateLimiter(tmp_path, "w", 1, 10.0, margin=0, sleep=clock.sleep, clock=clock)
     assert limiter.acquire() == 0.0
     clock.now += 4.0
     limiter.settle()
     limiter.settle()  # once only: nothing left to settle
-    assert limiter.acquire() == 10.0 and clock.slept == [10.0]
+    assert limiter.acquire() == 10.0 and clock.sleeps == [10.0]
     # never earlier than taken: a settle with the clock behind leaves the slot alone
     clock.now -= 100.0
     limiter.settle()
@@ -173,7 +161,7 @@ def test_the_http_client_settles_its_slots_when_answers_arrive(tmp_path):
     from stdq import http
     from stdq.limiter import settle_on_answer
 
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     writes = RateLimiter(tmp_path, "w", 2, 60.0, margin=0, sleep=clock.sleep, clock=clock)
     reads = RateLimiter(tmp_path, "r", 100, 60.0, margin=0, sleep=clock.sleep, clock=clock)
     both = ReadWriteLimiter(writes, reads)
@@ -192,7 +180,7 @@ def test_the_http_client_settles_its_slots_when_answers_arrive(tmp_path):
     finally:
         client.close()
     # slots taken at 0 and 3, settled at 3 and 6: the third waits until 3 + 60 (not 0 + 60)
-    assert clock.slept == [57.0]
+    assert clock.sleeps == [57.0]
     stored = sorted(r[0] - start for r in writes.db.conn.execute("SELECT ts FROM limiter WHERE scope = 'w'"))
     assert stored == [6.0, 66.0]  # the first left the window (removed); the third settled at 66
     both.close()
@@ -201,7 +189,7 @@ def test_the_http_client_settles_its_slots_when_answers_arrive(tmp_path):
 def test_turns_of_a_line_of_requests(tmp_path):
     """3 per 10 s, slots taken at 0 and 2, now 5: the next request may go now, then at 10 and
     12 (those slots a window on), then a window after each of those three."""
-    clock = FakeClock(0.0)
+    clock = FakeTime(0.0)
     limiter = RateLimiter(tmp_path, "w", 3, 10.0, margin=0, sleep=clock.sleep, clock=clock)
     limiter.acquire()
     clock.now = 2.0
@@ -214,7 +202,7 @@ def test_turns_of_a_line_of_requests(tmp_path):
 
 
 def test_an_answer_within_the_margin_needs_no_settling(tmp_path):
-    clock = FakeClock()
+    clock = FakeTime(1_000_000.0)
     limiter = RateLimiter(tmp_path, "w", 1, 10.0, margin=0.5, sleep=clock.sleep, clock=clock)
     limiter.acquire()
     clock.now += 0.4  # answered within the 0.5 s margin: the slot stays as taken

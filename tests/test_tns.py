@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import FakeTime
 from stdq import resolvers_tns
 from stdq.config import load_settings
 from stdq.errors import QueryFailed, TemporaryFailure
@@ -118,20 +119,9 @@ def test_a_refused_key_is_a_warning_without_the_key(stdq, fake_server):
 # -- rate limits, with an injected clock --------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
-def resolver_with(tmp_path: Path, emulator: TnsEmulator, clock: Clock, *, max_wait: float = 60) -> TnsResolver:
+def resolver_with(tmp_path: Path, emulator: TnsEmulator, clock: FakeTime, *, max_wait: float = 60) -> TnsResolver:
     """A TnsResolver talking to EMULATOR in this process (an httpx MockTransport), on CLOCK."""
     from stdq.testing.fakeserver import FakeServer
 
@@ -159,40 +149,40 @@ def resolver_with(tmp_path: Path, emulator: TnsEmulator, clock: Clock, *, max_wa
 def test_rate_limit_headers_are_obeyed(tmp_path):
     """3 requests a 60 s window: the 4th waits for the reset the headers announced, and the
     emulator never refuses one (no 429)."""
-    clock = Clock()
+    clock = FakeTime(1_000_000.0)
     emulator = TnsEmulator(limit=3, window=60.0, clock=clock)
     resolver = resolver_with(tmp_path, emulator, clock)
     for _ in range(3):
         assert resolver.resolve("AT 2024abc").ra == AT_RA
-    assert clock.slept == []
+    assert clock.sleeps == []
     assert resolver.resolve("SN 2023ixf").canonical == "SN 2023ixf"
-    assert clock.slept == [60.0] and emulator.refused == 0 and len(emulator.requests) == 4
+    assert clock.sleeps == [60.0] and emulator.refused == 0 and len(emulator.requests) == 4
 
 
 def test_a_429_is_waited_out(tmp_path):
     """Another process used the window (the resolver knew nothing of it): the 429's reset is
     waited, then the same request again."""
-    clock = Clock()
+    clock = FakeTime(1_000_000.0)
     emulator = TnsEmulator(limit=1, window=30.0, clock=clock)
     emulator._rate()  # someone else's request
     resolver = resolver_with(tmp_path, emulator, clock)
     assert resolver.resolve("AT 2024abc").dec == AT_DEC
-    assert emulator.refused == 1 and clock.slept == [30.0]
+    assert emulator.refused == 1 and clock.sleeps == [30.0]
 
 
 def test_a_reset_longer_than_max_wait_is_a_temporary_failure(tmp_path):
-    clock = Clock()
+    clock = FakeTime(1_000_000.0)
     emulator = TnsEmulator(limit=1, window=3600.0, clock=clock)
     emulator._rate()
     resolver = resolver_with(tmp_path, emulator, clock, max_wait=60)
     with pytest.raises(TemporaryFailure) as caught:
         resolver.resolve("AT 2024abc")
     assert "429" in caught.value.message and API_KEY not in str(caught.value)
-    assert clock.slept == []
+    assert clock.sleeps == []
 
 
 def test_a_non_tns_name_makes_no_request(tmp_path):
-    clock = Clock()
+    clock = FakeTime(1_000_000.0)
     emulator = TnsEmulator(clock=clock)
     resolver = resolver_with(tmp_path, emulator, clock)
     assert resolver.resolve("M31") is None and emulator.requests == []
@@ -217,8 +207,8 @@ def test_parse_answers():
 
 def test_remaining_exceeded_counts_as_zero(tmp_path):
     """TNS may write x-rate-limit-remaining: Exceeded; the next request waits for the reset."""
-    clock = Clock()
+    clock = FakeTime(1_000_000.0)
     resolver = resolver_with(tmp_path, TnsEmulator(clock=clock), clock)
     resolver._remember_window({"x-rate-limit-remaining": "Exceeded", "x-rate-limit-reset": "12"})
     assert resolver.resolve("AT 2024abc").ra == AT_RA
-    assert clock.slept == [12.0]
+    assert clock.sleeps == [12.0]
