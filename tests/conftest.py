@@ -413,6 +413,17 @@ def assert_clean_error(result, code: int) -> str:
     return lines[-1]
 
 
+def assert_secret_nowhere(data_dir: Path, secrets: list[str] | tuple[str, ...], *texts: str) -> None:
+    """No SECRET in TEXTS (outputs, logs) nor in any file under DATA_DIR (the database, the
+    worker logs, the products and their raw files)."""
+    files = [p for p in Path(data_dir).rglob("*") if p.is_file()]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
+
+
 def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
     """Poll PREDICATE until it is true; AssertionError naming WHAT after TIMEOUT seconds."""
     deadline = time.monotonic() + timeout

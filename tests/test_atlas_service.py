@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from conftest import assert_clean_error
+from conftest import assert_clean_error, assert_secret_nowhere
 from stdq import Stdq
 from stdq.processors.atlas import read_result
 from stdq.testing import sky
@@ -41,14 +41,8 @@ def forms(runner):
     return [{k: v[-1] for k, v in parse_qs(r.body).items()} for r in log(runner, "POST", r"/queue/$")]
 
 
-def all_text_under(path) -> bytes:
-    return b"".join(p.read_bytes() for p in path.rglob("*") if p.is_file())
-
-
 def assert_token_nowhere(runner, *outputs: str) -> None:
-    for text in outputs:
-        assert TEST_TOKEN not in text
-    assert TEST_TOKEN.encode() not in all_text_under(runner.data_dir)
+    assert_secret_nowhere(runner.data_dir, [TEST_TOKEN], *outputs)
 
 
 def test_sync_query_runs_the_whole_protocol(atlas):
@@ -198,7 +192,7 @@ def test_refused_and_missing_token_exit_3_without_echo(atlas):
     assert_clean_error(result, 3)
     assert "refused the credentials" in result.stderr and "Invalid token" in result.stderr
     assert wrong not in result.stderr + result.stdout
-    assert wrong.encode() not in all_text_under(stdq.data_dir)
+    assert_secret_nowhere(stdq.data_dir, [wrong])
     assert not emulator.tasks
     # the conventional variable is read too (STDQ_ATLAS_API_KEY would win over it)
     ok = stdq.run("query", "atlas", *POS, "--sync", "--force",

@@ -14,7 +14,7 @@ import time
 import pytest
 from test_atlas_limiter import max_in_window
 
-from conftest import stop_workers, wait_until, worker_pids
+from conftest import assert_secret_nowhere, stop_workers, wait_until, worker_pids
 from stdq import Stdq
 from stdq.testing.atlas import TEST_TOKEN
 
@@ -59,11 +59,7 @@ def atlas_log(runner, method=None, path=None):
 
 
 def assert_token_nowhere(runner, *texts: str) -> None:
-    for text in texts:
-        assert TEST_TOKEN not in text
-    for path in runner.data_dir.rglob("*"):
-        if path.is_file():
-            assert TEST_TOKEN.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(runner.data_dir, [TEST_TOKEN], *texts)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_panstarrs_processor import sep_arcsec, tai_minus_utc
 
-from conftest import assert_clean_error
+from conftest import assert_clean_error, assert_secret_nowhere
 from stdq.testing import sky
 from stdq.testing.fakeserver import settings_toml
 from stdq.testing.mast import SN_ARTIFACT_ID, SN_NEIGHBOUR_ID, SN_TARGET_ID
@@ -245,10 +245,7 @@ def test_mast_token_is_sent_as_cookie_and_never_shown(stdq):
         if other.emulator != "mast":
             assert token not in json.dumps(other.as_dict())
     shown = stdq.run("jobs", "show", str(info["job_id"]), "--json", env={"MAST_API_TOKEN": token})
-    assert token not in shown.stdout + shown.stderr
-    for path in stdq.data_dir.rglob("*"):
-        if path.is_file():
-            assert token.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(stdq.data_dir, [token], shown.stdout + shown.stderr)
 
 
 # -- faults --------------------------------------------------------------------------------------

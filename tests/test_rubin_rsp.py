@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from conftest import assert_clean_error, stop_workers, wait_until
+from conftest import assert_clean_error, assert_secret_nowhere, stop_workers, wait_until
 from stdq import Stdq
 from stdq.testing.fakeserver import FakeServer
 from stdq.testing.fink import NEIGHBOUR_ID, PEAK_NJY, RUBIN_TARGET, TARGET_ID, FinkEmulator
@@ -47,11 +47,7 @@ def query(runner, *args: str, env=TOKEN_ENV):
 
 
 def assert_token_nowhere(runner, *texts: str) -> None:
-    for text in texts:
-        assert TEST_TOKEN not in text
-    for path in runner.data_dir.rglob("*"):
-        if path.is_file():
-            assert TEST_TOKEN.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(runner.data_dir, [TEST_TOKEN], *texts)
 
 
 def product_rows(info: dict) -> tuple[dict, list[dict[str, str]], Path]:

@@ -11,7 +11,7 @@ import time
 import pytest
 from test_ztf_fps import CREDS_ENV, SECRET_FORMS, SN, settings_without_credentials
 
-from conftest import process_alive, stop_workers, wait_until, worker_pids
+from conftest import assert_secret_nowhere, process_alive, stop_workers, wait_until, worker_pids
 from stdq import Stdq
 
 
@@ -44,15 +44,8 @@ def wq(stdq):
 
 
 def assert_no_secret_anywhere(runner, *texts: str) -> None:
-    for text in texts:
-        for secret in SECRET_FORMS:
-            assert secret not in text
-    files = [p for p in runner.data_dir.rglob("*") if p.is_file()]
-    assert any(p.name == "stdq.sqlite3" for p in files)
-    for path in files:
-        data = path.read_bytes()
-        for secret in SECRET_FORMS:
-            assert secret.encode() not in data, path
+    assert (runner.data_dir / "stdq.sqlite3").is_file()
+    assert_secret_nowhere(runner.data_dir, SECRET_FORMS, *texts)
 
 
 @pytest.mark.slow
