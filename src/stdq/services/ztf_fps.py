@@ -70,6 +70,8 @@ from stdq.errors import BadInput, ConfigError, NoData, QueryFailed, TemporaryFai
 from stdq.services.base import TIME_FIELDS, Field, QueryForm, SingleTargetDataService
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from stdq.http import Client
@@ -493,7 +495,6 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         the leader (postponed too meanwhile) sends it when it is full or batch_window seconds
         after its latest member joined (at most MAX_OPEN_WINDOWS windows after it opened),
         submitting every position once. Returns with the job's checkpoint "submitted"."""
-        from stdq import remote
         from stdq.batches import FAILED, MAX_OPEN_WINDOWS, OPEN, SENDING, SENT
         from stdq.slots import Postponed
 
@@ -545,17 +546,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
             board.set_state(batch.id, SENDING, info=info)
         mine = dict(cp["zfps_request"])
         known = list(info["known"].get(str(job_id), []))
-        look_every = max(0.05, float(self.config.values["poll_interval"]))
-        row, found = remote.create_once(
-            context,
-            slot=SUBMIT_SLOT,
-            send=lambda key: self.submit_positions(context, creds, requests),
-            find=lambda key: self._ours(self.listing(context, creds), mine, known, None),
-            service=self.name,
-            what="the ZFPS batch request",
-            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
-            look_every=look_every,
-        )
+        row, found = self._create_once(context, creds, lambda: self.submit_positions(context, creds, requests),
+                                       mine, known, "the ZFPS batch request")
         board.set_state(batch.id, SENT)
         board.wake_members(batch.id)
         context.event("submitted", f"ZFPS batch {batch.id}: {len(requests)} position(s) in one submission")
@@ -597,6 +589,24 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         except StdqError:  # the next take frees the slot of an ended job
             return
 
+    def _create_once(self, context: QueryContext, creds: dict[str, str], send: Callable[[], Any],
+                     request: dict[str, Any], known: list[str], what: str) -> Any:
+        """remote.create_once of a submission (SEND) whose request, having no id in the answer,
+        is found as the new row of the listing matching REQUEST, not among KNOWN."""
+        from stdq import remote
+
+        look_every = max(0.05, float(self.config.values["poll_interval"]))
+        return remote.create_once(
+            context,
+            slot=SUBMIT_SLOT,
+            send=lambda key: send(),
+            find=lambda key: self._ours(self.listing(context, creds), request, known, None),
+            service=self.name,
+            what=what,
+            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
+            look_every=look_every,
+        )
+
     def _create(self, target: Target, params: dict[str, Any], context: QueryContext,
                 creds: dict[str, str]) -> None:
         """Submit the request once (stdq.remote.create_once).
@@ -604,7 +614,6 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
         ZFPS answers a submission with no request id: before the first send the
         listing's matching requests are remembered, and "ours" is the new matching
         one -- looked for after a lost answer, or on a restart after a send."""
-        from stdq import remote
 
         cp = context.checkpoint
         if cp.get("zfps_state") is None:
@@ -616,17 +625,8 @@ class ZtfForcedPhotometryService(SingleTargetDataService):
                                     zfps_submitting_at=time.time())
         request = dict(cp["zfps_request"])
         known = list(cp.get("zfps_known") or [])
-        look_every = max(0.05, float(self.config.values["poll_interval"]))
-        row, found = remote.create_once(
-            context,
-            slot=SUBMIT_SLOT,
-            send=lambda key: self.submit(context, creds, request),
-            find=lambda key: self._ours(self.listing(context, creds), request, known, None),
-            service=self.name,
-            what="the ZFPS request",
-            grace=min(CREATE_GRACE_MAX, CREATE_GRACE_POLLS * look_every),
-            look_every=look_every,
-        )
+        row, found = self._create_once(context, creds, lambda: self.submit(context, creds, request),
+                                       request, known, "the ZFPS request")
         if found:
             req_id = row.get("reqId", "").strip()
             context.event("resumed", f"found ZFPS request {req_id}, submitted by an earlier send;"
