@@ -631,10 +631,10 @@ def normalize(df: pd.DataFrame, product_id: int | None = None) -> pd.DataFrame:
     for name in df.columns:
         if name not in cols:
             cols[name] = df[name]
-    table = pd.DataFrame(cols, index=df.index, copy=False)
+    table = pd.DataFrame(cols, index=df.index, copy=False)  # a RangeIndex (reset above)
     if not table["mjd"].is_monotonic_increasing:
-        table = table.sort_values("mjd", kind="stable")
-    return table.reset_index(drop=True)
+        table = table.sort_values("mjd", kind="stable").reset_index(drop=True)
+    return table
 
 
 def empty_table() -> pd.DataFrame:
